@@ -1,0 +1,29 @@
+# Set-up is part of every target: a fresh machine needs only `make demo` or `make test`.
+VENV   := .venv
+PIP    := $(VENV)/bin/pip
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test bench
+
+setup: $(VENV)/.installed $(FMNIST)
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torchvision 0.29.1 pulls the torch build that works here (CUDA wheels also run on CPU)
+	$(PIP) install --quiet "torchvision==0.29.1" -e ".[dev]"
+	touch $@
+
+$(FMNIST):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q dataset-fashion-mnist
+
+demo: setup
+	$(VENV)/bin/robust-zoo demo
+
+test: setup
+	$(VENV)/bin/python -m pytest -n 2 -q tests
+
+bench: setup
+	$(VENV)/bin/python benchmarks/bench_activations.py

@@ -1,0 +1,13 @@
+"""Activations for robust models; importing this package registers their names with timm."""
+from .capped import CappedReLU
+from .parametric import PSoftplus, PSSiLU
+from .registry import (
+    ACTIVATIONS, ROBUST_ACTIVATIONS, SHARED_BY_DEFAULT, act_name, create_act_layer, get_act_layer,
+    make_act_factory, register_timm_activations,
+)
+from .shared import SharedActivation
+from .smooth import ParametricSoftplus, ReLUSmoothGrad, SmoothReLU, relu_smoothgrad
+from .sparta import Sparta
+from .swap import SWAPPABLE_ACTIVATIONS, is_activation, swap_activations
+
+register_timm_activations()

@@ -1,0 +1,60 @@
+"""Normalization inside the model, so that models take images in [0, 1] (RobustBench's convention)."""
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ['InputNormalize', 'NormalizedInputMixin']
+
+
+class InputNormalize(nn.Module):
+    """`(x - mean) / std` with the dataset's constants as buffers (saved with the weights).
+
+    Attack budgets are in pixel units only if the model sees raw [0, 1] pixels, so the first forward
+    checks the range and names the usual mistake (feeding already-normalized tensors). The check runs
+    once per module (cheap, no GPU sync per step); set `check_range = True` to check again.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], in_chans: int):
+        super().__init__()
+        mean, std = list(mean), list(std)
+        if len(mean) != in_chans:  # e.g. an ImageNet model built with in_chans=1: use the channel average
+            mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
+        self.register_buffer('mean', torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer('std', torch.tensor(std).view(1, -1, 1, 1))
+        self.check_range = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.check_range and x.device.type != 'meta' and not torch.compiler.is_compiling():
+            self.check_range = False
+            lo, hi = torch.aminmax(x.detach())
+            lo, hi = float(lo), float(hi)
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                self.check_range = True
+                raise ValueError(
+                    f'robust_zoo models take images in [0, 1] and normalize inside the model; got values in '
+                    f'[{lo:.3g}, {hi:.3g}]. Pass un-normalized images (timm: resolve_data_config(model=model) '
+                    f'gives mean 0 / std 1). To skip this check set model.normalize.check_range = False.')
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f'mean={[round(v, 4) for v in self.mean.flatten().tolist()]}, std={[round(v, 4) for v in self.std.flatten().tolist()]}'
+
+
+class NormalizedInputMixin:
+    """Puts `self.normalize` in front of a timm model's `forward_features` / `forward_intermediates`."""
+
+    def _init_robust(self, mean: Sequence[float], std: Sequence[float], in_chans: int,
+                     shared_act: Optional[nn.Module] = None) -> None:
+        """Call at the end of `__init__`: adds the normalization and the network-wide shared activation."""
+        norm = InputNormalize(mean, std, in_chans)
+        # first child, so that timm's sequential feature wrappers (FeatureListNet) run it first
+        self._modules = {'normalize': norm, **self._modules}
+        if shared_act is not None:
+            self.shared_act = shared_act
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward_features(self.normalize(x))
+
+    def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
+        return super().forward_intermediates(self.normalize(x), *args, **kwargs)

@@ -1,0 +1,111 @@
+"""Pre-activation ResNets for 32x32 images: PreAct ResNet-18 and the robustness literature's Wide ResNets.
+
+* PreAct ResNet-18 (He et al. 2016, identity mappings): the network of Fast AT (Wong et al. 2020) and of
+  most CIFAR-10 adversarial-training baselines; 64-channel stem, stages of 64, 128, 256, 512.
+* WRN-d-k (Zagoruyko & Komodakis; Madry et al., TRADES, RobustBench): 16-channel stem, three stages of
+  n = (d - 4) / 6 blocks of widths 16k, 32k, 64k.
+
+Both: 3x3 stem, pre-activation blocks (BN-act-conv-BN-act-conv) with 1x1 projection shortcuts where the
+shape changes, a final BN-act, global average pooling, a linear classifier. Default cfg: CIFAR-10.
+"""
+from typing import Any, Callable, Sequence
+
+import torch
+from timm.models import checkpoint_seq, generate_default_cfgs
+from torch import nn
+
+from ..layers import ACTIVATIONS
+from ._base import SmallImageNet
+from ._builder import build_at_model, register_act_variants, rz_cfg
+
+__all__ = ['PreActResNet', 'CIFAR10_MEAN', 'CIFAR10_STD']
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, in_chs: int, out_chs: int, stride: int, act_layer: Callable[..., nn.Module]):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.act1 = act_layer(inplace=True)
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.act2 = act_layer(inplace=True)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, 1, bias=False)
+        needs_proj = stride != 1 or in_chs != out_chs
+        self.shortcut = nn.Conv2d(in_chs, out_chs, 1, stride, bias=False) if needs_proj else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(x))
+        shortcut = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        out = self.conv2(self.act2(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNet(SmallImageNet):
+    """Pre-activation ResNet taking images in [0, 1]; the first stage has stride 1, the others 2."""
+
+    def __init__(self, layers: Sequence[int] = (2, 2, 2, 2), widths: Sequence[int] = (64, 128, 256, 512),
+                 stem_width: int = 64, num_classes: int = 10, in_chans: int = 3, global_pool: str = 'avg',
+                 drop_rate: float = 0.0, act_layer: Callable[..., nn.Module] = nn.ReLU,
+                 input_mean=CIFAR10_MEAN, input_std=CIFAR10_STD, shared_act=None):
+        super().__init__(input_mean, input_std, in_chans, num_classes, shared_act)
+        self.conv_stem = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)
+        stages, in_chs = [], stem_width
+        self.feature_info = []
+        for i, (n, w) in enumerate(zip(layers, widths)):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(*[
+                PreActBlock(in_chs if j == 0 else w, w, stride if j == 0 else 1, act_layer) for j in range(n)]))
+            in_chs = w
+            self.feature_info.append(dict(num_chs=w, reduction=2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.BatchNorm2d(in_chs)
+        self.act = act_layer(inplace=True)
+        self._init_head(in_chs, global_pool, drop_rate)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_stem(self.normalize(x))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.stages, x)
+        else:
+            x = self.stages(x)
+        return self.act(self.norm(x))
+
+
+def _wrn(depth: int, width: int) -> dict:
+    if (depth - 4) % 6:
+        raise ValueError(f'WideResNet depth must be 6n + 4 (28, 34, 70, ...), got {depth}.')
+    return dict(layers=((depth - 4) // 6,) * 3, widths=(16 * width, 32 * width, 64 * width), stem_width=16)
+
+
+_ARCHS = {
+    'preact_resnet18': dict(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem_width=64),
+    'wrn_28_10': _wrn(28, 10),
+    'wrn_34_10': _wrn(34, 10),
+    'wrn_70_16': _wrn(70, 16),
+}
+
+
+def _create(arch: str, variant: str, pretrained: bool = False, **kwargs: Any) -> PreActResNet:
+    args = _ARCHS[arch]
+    feature_cfg = dict(flatten_sequential=True, out_indices=tuple(range(len(args['layers']))))
+    return build_at_model(PreActResNet, variant, pretrained, feature_cfg=feature_cfg, **dict(args, **kwargs))
+
+
+def _cfg(**kwargs: Any):
+    return rz_cfg(
+        dataset='cifar10', threat_model='cifar10-linf', input_size=(3, 32, 32), num_classes=10,
+        input_mean=CIFAR10_MEAN, input_std=CIFAR10_STD, first_conv='conv_stem', classifier='head.fc', **kwargs)
+
+
+default_cfgs = generate_default_cfgs({f'{arch}_{act}_at': _cfg() for arch in _ARCHS for act in ACTIVATIONS})
+
+for _arch in _ARCHS:
+    register_act_variants(
+        globals(), _arch, _create, ACTIVATIONS,
+        f'{_arch} (pre-activation ResNet), inputs in [0, 1]; default cfg: CIFAR-10, threat model cifar10-linf.')
