@@ -1,5 +1,14 @@
-"""robust_zoo: adversarially robust image models and robustness activations for timm."""
+"""robust_zoo: adversarially robust image models and robustness activations for timm.
+
+Importing registers robust_zoo's activations in timm's activation factory, its `<arch>_<act>_at` models
+in timm's registry, and the `robust_zoo/` model-name prefix for `timm.create_model`.
+"""
 from . import layers, models
-from .layers import swap_activations
+from .layers import create_act_layer, get_act_layer, swap_activations
+from .models import list_models
+from .threat_models import THREAT_MODELS, get_threat_model
 
 __version__ = '0.1.0'
+
+__all__ = ['create_act_layer', 'get_act_layer', 'get_threat_model', 'list_models', 'swap_activations',
+           'THREAT_MODELS']
