@@ -5,6 +5,7 @@ module-level dict `timm.layers.create_act._ACT_LAYER_DEFAULT`, so robust_zoo add
 (only names timm does not already define; registration is idempotent).
 """
 import difflib
+import inspect
 from functools import partial
 from typing import Any, Callable, Dict, Optional, Tuple, Type, Union
 
@@ -74,7 +75,6 @@ def create_act_layer(name: Union[str, Type[nn.Module]], **act_kwargs: Any) -> nn
     try:
         return cls(**act_kwargs)
     except TypeError as e:
-        import inspect
         params = [p for p in inspect.signature(cls).parameters if p not in ('self', 'inplace')]
         raise TypeError(
             f'Bad arguments {act_kwargs} for activation {act_name(cls)!r}: {e}. '
@@ -112,4 +112,18 @@ def make_act_factory(
     if shared:
         return (lambda *args, **kwargs: SharedActivation(proto)), proto
     cls = get_act_layer(act_layer)
+    if not _accepts_inplace(cls):  # e.g. nn.GELU, nn.Tanh: timm blocks still call act_layer(inplace=True)
+        return partial(_drop_inplace, cls, act_kwargs), None
     return (partial(cls, **act_kwargs) if act_kwargs else cls), None
+
+
+def _accepts_inplace(cls: Callable) -> bool:
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return True
+    return 'inplace' in params
+
+
+def _drop_inplace(cls: Callable[..., nn.Module], act_kwargs: Dict[str, Any], inplace: Any = None) -> nn.Module:
+    return cls(**act_kwargs)

@@ -44,18 +44,28 @@ def swap_activations(
     On robust_zoo models the choice is recorded in the model args, so a saved config rebuilds the swap.
     """
     types = tuple(types)
-    sites = [(name, mod) for name, mod in model.named_modules() if name and is_activation(mod, types)]
+    # the owner of a shared activation (`model.shared_act`) is not a use site; its sites are SharedActivations.
+    # remove_duplicate=False: one instance registered at several places (a reused nn.ReLU) is swapped at each.
+    old_shared = model._modules.get('shared_act')
+    sites = [(name, mod) for name, mod in model.named_modules(remove_duplicate=False)
+             if name and mod is not old_shared and is_activation(mod, types)]
     if not sites:
         raise ValueError(
             f'No activation modules of types {[t.__name__ for t in types]} found in {type(model).__name__}; '
             'activations called functionally in forward() (e.g. F.relu) cannot be swapped.')
+    swapped = {id(mod) for _, mod in sites}
+    if old_shared is not None and any(
+            isinstance(m, SharedActivation) and m.shared is old_shared and id(m) not in swapped
+            for m in model.modules()):
+        raise ValueError(
+            'model.shared_act is used at sites that `types` leaves out, which would orphan its parameters; '
+            'include SharedActivation in `types` to swap the shared activation.')
     factory, proto = make_act_factory(to, act_kwargs, shared)
-    old_shared = getattr(model, 'shared_act', None)
     for name, _ in sites:
         parent_name, _, attr = name.rpartition('.')
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, factory(inplace=False))
-    if isinstance(old_shared, nn.Module) and 'shared_act' in model._modules:
+    if old_shared is not None:
         del model._modules['shared_act']
     if proto is not None:
         model.shared_act = proto

@@ -1,5 +1,5 @@
 """The timm model interface shared by robust_zoo's own small-image networks."""
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from timm.layers import ClassifierHead
@@ -7,7 +7,7 @@ from torch import nn
 
 from ._normalize import InputNormalize
 
-__all__ = ['SmallImageNet']
+__all__ = ['SmallImageNet', 'make_stages']
 
 
 class SmallImageNet(nn.Module):
@@ -53,3 +53,20 @@ class SmallImageNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def make_stages(
+        block: Callable[[int, int, int], nn.Module],
+        depths: Sequence[int],
+        widths: Sequence[int],
+        in_chs: int,
+) -> Tuple[nn.Sequential, List[Dict[str, Any]]]:
+    """Stages of `block(in_chs, out_chs, stride)`: stride 1 for the first stage, 2 for the first block of the
+    others. Returns the stages and their timm `feature_info` entries (modules `stages.<i>`)."""
+    stages, feature_info = [], []
+    for i, (n, w) in enumerate(zip(depths, widths)):
+        stride = 1 if i == 0 else 2
+        stages.append(nn.Sequential(*[block(in_chs if j == 0 else w, w, stride if j == 0 else 1) for j in range(n)]))
+        in_chs = w
+        feature_info.append(dict(num_chs=w, reduction=2 ** i, module=f'stages.{i}'))
+    return nn.Sequential(*stages), feature_info

@@ -2,6 +2,7 @@
 import contextlib
 import dataclasses
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Dict, Optional, Sequence, Type
 
 import torch
@@ -83,6 +84,7 @@ def build_at_model(
             f'train it, or give weights with pretrained_cfg_overlay=dict(file="model.safetensors").')
     device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
     kwargs.pop('pretrained_cfg_overlay', None)
+    kwargs['pretrained_filter_fn'] = partial(_adapt_normalize, filter_fn=kwargs.get('pretrained_filter_fn'))
     with torch.device(device) if device is not None else contextlib.nullcontext():
         model = build_model_with_cfg(
             model_cls, variant, pretrained, pretrained_cfg=cfg, act_layer=factory, shared_act=shared,
@@ -91,6 +93,18 @@ def build_at_model(
         model.to(dtype)
     model.accepts_act_args = True
     return model
+
+
+def _adapt_normalize(state_dict: Dict[str, Any], model: nn.Module, filter_fn: Optional[Callable] = None):
+    """Pretrained weights for a model built with other `in_chans`: timm adapts the first conv, and the saved
+    `normalize` constants get InputNormalize's rule (the channel average), else loading fails on their shape."""
+    if filter_fn is not None:
+        state_dict = filter_fn(state_dict, model)
+    for name in ('mean', 'std'):
+        key, target = f'normalize.{name}', getattr(model.normalize, name)
+        if key in state_dict and state_dict[key].shape != target.shape:
+            state_dict[key] = state_dict[key].mean(1, keepdim=True).expand(target.shape).clone()
+    return state_dict
 
 
 def register_act_variants(

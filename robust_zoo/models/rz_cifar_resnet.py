@@ -15,7 +15,7 @@ from timm.models import checkpoint_seq, generate_default_cfgs
 from torch import nn
 
 from ..layers import ACTIVATIONS
-from ._base import SmallImageNet
+from ._base import SmallImageNet, make_stages
 from ._builder import build_at_model, register_act_variants, rz_cfg
 
 __all__ = ['CifarResNet']
@@ -61,16 +61,10 @@ class CifarResNet(SmallImageNet):
         self.conv_stem = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.act1 = act_layer(inplace=True)
-        stages, in_chs = [], widths[0]
-        self.feature_info = [dict(num_chs=widths[0], reduction=1, module='act1')]
-        for i, w in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(*[
-                BasicBlock(in_chs if j == 0 else w, w, stride if j == 0 else 1, act_layer) for j in range(n)]))
-            in_chs = w
-            self.feature_info.append(dict(num_chs=w, reduction=2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self._init_head(in_chs, global_pool, drop_rate)
+        self.stages, stage_info = make_stages(
+            partial(BasicBlock, act_layer=act_layer), (n,) * len(widths), widths, widths[0])
+        self.feature_info = [dict(num_chs=widths[0], reduction=1, module='act1'), *stage_info]
+        self._init_head(widths[-1], global_pool, drop_rate)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')

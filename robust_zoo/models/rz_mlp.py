@@ -40,6 +40,8 @@ class MLP(SmallImageNet):
 
 
 def _create(arch: str, variant: str, pretrained: bool = False, **kwargs: Any) -> MLP:
+    if kwargs.get('features_only'):
+        raise ValueError(f'{variant} is fully connected and has no feature maps: features_only is not supported.')
     return build_at_model(MLP, variant, pretrained, **kwargs)
 
 

@@ -8,6 +8,7 @@
 Both: 3x3 stem, pre-activation blocks (BN-act-conv-BN-act-conv) with 1x1 projection shortcuts where the
 shape changes, a final BN-act, global average pooling, a linear classifier. Default cfg: CIFAR-10.
 """
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
@@ -15,7 +16,7 @@ from timm.models import checkpoint_seq, generate_default_cfgs
 from torch import nn
 
 from ..layers import ACTIVATIONS
-from ._base import SmallImageNet
+from ._base import SmallImageNet, make_stages
 from ._builder import build_at_model, register_act_variants, rz_cfg
 
 __all__ = ['PreActResNet', 'CIFAR10_MEAN', 'CIFAR10_STD']
@@ -52,18 +53,11 @@ class PreActResNet(SmallImageNet):
                  input_mean=CIFAR10_MEAN, input_std=CIFAR10_STD, shared_act=None):
         super().__init__(input_mean, input_std, in_chans, num_classes, shared_act)
         self.conv_stem = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)
-        stages, in_chs = [], stem_width
-        self.feature_info = []
-        for i, (n, w) in enumerate(zip(layers, widths)):
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(*[
-                PreActBlock(in_chs if j == 0 else w, w, stride if j == 0 else 1, act_layer) for j in range(n)]))
-            in_chs = w
-            self.feature_info.append(dict(num_chs=w, reduction=2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.BatchNorm2d(in_chs)
+        self.stages, self.feature_info = make_stages(
+            partial(PreActBlock, act_layer=act_layer), layers, widths, stem_width)
+        self.norm = nn.BatchNorm2d(widths[-1])
         self.act = act_layer(inplace=True)
-        self._init_head(in_chs, global_pool, drop_rate)
+        self._init_head(widths[-1], global_pool, drop_rate)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
