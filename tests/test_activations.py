@@ -74,11 +74,10 @@ def test_activation_matches_its_formula(name, kwargs, formula):
 
 
 def test_sparta_matches_its_formula():
-    # x * sigmoid(beta * x + conv_kxk([mean_c(x), max_c(x)])), same padding
+    # x * sigmoid(beta * x + conv_kxk(mean_c(x))), same (zero) padding
     act = _sparta_with_attention(kernel_size=3, beta=1.7).double()
     x = torch.randn(2, 5, 7, 6, dtype=torch.float64)
-    stats = torch.stack([x.mean(dim=1), x.amax(dim=1)], dim=1)
-    attention = F.conv2d(stats, act.attn.weight, act.attn.bias, padding=1)
+    attention = F.conv2d(x.mean(dim=1, keepdim=True), act.attn.weight, act.attn.bias, padding=1)
     torch.testing.assert_close(act(x), x * torch.sigmoid(1.7 * x + attention))
 
 
@@ -215,7 +214,7 @@ def test_sparta_is_input_dependent():
 @pytest.mark.parametrize('kernel_size', [1, 3, 5])
 def test_sparta_parameters_do_not_depend_on_channels_or_size(kernel_size):
     act = Sparta(kernel_size=kernel_size)
-    n_params = 2 * kernel_size ** 2 + 2  # conv weights, conv bias, beta
+    n_params = kernel_size ** 2 + 2  # conv weights, conv bias, beta
     for shape in [(1, 3, 8, 8), (2, 64, 5, 7), (1, 512, 1, 1)]:
         x = torch.randn(shape)
         assert act(x).shape == x.shape
@@ -226,8 +225,8 @@ def test_sparta_on_features_gates_with_the_samples_channel_statistics():
     # on (N, C) the neighbourhood is the single position: only the conv's centre weights act
     act = _sparta_with_attention(3, beta=1.3).double()
     x = torch.randn(4, 16, dtype=torch.float64)
-    w, bias = act.attn.weight[0, :, 1, 1], act.attn.bias[0]
-    attention = w[0] * x.mean(dim=1, keepdim=True) + w[1] * x.amax(dim=1, keepdim=True) + bias
+    w, bias = act.attn.weight[0, 0, 1, 1], act.attn.bias[0]
+    attention = w * x.mean(dim=1, keepdim=True) + bias
     torch.testing.assert_close(act(x), x * torch.sigmoid(1.3 * x + attention))
 
 

@@ -1,5 +1,6 @@
 """Activations for robust models; importing this package registers their names with timm."""
 from .capped import CappedReLU
+from .fused import fused_activations_enabled, set_fused_activations
 from .parametric import PSoftplus, PSSiLU
 from .registry import (
     ACTIVATIONS, ROBUST_ACTIVATIONS, SHARED_BY_DEFAULT, act_name, create_act_layer, get_act_layer,

@@ -9,7 +9,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['PSSiLU', 'PSoftplus']
+from .fused import fusable
+
+__all__ = ['PSSiLU', 'PSoftplus', 'pssilu', 'psoftplus']
+
+
+@fusable
+def pssilu(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    b = beta.abs()
+    return x * (torch.sigmoid(alpha.abs() * x) - b) / (1 - b)
+
+
+@fusable
+def psoftplus(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    return F.softplus(alpha * x) / alpha
 
 
 class PSSiLU(nn.Module):
@@ -27,8 +40,7 @@ class PSSiLU(nn.Module):
         self.beta = nn.Parameter(torch.tensor(float(beta_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.beta.abs()
-        return x * (torch.sigmoid(self.alpha.abs() * x) - b) / (1 - b)
+        return pssilu(x, self.alpha, self.beta)
 
 
 class PSoftplus(nn.Module):
@@ -41,4 +53,4 @@ class PSoftplus(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softplus(self.alpha * x) / self.alpha
+        return psoftplus(x, self.alpha)

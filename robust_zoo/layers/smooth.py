@@ -7,7 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['ParametricSoftplus', 'SmoothReLU', 'ReLUSmoothGrad', 'relu_smoothgrad']
+__all__ = ['ParametricSoftplus', 'SmoothReLU', 'ReLUSmoothGrad', 'relu_smoothgrad', 'smoothrelu']
+
+
+def smoothrelu(x: torch.Tensor, beta_raw: torch.Tensor) -> torch.Tensor:
+    b = beta_raw.square()
+    return F.relu(x - torch.log1p(b * x.abs()) / b)
 
 
 class ParametricSoftplus(nn.Module):
@@ -44,8 +49,7 @@ class SmoothReLU(nn.Module):
         self.beta_raw = nn.Parameter(torch.tensor(float(beta_raw_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.beta_raw.square()
-        return F.relu(x - torch.log1p(b * x.abs()) / b)
+        return smoothrelu(x, self.beta_raw)
 
 
 class _ReLUSmoothGradFn(torch.autograd.Function):
