@@ -10,5 +10,5 @@ from .threat_models import THREAT_MODELS, get_threat_model
 
 __version__ = '0.1.0'
 
-__all__ = ['create_act_layer', 'get_act_layer', 'get_threat_model', 'list_models', 'swap_activations',
-           'THREAT_MODELS']
+__all__ = ['layers', 'models', 'create_act_layer', 'get_act_layer', 'get_threat_model', 'list_models',
+           'swap_activations', 'THREAT_MODELS']

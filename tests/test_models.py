@@ -34,15 +34,6 @@ FAMILIES = {
 ACT_CLASSES = {act: robust_zoo.get_act_layer(act) for act in ACTIVATIONS}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Batches here are tiny: one intra-op thread is faster and does not stall when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _activation_in_name(name):
     if name in EFFICIENTNET_ALIASES:
         return 'silu'

@@ -15,15 +15,6 @@ from robust_zoo.models.rz_cifar_resnet import CifarResNet
 from robust_zoo.models.rz_resnet import ResNetAT
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Batches here are tiny: one intra-op thread is faster and does not stall when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(batch=2):
     return torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
