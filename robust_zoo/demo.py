@@ -84,5 +84,5 @@ def run_demo(model_name: str = 'resnet20_silu_at', train_samples: int = 12000, e
     log(f"| none (clean) | - | - | {results['clean']:.3f} |")
     log(f"| FGSM | 1 | {eps} | {results['fgsm']:.3f} |")
     log(f"| PGD (random start) | 20 | {step_size} | {results['pgd-20']:.3f} |")
-    log('\nThis is a demo of a few minutes of training, not a published model: see the README for the zoo.')
+    log('\nThis is a one-minute demo of the pipeline, not a published model (see the README).')
     return results

@@ -458,3 +458,17 @@ def test_features_only_maps_are_the_models_own_intermediate_outputs(name):
     assert len(maps) == len(seen)
     for module_name, feature_map in zip(features.feature_info.module_name(), maps):
         torch.testing.assert_close(feature_map, seen[module_name], rtol=0, atol=0)
+
+
+def test_saved_config_without_robust_keys_takes_them_from_the_registry(tmp_path):
+    """A config.json written without robust_zoo's cfg fields (e.g. by another tool) still rebuilds the model."""
+    source = timm.create_model('resnet20_relu_at').eval()
+    timm.models.save_for_hf(source, tmp_path, safe_serialization=True)
+    config = json.loads((tmp_path / 'config.json').read_text())
+    for key in ('dataset', 'threat_model', 'input_mean', 'input_std'):
+        config['pretrained_cfg'].pop(key)
+    (tmp_path / 'config.json').write_text(json.dumps(config))
+    model = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
+    assert model.pretrained_cfg['threat_model'] == 'fashion-mnist-linf'
+    x = _images((1, 28, 28))
+    torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)

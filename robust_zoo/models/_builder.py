@@ -6,7 +6,7 @@ from functools import partial
 from typing import Any, Callable, Dict, Optional, Sequence, Type
 
 import torch
-from timm.models import build_model_with_cfg, register_model
+from timm.models import build_model_with_cfg, get_pretrained_cfg, register_model
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 from torch import nn
@@ -31,6 +31,7 @@ class RobustPretrainedCfg(PretrainedCfg):
 
 def rz_cfg(*, dataset: str, threat_model: str, input_mean, input_std, input_size=(3, 224, 224),
            num_classes: int = 1000, **kwargs: Any) -> RobustPretrainedCfg:
+    """A pretrained cfg for a model taking [0, 1] images: mean 0 / std 1 outside, the dataset's inside."""
     chans = input_size[0]
     cfg = dict(
         input_size=input_size, num_classes=num_classes, mean=(0.0,) * chans, std=(1.0,) * chans,
@@ -42,11 +43,17 @@ def rz_cfg(*, dataset: str, threat_model: str, input_mean, input_std, input_size
     return RobustPretrainedCfg(**cfg)
 
 
-def _as_robust_cfg(pretrained_cfg: Any) -> Any:
-    """timm hands saved configs (local-dir:, hf-hub:) over as dicts; timm's PretrainedCfg rejects our keys."""
+def _as_robust_cfg(variant: str, pretrained_cfg: Any) -> Any:
+    """timm hands saved configs (local-dir:, hf-hub:) over as dicts, which timm's PretrainedCfg rejects
+    for our keys; robust keys a saved config lacks come from the registered cfg of `variant`."""
     if isinstance(pretrained_cfg, dict):
         fields = {f.name for f in dataclasses.fields(RobustPretrainedCfg)}
-        return RobustPretrainedCfg(**{k: v for k, v in pretrained_cfg.items() if k in fields})
+        cfg = {k: v for k, v in pretrained_cfg.items() if k in fields}
+        default = get_pretrained_cfg(variant)
+        for key in ('dataset', 'threat_model', 'input_mean', 'input_std'):
+            if cfg.get(key) is None and default is not None:
+                cfg[key] = getattr(default, key, None)
+        return RobustPretrainedCfg(**cfg)
     return pretrained_cfg
 
 
@@ -75,7 +82,7 @@ def build_at_model(
         raise ValueError('features_only=True is not supported with act_shared=True; pass act_shared=False.')
     factory, shared = make_act_factory(act_layer, act_kwargs, act_shared)
 
-    pretrained_cfg = _as_robust_cfg(kwargs.pop('pretrained_cfg', None))
+    pretrained_cfg = _as_robust_cfg(variant, kwargs.pop('pretrained_cfg', None))
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg, kwargs.get('pretrained_cfg_overlay'))
     if pretrained and not (cfg.has_weights or cfg.state_dict):
         raise RuntimeError(
