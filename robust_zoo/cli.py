@@ -20,6 +20,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import logging
+
+    import timm
+
+    from .evaluate import evaluate
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    name = args.model if ':' in args.model or '/' in args.model else f'robust_zoo/{args.model}'
+    overlay = dict(file=args.weights) if args.weights else None
+    model = timm.create_model(name, pretrained=bool(args.weights), pretrained_cfg_overlay=overlay)
+    threat = args.threat_model or model.pretrained_cfg.get('threat_model')
+    if not threat:
+        raise ValueError(f'{name} names no threat model; pass --threat-model.')
+    result = evaluate(model, threat, attacks=args.attacks.split(',') if args.attacks else None,
+                      n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name)
+    t = result.threat_model
+    lo, hi = result.confidence_interval
+    print(f"\n{name} under {t['id']} ({t['norm']}, eps {t['eps']:.6g}), first {result.n_examples} test "
+          f"examples, seed {result.seed}, {result.seconds:.0f} s\n")
+    print('| metric | accuracy |\n|---|---|')
+    print(f'| clean | {result.clean_accuracy:.4f} |')
+    for attack, acc in result.attacks.items():
+        print(f'| {attack} | {acc:.4f} |')
+    print(f'| robust (worst case per example) | {result.robust_accuracy:.4f} (95% Wilson {lo:.4f}-{hi:.4f}) |')
+    print('\nchecks:')
+    for c in result.checks:
+        print(f"  {c['status']:<4} {c['name']}: {c['detail']}")
+    if args.json:
+        with open(args.json, 'w') as f:
+            f.write(result.to_json())
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='robust-zoo', description='Adversarially robust models for timm.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -37,6 +70,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--no-amp', action='store_true', help='train in fp32 instead of bf16 autocast')
     p.add_argument('--data-dir', default=None, help='folder with the Fashion-MNIST idx files')
     p.set_defaults(fn=_cmd_demo)
+
+    p = sub.add_parser('eval', help='evaluate a model under its standardized threat model')
+    p.add_argument('model', help='robust_zoo model name (robust_zoo/ prefix optional), or hf-hub:/local-dir:')
+    p.add_argument('--weights', default=None, help='a .safetensors file of weights for the model')
+    p.add_argument('--threat-model', default=None, help="default: the one in the model's pretrained cfg")
+    p.add_argument('--attacks', default=None, help="comma-separated, e.g. 'fgsm,pgd-20' (default: the protocol)")
+    p.add_argument('--n-examples', type=int, default=None, help='default: the protocol')
+    p.add_argument('--batch-size', type=int, default=250)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--json', default=None, help='write the result record here')
+    p.set_defaults(fn=_cmd_eval)
 
     args = parser.parse_args(argv)
     try:

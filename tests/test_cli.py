@@ -23,3 +23,19 @@ def test_user_errors_exit_2_without_traceback(capsys):
     assert main(['demo', '--model', 'resnet20_silo_at', '--train-samples', '8']) == 2
     err = capsys.readouterr().err
     assert err.startswith('robust-zoo: error:') and 'resnet20_silu_at' in err
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')
+def test_eval_loads_weights_and_writes_the_record(tmp_path, capsys):
+    import json
+
+    import timm
+    from safetensors.torch import save_file
+    weights = tmp_path / 'model.safetensors'
+    save_file(timm.create_model('robust_zoo/mlp3_relu_at').state_dict(), weights)
+    out = tmp_path / 'result.json'
+    assert main(['eval', 'mlp3_relu_at', '--weights', str(weights), '--n-examples', '20', '--attacks', 'fgsm',
+                 '--json', str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record['n_examples'] == 20 and list(record['attacks']) == ['fgsm']
+    assert f"| fgsm | {record['attacks']['fgsm']:.4f} |" in capsys.readouterr().out
