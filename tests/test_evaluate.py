@@ -94,12 +94,31 @@ def test_budget_check_passes_for_our_attacks():
     assert budget['status'] == 'PASS' and 'all 40 adversarial examples' in budget['detail']
 
 
-def test_protocol_attacks_not_available_yet_are_reported_not_hidden():
-    model = timm.create_model('robust_zoo/mlp3_relu_at')
-    result = evaluate(model, 'fashion-mnist-linf', data=(torch.rand(5, 1, 28, 28), torch.arange(5)))
-    assert list(result.attacks) == ['pgd-20']
-    assert any(c['name'] == 'protocol (autoattack-standard)' and c['status'] == 'WARN' for c in result.checks)
+def test_protocol_attacks_not_available_are_reported_not_hidden():
+    threat = ThreatModel('toy', 'toy', 'Linf', 0.02, ('pgd-10', 'cw'), 40, 'none')
+    result = evaluate(BrightnessClassifier(), threat, data=_toy_data(10))
+    assert list(result.attacks) == ['pgd-10']
+    assert any(c['name'] == 'protocol (cw)' and c['status'] == 'WARN' for c in result.checks)
     assert any(c['name'] == 'n_examples' and c['status'] == 'WARN' for c in result.checks)
+
+
+def test_autoattack_standard_breaks_a_model_beyond_its_margin():
+    result = evaluate(BrightnessClassifier(), _toy_threat(0.2), data=_toy_data(20), attacks=['autoattack-standard'])
+    assert result.clean_accuracy == 1.0 and result.attacks['autoattack-standard'] < 0.2
+
+
+class QuantizedInput(BrightnessClassifier):
+    """Quantizing the input zeroes every gradient: the gradient masking that AutoAttack flags (DLR losses)."""
+
+    def forward(self, x):
+        return super().forward(torch.floor(x * 20) / 20 + 0.025)
+
+
+def test_autoattack_flags_become_checks():
+    result = evaluate(QuantizedInput(), _toy_threat(0.02), data=_toy_data(10), attacks=['apgd-t'])
+    assert result.attacks == {'apgd-t': 1.0}  # masked gradients: the attack finds nothing
+    flags = [c for c in result.checks if c['name'] == 'autoattack flag']
+    assert flags and all(c['status'] == 'WARN' for c in flags) and 'zero gradient' in flags[0]['detail']
 
 
 def test_unknown_attack_names_the_available_ones():

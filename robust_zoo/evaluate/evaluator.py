@@ -10,19 +10,28 @@ from torch import nn
 from ..attacks import pgd
 from ..data import load_fashion_mnist
 from ..threat_models import ThreatModel, get_threat_model
+from .autoattack import VERSIONS, autoattack
 from .checks import check_budget, check_deterministic, check_logits, perturbation_size
 from .result import EvalResult, wilson_interval
 
 __all__ = ['evaluate', 'make_attack']
 
 _logger = logging.getLogger('robust_zoo.evaluate')
-_AVAILABLE = 'fgsm, pgd-<steps> (e.g. pgd-20)'
+_AA_ATTACKS = ('apgd-ce', 'apgd-t', 'apgd-dlr', 'fab', 'fab-t', 'square')
+_AVAILABLE = 'fgsm, pgd-<steps> (e.g. pgd-20), autoattack-{standard,plus,rand}, apgd-ce, apgd-t'
 
 
-def make_attack(spec: str, threat: ThreatModel) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """An attack from its protocol name: `fgsm` or `pgd-<k>` (random start; the threat model's step size,
-    else 2.5 * eps / k)."""
+def make_attack(spec: str, threat: ThreatModel, seed: int = 0, warnings: Optional[list] = None,
+                ) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """An attack from its protocol name: `fgsm`, `pgd-<k>` (random start; the threat model's step size,
+    else 2.5 * eps / k), `autoattack-<version>`, or one of AutoAttack's attacks alone (`apgd-ce`, `apgd-t`,
+    `apgd-dlr`, `fab`, `fab-t`, `square`; a combination as `apgd-ce+apgd-t`)."""
     spec = spec.lower()
+    if spec.startswith('autoattack-') and spec[len('autoattack-'):] in VERSIONS:
+        return autoattack(threat.eps, threat.norm, version=spec[len('autoattack-'):], seed=seed, warnings=warnings)
+    parts = spec.split('+')
+    if all(p in _AA_ATTACKS for p in parts):
+        return autoattack(threat.eps, threat.norm, attacks=parts, seed=seed, warnings=warnings)
     if spec == 'fgsm':
         return lambda m, x, y: pgd(m, x, y, eps=threat.eps, steps=1, step_size=threat.eps, norm=threat.norm,
                                    random_start=False)
@@ -72,9 +81,10 @@ def evaluate(
     requested = list(attacks) if attacks is not None else list(threat.attacks)
     check_list = []
     runnable = {}
+    aa_warnings: list = []
     for spec in requested:
         try:
-            runnable[spec] = make_attack(spec, threat)
+            runnable[spec] = make_attack(spec, threat, seed=seed, warnings=aa_warnings)
         except ValueError as e:
             if attacks is not None:
                 raise
@@ -120,6 +130,7 @@ def evaluate(
                          ''.join(f', {s} {a[:done].float().mean():.3f}' for s, a in attack_ok.items()))
         if checks:
             check_list += [check_budget(*b, threat.eps, threat.norm, spec) for spec, b in budget.items()]
+            check_list += [dict(name='autoattack flag', status='WARN', detail=w) for w in dict.fromkeys(aa_warnings)]
     finally:
         torch.random.set_rng_state(gen_state)
         model.train(was_training)
