@@ -8,6 +8,11 @@ __all__ = ['main']
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from .models import list_models
+    if args.threat_models:
+        from .threat_models import THREAT_MODELS
+        for t in THREAT_MODELS.values():
+            print(f'{t.id:<20} {t.dataset:<14} {t.norm:<4} eps {t.eps:.6g}  {", ".join(t.attacks)} on {t.n_examples}')
+        return 0
     for name in list_models(args.pattern, pretrained=args.pretrained):
         print(name)
     return 0
@@ -28,12 +33,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     name = args.model if ':' in args.model or '/' in args.model else f'robust_zoo/{args.model}'
-    overlay = dict(file=args.weights) if args.weights else None
-    model = timm.create_model(name, pretrained=bool(args.weights), pretrained_cfg_overlay=overlay)
+    overlay = dict(file=args.checkpoint) if args.checkpoint else None
+    model = timm.create_model(name, pretrained=bool(args.checkpoint), pretrained_cfg_overlay=overlay)
     threat = args.threat_model or model.pretrained_cfg.get('threat_model')
     if not threat:
         raise ValueError(f'{name} names no threat model; pass --threat-model.')
-    result = evaluate(model, threat, attacks=args.attacks.split(',') if args.attacks else None,
+    data = None
+    if args.data_dir:
+        from .data import load_fashion_mnist
+        from .threat_models import get_threat_model
+        if get_threat_model(threat).dataset != 'fashion-mnist':
+            raise ValueError('--data-dir is only supported for Fashion-MNIST so far.')
+        data = load_fashion_mnist('test', args.data_dir, n=args.n_examples or get_threat_model(threat).n_examples)
+    result = evaluate(model, threat, data=data, attacks=args.attacks.split(',') if args.attacks else None,
                       n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name)
     t = result.threat_model
     lo, hi = result.confidence_interval
@@ -47,8 +59,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print('\nchecks:')
     for c in result.checks:
         print(f"  {c['status']:<4} {c['name']}: {c['detail']}")
-    if args.json:
-        with open(args.json, 'w') as f:
+    if args.output:
+        with open(args.output, 'w') as f:
             f.write(result.to_json())
     return 0
 
@@ -60,6 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser('list', help='list robust_zoo models (robust_zoo/<name> for timm.create_model)')
     p.add_argument('pattern', nargs='?', default='*', help='shell-style filter, e.g. "resnet20_*"')
     p.add_argument('--pretrained', action='store_true', help='only models with published weights')
+    p.add_argument('--threat-models', action='store_true', help='list the standardized threat models instead')
     p.set_defaults(fn=_cmd_list)
 
     p = sub.add_parser('demo', help='train a small robust model on Fashion-MNIST for a few minutes and attack it')
@@ -73,13 +86,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     p = sub.add_parser('eval', help='evaluate a model under its standardized threat model')
     p.add_argument('model', help='robust_zoo model name (robust_zoo/ prefix optional), or hf-hub:/local-dir:')
-    p.add_argument('--weights', default=None, help='a .safetensors file of weights for the model')
+    p.add_argument('--checkpoint', default=None, help='a .safetensors file of weights for the model')
     p.add_argument('--threat-model', default=None, help="default: the one in the model's pretrained cfg")
     p.add_argument('--attacks', default=None, help="comma-separated, e.g. 'fgsm,pgd-20' (default: the protocol)")
     p.add_argument('--n-examples', type=int, default=None, help='default: the protocol')
     p.add_argument('--batch-size', type=int, default=250)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--json', default=None, help='write the result record here')
+    p.add_argument('--data-dir', default=None, help='folder with the Fashion-MNIST idx files')
+    p.add_argument('--output', default=None, help='write the result record (JSON) here')
     p.set_defaults(fn=_cmd_eval)
 
     args = parser.parse_args(argv)

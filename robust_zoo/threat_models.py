@@ -22,6 +22,13 @@ class ThreatModel:
     step_size: Optional[float] = None  # PGD step of the protocol, when it fixes one
     source: str = ''
 
+    def __post_init__(self) -> None:
+        if self.norm not in ('Linf', 'L2'):
+            raise ValueError(f"threat model {self.id!r}: norm must be 'Linf' or 'L2', got {self.norm!r}.")
+        if self.eps <= 0 or (self.norm == 'Linf' and self.eps > 1):
+            raise ValueError(f'threat model {self.id!r}: Linf eps {self.eps} is outside (0, 1]; budgets are in '
+                             f'[0, 1] pixel units (write 8/255, not 8).')
+
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 

@@ -34,8 +34,14 @@ def test_eval_loads_weights_and_writes_the_record(tmp_path, capsys):
     weights = tmp_path / 'model.safetensors'
     save_file(timm.create_model('robust_zoo/mlp3_relu_at').state_dict(), weights)
     out = tmp_path / 'result.json'
-    assert main(['eval', 'mlp3_relu_at', '--weights', str(weights), '--n-examples', '20', '--attacks', 'fgsm',
-                 '--json', str(out)]) == 0
+    assert main(['eval', 'mlp3_relu_at', '--checkpoint', str(weights), '--n-examples', '20', '--attacks', 'fgsm',
+                 '--output', str(out)]) == 0
     record = json.loads(out.read_text())
     assert record['n_examples'] == 20 and list(record['attacks']) == ['fgsm']
     assert f"| fgsm | {record['attacks']['fgsm']:.4f} |" in capsys.readouterr().out
+
+
+def test_list_threat_models(capsys):
+    assert main(['list', '--threat-models']) == 0
+    out = capsys.readouterr().out
+    assert 'imagenet-linf-sat' in out and 'fashion-mnist-linf' in out

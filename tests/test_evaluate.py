@@ -133,3 +133,36 @@ def test_datasets_without_a_loader_ask_for_data():
 
 def test_result_is_an_evalresult():
     assert isinstance(evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(10)), EvalResult)
+
+
+def _check(result, name):
+    return next(c for c in result.checks if c['name'] == name)
+
+
+def test_a_gradient_masked_model_does_not_pass_silently():
+    result = evaluate(QuantizedInput(), _toy_threat(0.02), data=_toy_data(10))
+    assert result.robust_accuracy == 1.0  # the number alone looks perfect...
+    assert _check(result, 'input gradients')['status'] == 'FAIL'  # ...the checks say why not to trust it
+    assert _check(result, 'unbounded attack')['status'] == 'FAIL'
+
+
+def test_an_honest_model_passes_the_gradient_checks():
+    result = evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(10))
+    assert _check(result, 'unbounded attack')['status'] == 'PASS'
+    assert _check(result, 'input gradients')['status'] in ('PASS', 'WARN')  # exact class centres have zero gradient
+
+
+def test_train_mode_is_warned_about():
+    result = evaluate(BrightnessClassifier().train(), _toy_threat(0.02), data=_toy_data(10))
+    assert _check(result, 'eval mode')['status'] == 'WARN'
+
+
+def test_eps_in_pixel_levels_is_rejected():
+    with pytest.raises(ValueError, match='write 8/255, not 8'):
+        ThreatModel('bad', 'cifar10', 'Linf', 8, ('pgd-20',), 10, 'none')
+
+
+def test_more_labels_than_model_outputs_is_an_error():
+    x, y = _toy_data(10)
+    with pytest.raises(ValueError, match='num_classes'):
+        evaluate(BrightnessClassifier(), _toy_threat(0.02), data=(x, y + 5))

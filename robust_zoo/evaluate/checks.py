@@ -2,9 +2,13 @@
 from typing import Dict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['check_logits', 'check_deterministic', 'check_budget', 'perturbation_size']
+from ..attacks import pgd
+
+__all__ = ['check_logits', 'check_deterministic', 'check_budget', 'check_input_gradients', 'check_unbounded',
+           'perturbation_size']
 
 
 def _check(name: str, status: str, detail: str) -> Dict[str, str]:
@@ -49,3 +53,31 @@ def check_budget(worst: float, lo: float, hi: float, count: int, eps: float, nor
                                                     f'pixel range [{lo:.3g}, {hi:.3g}] over {count} examples.')
     return _check(f'budget ({attack})', 'PASS', f'all {count} adversarial examples within {norm} {eps:.6g} '
                                                 f'(largest {worst:.6g}) and in [0, 1], re-checked in fp32.')
+
+
+def check_input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Dict[str, str]:
+    """Zero or NaN input gradients (quantized inputs, saturated softmax) starve gradient attacks."""
+    x = x.detach().clone().requires_grad_(True)
+    loss = F.cross_entropy(model(x).float(), y, reduction='sum')
+    grad = torch.autograd.grad(loss, x, allow_unused=True)[0]
+    if grad is None:
+        return _check('input gradients', 'FAIL', 'the output does not depend on the input through autograd.')
+    per_example = grad.flatten(1)
+    nan = per_example.isnan().any(1).float().mean().item()
+    zero = (per_example.abs().sum(1) == 0).float().mean().item()
+    detail = f'{zero:.0%} of examples have an all-zero input gradient, {nan:.0%} a NaN one.'
+    status = 'FAIL' if zero > 0.5 or nan > 0 else 'WARN' if zero > 0 else 'PASS'
+    return _check('input gradients', status, detail)
+
+
+def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                    steps: int = 20) -> Dict[str, str]:
+    """An attack with no real budget (Linf eps = 1: any image) must win; if not, gradients are masked."""
+    x_adv = pgd(model, x, y, eps=1.0, steps=steps, step_size=0.1)
+    with torch.no_grad():
+        acc = (model(x_adv).argmax(1) == y).float().mean().item()
+    detail = f'PGD-{steps} with Linf eps 1 leaves {acc:.1%} accuracy on {len(x)} examples'
+    if acc > 1.0 / n_classes:
+        return _check('unbounded attack', 'FAIL', detail + ': above chance, so the attack is blind '
+                                                          '(gradient masking); robust accuracies are not trustworthy.')
+    return _check('unbounded attack', 'PASS', detail + '.')

@@ -11,7 +11,9 @@ from ..attacks import pgd
 from ..data import load_fashion_mnist
 from ..threat_models import ThreatModel, get_threat_model
 from .autoattack import VERSIONS, autoattack
-from .checks import check_budget, check_deterministic, check_logits, perturbation_size
+from .checks import (
+    check_budget, check_deterministic, check_input_gradients, check_logits, check_unbounded, perturbation_size,
+)
 from .result import EvalResult, wilson_interval
 
 __all__ = ['evaluate', 'make_attack']
@@ -97,12 +99,23 @@ def evaluate(
     n = len(x_all)
     device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
     was_training = model.training
+    if was_training:
+        check_list.append(dict(name='eval mode', status='WARN',
+                               detail='the model was in train mode; it was evaluated in eval mode.'))
     model.eval()
     gen_state = torch.random.get_rng_state()
     try:
+        probe, probe_y = x_all[:min(n, batch_size)].to(device), y_all[:min(n, batch_size)].to(device)
+        with torch.no_grad():
+            n_outputs = model(probe[:1]).shape[-1]
+        if int(y_all.max()) >= n_outputs:
+            raise ValueError(f'labels go up to {int(y_all.max())} but the model has {n_outputs} outputs: '
+                             f'build it with num_classes for {threat.dataset}.')
         if checks:
-            probe = x_all[:min(n, batch_size)].to(device)
-            check_list += [check_logits(model, probe), check_deterministic(model, probe)]
+            check_list += [check_logits(model, probe), check_deterministic(model, probe),
+                           check_input_gradients(model, probe, probe_y)]
+            torch.manual_seed(seed)
+            check_list.append(check_unbounded(model, probe[:100], probe_y[:100], n_outputs))
         clean_ok = torch.zeros(n, dtype=torch.bool)
         attack_ok = {spec: torch.zeros(n, dtype=torch.bool) for spec in runnable}
         budget = {spec: [0.0, 0.0, 1.0, 0] for spec in runnable}  # largest size, min pixel, max pixel, count
