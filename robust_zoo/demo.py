@@ -1,5 +1,5 @@
-"""The main job until the evaluator lands: adversarially train a small robust model on Fashion-MNIST for a
-few minutes on CPU, then attack it under `fashion-mnist-linf` and print a results table."""
+"""The main job until published weights land: adversarially train a small robust model on Fashion-MNIST for
+about a minute on CPU, then evaluate it with the evaluator under `fashion-mnist-linf` and print a table."""
 import math
 import time
 from typing import Dict, Optional
@@ -9,29 +9,20 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
-from .attacks import fgsm_rs, pgd
+from .attacks import fgsm_rs
+from .evaluate import evaluate
 from .data import load_fashion_mnist
 from .threat_models import get_threat_model
 
 __all__ = ['run_demo']
 
 
-def _accuracy(model, x, y, batch_size, attack=None) -> float:
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        if attack is not None:
-            xb = attack(model, xb, yb)
-        with torch.no_grad():
-            correct += (model(xb).argmax(1) == yb).sum().item()
-    return correct / len(x)
-
-
 def run_demo(model_name: str = 'resnet20_silu_at', train_samples: int = 12000, eval_samples: int = 500,
              batch_size: int = 128, lr: float = 0.1, seed: int = 0, amp: bool = True,
              data_dir: Optional[str] = None, log=print) -> Dict[str, float]:
     """FGSM-RS adversarial training (Wong et al.) for one pass over `train_samples`, then clean, FGSM and
-    PGD-20 accuracy on the first `eval_samples` test images. Returns the accuracies (fractions)."""
+    PGD-20 accuracy on the first `eval_samples` test images through `robust_zoo.evaluate`. Returns the
+    accuracies (fractions)."""
     torch.manual_seed(seed)
     threat = get_threat_model('fashion-mnist-linf')
     x_train, y_train = load_fashion_mnist('train', data_dir, n=train_samples)
@@ -64,25 +55,22 @@ def run_demo(model_name: str = 'resnet20_silu_at', train_samples: int = 12000, e
         if (step + 1) % 20 == 0 or step + 1 == steps:
             log(f'train [{step + 1:>4}/{steps}] loss {loss.item():.3f}  adv acc {correct / seen:.3f}  '
                 f'{seen / (time.time() - t0):.0f} img/s')
+    train_seconds = time.time() - t0
     model.eval()
-    t1 = time.time()
-    train_seconds = t1 - t0
-    eps, step_size = threat.eps, threat.step_size
-    results = {
-        'clean': _accuracy(model, x_test, y_test, 250),
-        'fgsm': _accuracy(model, x_test, y_test, 250, lambda m, x, y: pgd(
-            m, x, y, eps=eps, steps=1, step_size=eps, random_start=False)),
-        'pgd-20': _accuracy(model, x_test, y_test, 250, lambda m, x, y: pgd(
-            m, x, y, eps=eps, steps=20, step_size=step_size)),
-    }
+    result = evaluate(model, threat, attacks=['fgsm', 'pgd-20'], data=(x_test, y_test), n_examples=eval_samples,
+                      seed=seed, model_name=f'robust_zoo/{model_name}')
+    t = result.threat_model
+    lo, hi = result.confidence_interval
     log(f'\nrobust_zoo/{model_name}, FGSM-RS adversarial training on {train_samples} Fashion-MNIST images '
-        f'({train_seconds:.0f} s), seed {seed}')
-    log(f'evaluated on the first {eval_samples} test images, {threat.id}: {threat.norm} eps {eps} '
-        f'(fp32, eval mode, {time.time() - t1:.0f} s)\n')
-    log('| attack | steps | step size | accuracy |')
-    log('|---|---|---|---|')
-    log(f"| none (clean) | - | - | {results['clean']:.3f} |")
-    log(f"| FGSM | 1 | {eps} | {results['fgsm']:.3f} |")
-    log(f"| PGD (random start) | 20 | {step_size} | {results['pgd-20']:.3f} |")
+        f'({steps} steps, {train_seconds:.0f} s), seed {seed}')
+    log(f"evaluated with robust_zoo.evaluate on the first {result.n_examples} test images, {t['id']}: "
+        f"{t['norm']} eps {t['eps']} ({result.seconds:.0f} s)\n")
+    log('| attack | accuracy |')
+    log('|---|---|')
+    log(f'| none (clean) | {result.clean_accuracy:.3f} |')
+    log(f"| FGSM | {result.attacks['fgsm']:.3f} |")
+    log(f"| PGD-20 (random start, step {threat.step_size}) | {result.attacks['pgd-20']:.3f} |")
+    log(f'| worst case per image | {result.robust_accuracy:.3f} (95% Wilson {lo:.3f}-{hi:.3f}) |')
+    log('\nchecks: ' + '; '.join(f"{c['name']} {c['status']}" for c in result.checks))
     log('\nThis is a one-minute demo of the pipeline, not a published model (see the README).')
-    return results
+    return dict(clean=result.clean_accuracy, **result.attacks, robust=result.robust_accuracy)

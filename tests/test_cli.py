@@ -15,7 +15,7 @@ def test_list_prints_prefixed_names(capsys):
 def test_demo_trains_attacks_and_prints_table(capsys):
     assert main(['demo', '--model', 'mlp3_silu_at', '--train-samples', '512', '--eval-samples', '50']) == 0
     out = capsys.readouterr().out
-    assert '| PGD (random start) | 20 | 0.01 |' in out
+    assert '| PGD-20 (random start, step 0.01) |' in out and 'worst case per image' in out
     assert 'fashion-mnist-linf' in out
 
 
