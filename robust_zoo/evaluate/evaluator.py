@@ -74,8 +74,8 @@ def evaluate(
 
     Defaults come from the threat model's protocol. Every attack runs on every clean-correct point, so
     each per-attack number stands alone; the model is evaluated in eval mode (its mode is restored).
-    The same seed and batch size give the same numbers. Attacks of the protocol that robust_zoo cannot run yet are
-    skipped and reported as a WARN check, never silently.
+    The same seed and batch size give the same numbers. Attacks of the protocol that robust_zoo cannot
+    run are skipped and reported as a WARN check, never silently.
     """
     t0 = time.time()
     threat = get_threat_model(threat_model)
@@ -118,7 +118,7 @@ def evaluate(
             check_list.append(check_unbounded(model, probe[:100], probe_y[:100], n_outputs))
         clean_ok = torch.zeros(n, dtype=torch.bool)
         attack_ok = {spec: torch.zeros(n, dtype=torch.bool) for spec in runnable}
-        budget = {spec: [0.0, 0.0, 1.0, 0] for spec in runnable}  # largest size, min pixel, max pixel, count
+        budget = {spec: [0.0, float('inf'), float('-inf'), 0] for spec in runnable}  # size, min, max pixel, count
         for start in range(0, n, batch_size):
             xb = x_all[start:start + batch_size].to(device)
             yb = y_all[start:start + batch_size].to(device)
