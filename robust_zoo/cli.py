@@ -38,15 +38,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     threat = args.threat_model or model.pretrained_cfg.get('threat_model')
     if not threat:
         raise ValueError(f'{name} names no threat model; pass --threat-model.')
-    data = None
-    if args.data_dir:
-        from .data import load_fashion_mnist
-        from .threat_models import get_threat_model
-        if get_threat_model(threat).dataset != 'fashion-mnist':
-            raise ValueError('--data-dir is only supported for Fashion-MNIST so far.')
-        data = load_fashion_mnist('test', args.data_dir, n=args.n_examples or get_threat_model(threat).n_examples)
-    result = evaluate(model, threat, data=data, attacks=args.attacks.split(',') if args.attacks else None,
-                      n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name)
+    result = evaluate(model, threat, attacks=args.attacks.split(',') if args.attacks else None,
+                      n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name,
+                      data_dir=args.data_dir)
     t = result.threat_model
     lo, hi = result.confidence_interval
     print(f"\n{name} under {t['id']} ({t['norm']}, eps {t['eps']:.6g}), first {result.n_examples} test "
@@ -92,7 +86,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--n-examples', type=int, default=None, help='default: the protocol')
     p.add_argument('--batch-size', type=int, default=250)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--data-dir', default=None, help='folder with the Fashion-MNIST idx files')
+    p.add_argument('--data-dir', default=None,
+                   help="folder with the threat model's dataset (Fashion-MNIST idx files by default from Debian's "
+                        'dataset-fashion-mnist; MNIST idx, CIFAR python/binary batches, or ImageNet train/ val/)')
     p.add_argument('--output', default=None, help='write the result record (JSON) here')
     p.set_defaults(fn=_cmd_eval)
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..attacks import pgd
-from ..data import load_fashion_mnist
+from ..data import DATASETS, DEFAULT_ROOTS, load_dataset
 from ..threat_models import ThreatModel, get_threat_model
 from .autoattack import VERSIONS, autoattack
 from .checks import (
@@ -45,10 +45,15 @@ def make_attack(spec: str, threat: ThreatModel, seed: int = 0, warnings: Optiona
     raise ValueError(f'Unknown or not yet available attack {spec!r}; available: {_AVAILABLE}.')
 
 
-def _load_data(threat: ThreatModel, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    if threat.dataset == 'fashion-mnist':
-        return load_fashion_mnist('test', n=n)
-    raise ValueError(f'No built-in loader for {threat.dataset!r} yet: pass data=(images in [0, 1], labels).')
+def _load_data(threat: ThreatModel, n: int, root: str | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` test examples of the threat model's dataset, from `root` or its default location."""
+    dataset = 'imagenet' if threat.dataset == 'imagenet-1k' else threat.dataset
+    if dataset not in DATASETS:
+        raise ValueError(f'No built-in loader for {threat.dataset!r}: pass data=(images in [0, 1], labels).')
+    if root is None and dataset not in DEFAULT_ROOTS:
+        raise ValueError(f'{threat.dataset} has no default location on this machine: pass data=(images in '
+                         '[0, 1], labels), or data_dir=<folder> (--data-dir on the CLI) to load it from there.')
+    return load_dataset(dataset, 'test', root, n)
 
 
 def _versions() -> Dict[str, str]:
@@ -69,13 +74,15 @@ def evaluate(
         seed: int = 0,
         checks: bool = True,
         model_name: Optional[str] = None,
+        data_dir: str | None = None,
 ) -> EvalResult:
     """Clean accuracy, accuracy under each attack, and the per-sample worst case, on the first `n_examples`.
 
     Defaults come from the threat model's protocol. Every attack runs on every clean-correct point, so
     each per-attack number stands alone; the model is evaluated in eval mode (its mode is restored).
     The same seed and batch size give the same numbers. Attacks of the protocol that robust_zoo cannot
-    run are skipped and reported as a WARN check, never silently.
+    run are skipped and reported as a WARN check, never silently. Without `data`, the test split is read
+    from `data_dir` (see `robust_zoo.data.create_dataset`), or from the dataset's default location.
     """
     t0 = time.time()
     threat = get_threat_model(threat_model)
@@ -91,7 +98,7 @@ def evaluate(
             if attacks is not None:
                 raise
             check_list.append(dict(name=f'protocol ({spec})', status='WARN', detail=f'not run: {e}'))
-    x_all, y_all = data if data is not None else _load_data(threat, n)
+    x_all, y_all = data if data is not None else _load_data(threat, n, data_dir)
     x_all, y_all = x_all[:n], y_all[:n]
     if len(x_all) < n:
         check_list.append(dict(name='n_examples', status='WARN',

@@ -1,0 +1,20 @@
+"""Adversarial training: the library step, deterministic resumable epochs, and atomic checkpoints.
+`train/train_at.py` is the timm-style script on top of these pieces."""
+from .checkpoint import (
+    CheckpointError, atomic_write, load_model_state, load_train_state, load_weights, save_train_state, save_weights,
+)
+from .loop import (
+    epoch_batches, freeze, iterate_batches, parameter_digest, ranks_identical, step_seed, subset, train_one_epoch,
+    validate,
+)
+from .step import (
+    ATTACKS, SMOOTH_BACKWARD, AttackConfig, StepOutput, adversarial_step, attack_mode, make_adversarial,
+    set_smooth_backward,
+)
+
+__all__ = [
+    'ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'CheckpointError', 'StepOutput', 'adversarial_step',
+    'atomic_write', 'attack_mode', 'epoch_batches', 'freeze', 'iterate_batches', 'load_model_state',
+    'load_train_state', 'load_weights', 'make_adversarial', 'parameter_digest', 'ranks_identical',
+    'save_train_state', 'save_weights', 'set_smooth_backward', 'step_seed', 'subset', 'train_one_epoch', 'validate',
+]

@@ -1,0 +1,103 @@
+"""Atomic, safe training checkpoints.
+
+Every file is written to a temporary name in the same folder, flushed to disk and renamed over the
+target (`os.replace`), so a run killed at any instant leaves either the old or the new file, never half
+of one. Weights are safetensors. The training state (optimizer, scheduler, EMA, counters) is a torch file
+holding only tensors and plain containers, read back with `torch.load(weights_only=True)`: nothing is
+unpickled beyond that safe subset.
+"""
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+__all__ = ['CheckpointError', 'STATE_FORMAT', 'atomic_write', 'load_train_state', 'load_weights',
+           'save_train_state', 'save_weights']
+
+STATE_FORMAT = 'robust_zoo.train_state/1'
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or does not belong to this run."""
+
+
+def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp_path)`, fsync, then rename onto `path`; the temp file is removed on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)
+        write(tmp)
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_weights(state_dict: Dict[str, torch.Tensor], path: PathLike,
+                 metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Write a state dict as safetensors, atomically."""
+    tensors = {k: v.detach().to('cpu').contiguous() for k, v in state_dict.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def load_weights(path: PathLike) -> Dict[str, torch.Tensor]:
+    """Read safetensors weights, with a clear error for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'weights file {path} does not exist.')
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f'{path} is not a readable safetensors file ({e}); it may be truncated or '
+                              f'corrupt: re-download it or use another checkpoint.') from e
+
+
+def save_train_state(path: PathLike, state: Dict[str, Any]) -> Path:
+    """Write the training state (tensors, numbers, strings, lists and dicts only), atomically."""
+    return atomic_write(path, lambda tmp: torch.save(dict(state, format=STATE_FORMAT), tmp))
+
+
+def load_train_state(path: PathLike, arch: Optional[str] = None) -> Dict[str, Any]:
+    """Read a training state written by `save_train_state` with the safe `weights_only` loader.
+
+    With `arch`, a state saved for another model raises `CheckpointError` instead of loading half of it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} does not exist.')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f'{path} could not be read as a robust_zoo training checkpoint ({type(e).__name__}: '
+                              f'{str(e).splitlines()[0] if str(e) else ""}). It may be corrupt or not a '
+                              f'checkpoint of train_at.py; only tensors and plain values are ever loaded.') from e
+    if not isinstance(state, dict) or state.get('format') != STATE_FORMAT:
+        raise CheckpointError(f'{path} is not a robust_zoo training checkpoint (expected format {STATE_FORMAT!r}).')
+    if arch is not None and state.get('arch') != arch:
+        raise CheckpointError(f'{path} was saved for model {state.get("arch")!r}, not {arch!r}: resume with the '
+                              f'same --model, or start a new run in another --output folder.')
+    return state
+
+
+def load_model_state(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict` with a clear error when the tensors do not fit the model."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise CheckpointError(f'{source} does not fit this model: {str(e).splitlines()[0]} '
+                              f'(was it saved for another architecture or number of classes?)') from e

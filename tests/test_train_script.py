@@ -1,0 +1,173 @@
+"""train/train_at.py end to end: outputs, kill-and-resume, NaN stop, torchrun, fine-tuning, bad input."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+
+import robust_zoo  # noqa: F401
+from robust_zoo.training import load_train_state, load_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / 'train' / 'train_at.py'
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+QUICK = ['--dataset', 'fashion-mnist', '--attack', 'fgsm-rs', '--attack-eps', '0.1', '--val-samples', '64',
+         '--val-attack', 'fgsm', '--eval-samples', '0', '--log-interval', '4']
+
+
+def run(*args, check=True, **kw):
+    proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], env=ENV, capture_output=True,
+                          text=True, cwd=ROOT, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}')
+    return proc
+
+
+def test_quick_run_leaves_every_output(tmp_path):
+    out = tmp_path / 'OUT'
+    run('--model', 'robust_zoo/resnet20_silu_at', *QUICK, '--epochs', '1', '--train-samples', '256',
+        '-b', '64', '--eval-samples', '50', '--eval-attacks', 'fgsm', '--output', out)
+    rows = list(csv.DictReader((out / 'summary.csv').open()))
+    assert [r['epoch'] for r in rows] == ['0']
+    assert {'train_loss', 'train_adv_acc', 'eval_clean_acc', 'eval_robust_acc', 'lr'} <= set(rows[0])
+    args = yaml.safe_load((out / 'args.yaml').read_text())
+    assert args['model'] == 'robust_zoo/resnet20_silu_at' and args['attack_eps'] == 0.1
+    model = timm.create_model('robust_zoo/resnet20_silu_at')
+    model.load_state_dict(load_weights(out / 'model.safetensors'))
+    state = load_train_state(out / 'last.ckpt', arch='robust_zoo/resnet20_silu_at')
+    assert (state['epoch'], state['step_in_epoch'], state['global_step']) == (1, 0, 4)
+    record = json.loads((out / 'final_eval.json').read_text())
+    assert record['evaluation']['n_examples'] == 50
+    assert record['evaluation']['threat_model']['id'] == 'fashion-mnist-linf'
+    assert 'img/s' in (out / 'log.txt').read_text()
+
+
+def _digest(path):
+    return {k: v for k, v in load_weights(path).items()}
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+    common = ['--model', 'robust_zoo/resnet20_relu_at', *QUICK, '--epochs', '2', '--train-samples', '512',
+              '-b', '32', '--checkpoint-interval', '1', '--seed', '3']
+    run(*common, '--output', tmp_path / 'a')
+
+    out = tmp_path / 'b'
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, common), '--output', str(out)], env=ENV,
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / 'last.ckpt').exists():
+            state = load_train_state(out / 'last.ckpt')
+            if state['epoch'] == 1 and state['step_in_epoch'] >= 3:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = (state['epoch'], state['step_in_epoch'])
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None, 'the run ended before it could be killed mid-epoch'
+    state = load_train_state(out / 'last.ckpt')
+    assert state['step_in_epoch'] > 0  # killed mid-epoch, resumed mid-epoch
+    resumed = run('--resume', out)
+    assert 'resumed' in resumed.stdout
+    a, b = _digest(tmp_path / 'a' / 'model.safetensors'), _digest(out / 'model.safetensors')
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r['epoch'] for r in csv.DictReader((out / 'summary.csv').open())] == ['0', '1']
+
+
+def test_non_finite_loss_stops_with_clear_message_and_keeps_last_checkpoint(tmp_path):
+    out = tmp_path / 'nan'
+    proc = run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '1024', '-b', '32',
+               '--lr', '1e30', '--checkpoint-interval', '1', '--output', out, check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert 'non-finite training loss' in proc.stdout + proc.stderr
+    state = load_train_state(out / 'last.ckpt')
+    assert all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())
+
+
+def test_torchrun_two_processes_end_with_identical_parameters(tmp_path):
+    out = tmp_path / 'ddp'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(SCRIPT),
+         '--model', 'robust_zoo/resnet20_pssilu_at', *QUICK, '--epochs', '1', '--train-samples', '256', '-b', '32',
+         '--output', str(out)], env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads((out / 'final_eval.json').read_text())
+    assert record['world_size'] == 2 and record['ranks_identical'] is True
+    # 256 images / (2 ranks x 32) = 4 global steps
+    assert load_train_state(out / 'last.ckpt')['global_step'] == 4
+
+
+def test_fine_tune_new_head_with_frozen_backbone(tmp_path):
+    src = tmp_path / 'src'
+    run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '256', '-b', '64',
+        '--output', src)
+    out = tmp_path / 'ft'
+    proc = run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '256', '-b', '64',
+               '--initial-checkpoint', src / 'model.safetensors', '--reset-head', '--freeze', 'backbone',
+               '--output', out)
+    assert 'new head' in proc.stdout
+    before, after = load_weights(src / 'model.safetensors'), load_weights(out / 'model.safetensors')
+    head = {k for k in after if k.startswith('head')}
+    assert head
+    for k in after:
+        assert torch.equal(before[k], after[k]) == (k not in head), k
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--attack-eps', '8'], '8/255'),
+    (['--model', 'robust_zoo/no_such_net_at'], 'unknown --model'),
+    (['--dataset', 'svhn'], 'unknown --dataset'),
+    (['--val-attack', 'pgd-x'], 'Unknown or not yet available attack'),
+])
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, flags, message):
+    proc = run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '64',
+               '--output', tmp_path / 'x', *flags, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'x' / 'args.yaml').exists()
+
+
+def test_existing_run_is_never_overwritten_and_resume_checks_the_architecture(tmp_path):
+    out = tmp_path / 'run'
+    run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '64', '-b', '32',
+        '--output', out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    proc = run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '64',
+               '--output', out, check=False)
+    assert proc.returncode == 2 and 'already holds a training run' in proc.stderr
+    proc = run('--model', 'robust_zoo/mlp3_silu_at', '--resume', out, check=False)
+    assert proc.returncode == 2 and "saved for model 'robust_zoo/mlp3_relu_at'" in proc.stderr
+    (tmp_path / 'bad').mkdir()
+    (tmp_path / 'bad' / 'last.ckpt').write_bytes(b'not a checkpoint')
+    proc = run('--model', 'robust_zoo/mlp3_relu_at', '--resume', tmp_path / 'bad', check=False)
+    assert proc.returncode == 2 and 'could not be read' in proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize('recipe', sorted((ROOT / 'train' / 'configs').glob('*.yaml')), ids=lambda p: p.stem)
+def test_recipes_parse_and_name_real_models(recipe):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import train_at
+    finally:
+        sys.path.pop(0)
+    args = train_at.parse_args(['-c', str(recipe)])
+    train_at.check_args(args)
+    assert timm.is_model(args.model.split('/', 1)[1])
+    assert recipe.read_text().lstrip().startswith('#'), 'each recipe cites its source in a header comment'
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('attack_epsilon: 0.1\n')
+    proc = run('-c', cfg, check=False)
+    assert proc.returncode == 2 and 'attack_epsilon' in proc.stderr
