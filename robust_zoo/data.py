@@ -377,6 +377,16 @@ def _imagenet(split: str, root: PathLike | None, img_size: int | None) -> Datase
 # Factory
 
 
+def _class_interleaved(targets: list, n: int) -> list:
+    """Indices ordered by (rank within its class, class), cut to n: a class-balanced prefix."""
+    seen: dict = {}
+    keyed = []
+    for i, t in enumerate(targets):
+        keyed.append((seen.get(t, 0), t, i))
+        seen[t] = seen.get(t, 0) + 1
+    return [i for _, _, i in sorted(keyed)[:n]]
+
+
 def _canonical(name: str) -> str:
     key = name.lower().replace('_', '-')
     key = _ALIASES.get(key, key)
@@ -401,9 +411,10 @@ def create_dataset(
     `root/val` (or `root` itself when it is the class-folder directory), resized to 256 and center-cropped
     to 224 (RobustBench's Res256Crop224), or resized to floor(img_size / 0.875) and cropped to `img_size`.
 
-    `n` takes the first n examples in the split's order, deterministically. For ImageNet that is the
-    ImageFolder order, sorted by class: the first n cover only the first classes, not RobustBench's
-    class-spanning 5,000-image subset (a file list, not supported here).
+    `n` takes the first n examples in the split's order, deterministically. For ImageNet the order
+    interleaves the classes (the first image of every class, then the second of every class, ...), so
+    `n=5000` spans all 1,000 classes with 5 images each, like RobustBench's subset, though not its exact
+    file list.
     """
     key = _canonical(name)
     _check_split(split)
@@ -411,7 +422,7 @@ def create_dataset(
         raise ValueError(f'n must be >= 0, got {n}.')
     if key == 'imagenet':
         ds = _imagenet(split, root, img_size)
-        return Subset(ds, range(min(n, len(ds)))) if n is not None else ds
+        return Subset(ds, _class_interleaved(ds.targets, n)) if n is not None else ds
     if key == 'fashion-mnist':
         images, labels = _fashion_mnist_uint8(split, root)
         images, classes = images[:, None], FASHION_MNIST_CLASSES
