@@ -59,6 +59,53 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_files(files) -> None:
+    for name, size, sha in files:
+        print(f'{size:>12,}  {sha}  {name}')
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from .hub import index_path, load_published, repo_files, write_card_repo
+    folder = write_card_repo(args.run_dir, tag=args.tag, evaluations=args.eval or None, out_root=args.out,
+                             plots=args.plot, recipe=args.recipe)
+    print(f'wrote {folder}:')
+    _print_files(repo_files(folder))
+    print(f'indexed in {index_path()} ({len(load_published())} published); check the card, then '
+          f'`robust-zoo push {folder}` (a dry run) and `robust-zoo leaderboard --readme README.md`.')
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .hub import push_card_repo
+    files = push_card_repo(args.dir, args.repo_id, dry_run=not args.no_dry_run, private=args.private)
+    repo_id = args.repo_id or json.loads((Path(args.dir) / 'config.json').read_text())['pretrained_cfg']['hf_hub_id']
+    _print_files(files)
+    total = sum(size for _, size, _ in files)
+    if args.no_dry_run:
+        print(f'uploaded {len(files)} files ({total:,} bytes) to https://huggingface.co/{repo_id}')
+    else:
+        print(f'dry run: {len(files)} files ({total:,} bytes) would go to https://huggingface.co/{repo_id}; nothing '
+              f'was uploaded. Upload with --no-dry-run (needs HF_TOKEN).')
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .hub import cards_dir, leaderboard, leaderboard_markdown, write_leaderboard
+    cards = Path(args.cards) if args.cards else cards_dir()
+    if args.readme:
+        png = Path(args.png) if args.png else cards / 'leaderboard.png'
+        rows = write_leaderboard(args.readme, png, cards_root=cards)
+        print(f'{args.readme}: leaderboard of {len(rows)} rows from {cards}' + (f', plot {png}' if rows else ''))
+        return 0
+    print(leaderboard_markdown(leaderboard(cards)))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='robust-zoo', description='Adversarially robust models for timm.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -91,6 +138,30 @@ def main(argv: Optional[List[str]] = None) -> int:
                         'dataset-fashion-mnist; MNIST idx, CIFAR python/binary batches, or ImageNet train/ val/)')
     p.add_argument('--output', default=None, help='write the result record (JSON) here')
     p.set_defaults(fn=_cmd_eval)
+
+    p = sub.add_parser('card', help='write the Hub repo folder (model card) of a train/train_at.py run')
+    p.add_argument('run_dir', help='the run folder (args.yaml, model.safetensors, final_eval.json)')
+    p.add_argument('--tag', required=True, help='pretrained tag: the repo becomes <arch>.<tag>, e.g. fmnist_s0')
+    p.add_argument('--eval', action='append', metavar='JSON',
+                   help="an evaluation record (robust-zoo eval --output); repeatable; default: the run's final_eval.json")
+    p.add_argument('--plot', action='append', metavar='PNG', help='an extra plot to ship in the repo; repeatable')
+    p.add_argument('--recipe', default=None, help='the yaml the run was trained with (default: the matching '
+                   'train/configs/*.yaml, if any)')
+    p.add_argument('--out', default=None, help='folder of card repos (default: model_cards/ of the checkout)')
+    p.set_defaults(fn=_cmd_card)
+
+    p = sub.add_parser('push', help='upload a card repo folder to the Hugging Face Hub (a dry run by default)')
+    p.add_argument('dir', help='a card repo folder, e.g. model_cards/resnet20_silu_at.fmnist_s0')
+    p.add_argument('--repo-id', default=None, help="ORG/NAME (default: the hf_hub_id in the folder's config.json)")
+    p.add_argument('--no-dry-run', action='store_true', help='really upload (token from HF_TOKEN)')
+    p.add_argument('--private', action='store_true', help='create the repo private')
+    p.set_defaults(fn=_cmd_push)
+
+    p = sub.add_parser('leaderboard', help="the published models' results, aggregated over seeds")
+    p.add_argument('--cards', default=None, help='folder of card repos (default: model_cards/)')
+    p.add_argument('--readme', default=None, help='rewrite the leaderboard block of this README (else print the table)')
+    p.add_argument('--png', default=None, help='plot file (default with --readme: <cards>/leaderboard.png)')
+    p.set_defaults(fn=_cmd_leaderboard)
 
     args = parser.parse_args(argv)
     try:

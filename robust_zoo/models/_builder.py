@@ -11,6 +11,7 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 from torch import nn
 
+from ..hub import resolve_published_weights
 from ..layers import SHARED_BY_DEFAULT, act_name, make_act_factory
 
 __all__ = ['RobustPretrainedCfg', 'rz_cfg', 'build_at_model', 'register_act_variants']
@@ -89,6 +90,9 @@ def build_at_model(
             f'No pretrained weights are published for robust_zoo/{variant}{"." + cfg.tag if cfg.tag else ""} '
             f'yet. Models with weights: robust_zoo.list_models(pretrained=True). Use pretrained=False to '
             f'train it, or give weights with pretrained_cfg_overlay=dict(file="model.safetensors").')
+    if pretrained:  # published weights: the checkout's model_cards/ copy or the Hub's, sha256-checked first
+        cfg = resolve_published_weights(variant, cfg, cache_dir=kwargs.get('cache_dir'),
+                                        overlay=kwargs.get('pretrained_cfg_overlay'))
     device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
     kwargs.pop('pretrained_cfg_overlay', None)
     kwargs['pretrained_filter_fn'] = partial(_adapt_normalize, filter_fn=kwargs.get('pretrained_filter_fn'))

@@ -12,6 +12,7 @@ from timm.layers import to_2tuple
 from timm.models import generate_default_cfgs
 from torch import nn
 
+from ..hub import with_published
 from ..layers import ACTIVATIONS
 from ._base import SmallImageNet
 from ._builder import build_at_model, register_act_variants, rz_cfg
@@ -25,8 +26,10 @@ class MLP(SmallImageNet):
 
     def __init__(self, hidden: Sequence[int] = (256, 256), num_classes: int = 10, in_chans: int = 1,
                  img_size: Union[int, Tuple[int, int]] = 28, drop_rate: float = 0.0, act_layer: Callable[..., nn.Module] = nn.ReLU,
-                 input_mean=FASHION_MNIST_MEAN, input_std=FASHION_MNIST_STD, shared_act=None):
+                 input_mean=FASHION_MNIST_MEAN, input_std=FASHION_MNIST_STD, shared_act=None, global_pool: str = ''):
         super().__init__(input_mean, input_std, in_chans, num_classes, shared_act)
+        if global_pool:  # timm's save_for_hf records global_pool='' in config.json; only '' exists here
+            raise ValueError(f'mlp3 has no spatial pooling: global_pool must be empty, got {global_pool!r}.')
         h, w = to_2tuple(img_size)
         layers, in_features = [], in_chans * h * w
         for width in hidden:
@@ -45,13 +48,14 @@ def _create(arch: str, variant: str, pretrained: bool = False, **kwargs: Any) ->
     return build_at_model(MLP, variant, pretrained, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
+# published `mlp3_<act>_at.<tag>` cfgs first (robust_zoo/published.json; see rz_cifar_resnet.py)
+default_cfgs = generate_default_cfgs(with_published({
     f'mlp3_{act}_at': rz_cfg(
         dataset='fashion-mnist', threat_model='fashion-mnist-linf', input_size=(1, 28, 28), num_classes=10,
         input_mean=FASHION_MNIST_MEAN, input_std=FASHION_MNIST_STD, fixed_input_size=True,
         first_conv='stages.0', classifier='head.fc')
     for act in ACTIVATIONS
-})
+}))
 
 register_act_variants(
     globals(), 'mlp3', _create, ACTIVATIONS,

@@ -1,0 +1,1005 @@
+"""Published robust_zoo models as Hugging Face Hub repo folders: write them from a training run, push them,
+register their pretrained cfgs with timm, and build the README leaderboard from them.
+
+A published model is one folder `model_cards/<arch>.<tag>/` at the repository root (timm's naming, as in
+`timm/resnet50.a1_in1k`), holding exactly what its Hub repo `<org>/<arch>.<tag>` holds: `model.safetensors`,
+timm's `config.json`, the model card `README.md`, the run's `args.yaml` / `summary.csv`, the evaluation
+records `eval_results.json`, and plots. `robust_zoo/published.json` indexes the published folders
+(name -> architecture, tag, hf_hub_id, sha256, headline numbers) so an installed package knows the tags and
+the weights' hashes; the card (its model-index metadata) is the one source of truth for results.
+
+Loading `timm.create_model('robust_zoo/<arch>.<tag>', pretrained=True)` takes, in this order:
+1. `<MODEL_CARDS_DIR>/<arch>.<tag>/model.safetensors` when it exists (a checkout; offline), sha256-checked;
+2. else the Hugging Face Hub repo `hf_hub_id` through `hf_hub_download` (its cache first; HF_HUB_OFFLINE=1
+   keeps it to the cache), sha256-checked.
+"""
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'hf_org', 'index_path', 'leaderboard',
+    'leaderboard_markdown', 'load_published', 'push_card_repo', 'register_published', 'repo_files',
+    'resolve_published_weights', 'sha256_file', 'with_published', 'write_card_repo', 'write_leaderboard',
+]
+
+_logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+MODEL_CARDS_DIR = Path(os.environ.get('ROBUST_ZOO_MODEL_CARDS') or Path(__file__).resolve().parents[1] / 'model_cards')
+PUBLISHED_INDEX = Path(os.environ.get('ROBUST_ZOO_PUBLISHED_INDEX') or Path(__file__).with_name('published.json'))
+DEFAULT_ORG = 'robust-zoo'
+WEIGHTS_NAME = 'model.safetensors'
+LEADERBOARD_START, LEADERBOARD_END = '<!-- leaderboard:start -->', '<!-- leaderboard:end -->'
+
+_TAG_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*$')
+_REPO_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$')
+_INDEX_KEYS = ('architecture', 'tag', 'hf_hub_id', 'sha256')
+
+# dataset id (robust_zoo.data) -> (Hub dataset id for model-index, display name, one-line description)
+_DATASETS = {
+    'fashion-mnist': ('fashion_mnist', 'Fashion-MNIST',
+                      'Fashion-MNIST (Xiao et al. 2017, MIT license): 60,000 training and 10,000 test 28x28 grey '
+                      'images of 10 clothing classes. robust_zoo reads the files of Debian\'s `dataset-fashion-mnist` '
+                      '(md5-checked).'),
+    'mnist': ('mnist', 'MNIST', 'MNIST: 60,000 training and 10,000 test 28x28 grey digits.'),
+    'cifar10': ('cifar10', 'CIFAR-10', 'CIFAR-10: 50,000 training and 10,000 test 32x32 colour images, 10 classes.'),
+    'cifar100': ('cifar100', 'CIFAR-100', 'CIFAR-100: 50,000 training and 10,000 test 32x32 colour images, 100 '
+                 'classes.'),
+}
+
+# --- the published index and timm's registry ----------------------------------------------------------------
+
+_state: Dict[str, Any] = dict(index_path=PUBLISHED_INDEX, cards_dir=MODEL_CARDS_DIR, index=None)
+_BASE_CFGS: Dict[str, Any] = {}  # arch -> its untagged (no-weights) cfg, for the families that take published cfgs
+_HASHES: Dict[Tuple[str, int, int], str] = {}
+
+
+class PublishedWeightsError(RuntimeError):
+    """Published weights are missing, corrupt, or not the published ones."""
+
+
+def hf_org() -> str:
+    """The Hub organisation of published repos: env ROBUST_ZOO_HF_ORG, default `robust-zoo`."""
+    return os.environ.get('ROBUST_ZOO_HF_ORG') or DEFAULT_ORG
+
+
+def index_path() -> Path:
+    """The published index in use (PUBLISHED_INDEX unless `register_published(index_path)` changed it)."""
+    return Path(_state['index_path'])
+
+
+def cards_dir() -> Path:
+    """The model-cards folder in use (MODEL_CARDS_DIR unless `register_published(cards_dir=...)` changed it)."""
+    return Path(_state['cards_dir'])
+
+
+def load_published(index_path: Optional[PathLike] = None) -> Dict[str, Dict[str, Any]]:
+    """Read a published index (default: the one in use): repo name -> entry. A missing file is an empty index."""
+    path = Path(index_path) if index_path is not None else Path(_state['index_path'])
+    if not path.is_file():
+        return {}
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f'{path} is not a readable published index ({e}); restore it from git.') from e
+    if not isinstance(index, dict):
+        raise ValueError(f'{path} must hold a JSON object (repo name -> entry), not {type(index).__name__}.')
+    for name, entry in index.items():
+        missing = [k for k in _INDEX_KEYS if not (isinstance(entry, dict) and entry.get(k))]
+        if missing:
+            raise ValueError(f'{path}: entry {name!r} lacks {missing}.')
+        if name != f"{entry['architecture']}.{entry['tag']}":
+            raise ValueError(f"{path}: entry {name!r} must be named <architecture>.<tag> "
+                             f"({entry['architecture']}.{entry['tag']}).")
+    return index
+
+
+def _index() -> Dict[str, Dict[str, Any]]:
+    if _state['index'] is None:
+        try:
+            _state['index'] = load_published()
+        except ValueError as e:  # never break `import robust_zoo` over the index: say it, publish nothing
+            _logger.warning('robust_zoo: no published weights registered: %s', e)
+            _state['index'] = {}
+    return _state['index']
+
+
+_CFG_KEYS = ('num_classes', 'input_size', 'dataset', 'threat_model', 'input_mean', 'input_std', 'label_names')
+
+
+def _published_cfg(base: Any, name: str, entry: Mapping[str, Any], folder: Path) -> Any:
+    """The family's cfg with the published weights' own fields (the index's copy of their config.json's)."""
+    weights = folder / name / WEIGHTS_NAME
+    fields = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in (entry.get('pretrained_cfg') or {}).items() if k in _CFG_KEYS}
+    return dataclasses.replace(base, **fields, hf_hub_id=entry['hf_hub_id'],
+                               file=str(weights) if weights.is_file() else None)
+
+
+def with_published(cfgs: Dict[str, Any]) -> Dict[str, Any]:
+    """For a family file's `generate_default_cfgs`: its untagged cfgs, with every published `<arch>.<tag>`
+    of the index in use first (the first published tag becomes the default). An architecture with published
+    weights loses its untagged, weightless cfg, as in timm; the others keep it."""
+    out: Dict[str, Any] = {}
+    published = defaultdict(list)
+    for name, entry in _index().items():
+        published[entry['architecture']].append((name, entry))
+    for key, cfg in cfgs.items():
+        arch = key.split('.', 1)[0]
+        _BASE_CFGS.setdefault(arch, cfg)
+        if arch in published:
+            for name, entry in published[arch]:
+                out[name] = _published_cfg(cfg, name, entry, cards_dir())
+        else:
+            out[key] = cfg
+    return out
+
+
+def register_published(index_path: Optional[PathLike] = None, cards_dir: Optional[PathLike] = None) -> List[str]:
+    """(Re)register timm pretrained cfgs for a published index (default: env ROBUST_ZOO_PUBLISHED_INDEX or
+    the package's `published.json`) and model-cards folder (default: MODEL_CARDS_DIR).
+
+    Family files do this at import; call it after writing or moving cards, or to point robust_zoo at other
+    ones (tests). Returns the registered `robust_zoo/<arch>.<tag>` names."""
+    from timm.models import _registry
+
+    path = Path(index_path) if index_path is not None else PUBLISHED_INDEX
+    index = load_published(path)
+    unknown = sorted({e['architecture'] for e in index.values()} - set(_BASE_CFGS))
+    if unknown:
+        raise ValueError(f'{path}: {unknown} take no published cfgs (families that do: rz_cifar_resnet, rz_mlp).')
+    before = dict(_state)
+    _state.update(index_path=path, cards_dir=Path(cards_dir) if cards_dir is not None else MODEL_CARDS_DIR,
+                  index=index)
+    touched = {e['architecture'] for e in index.values()} | {
+        a for a in _BASE_CFGS if any('.' in n for n in _registry._model_with_tags.get(a, ()))}
+    try:
+        for arch in sorted(touched):
+            default = _registry.generate_default_cfgs(with_published({arch: _BASE_CFGS[arch]}))[arch]
+            _register_default_cfg(arch, default)
+    except Exception:
+        _state.update(before)
+        raise
+    return [f'robust_zoo/{name}' for name in index]
+
+
+def _register_default_cfg(arch: str, default_cfg: Any) -> None:
+    """What timm's `register_model` does with a module's `default_cfgs[arch]`, for an already registered arch
+    (timm has no public API to change the pretrained cfgs of a registered model)."""
+    import sys
+
+    from timm.models import _registry
+
+    for name in _registry._model_with_tags.pop(arch, []) + [arch]:
+        _registry._model_pretrained_cfgs.pop(name, None)
+        _registry._model_has_pretrained.discard(name)
+    for tag_idx, tag in enumerate(default_cfg.tags):
+        name_tag = f'{arch}.{tag}' if tag else arch
+        cfg = dataclasses.replace(default_cfg.cfgs[tag], architecture=arch, tag=tag or None)
+        if tag_idx == 0:
+            _registry._model_pretrained_cfgs[arch] = cfg
+            if cfg.has_weights:
+                _registry._model_has_pretrained.add(arch)
+        if tag:
+            _registry._model_pretrained_cfgs[name_tag] = cfg
+            if cfg.has_weights:
+                _registry._model_has_pretrained.add(name_tag)
+        _registry._model_with_tags[arch].append(name_tag)
+    _registry._model_default_cfgs[arch] = default_cfg
+    module = sys.modules.get(_registry.model_entrypoint(arch).__module__)
+    if module is not None and isinstance(getattr(module, 'default_cfgs', None), dict):
+        module.default_cfgs[arch] = default_cfg
+
+
+# --- verified loading ---------------------------------------------------------------------------------------
+
+def sha256_file(path: PathLike) -> str:
+    """Hex sha256 of a file (memoised on path, size and mtime)."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with path.open('rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def _verify(path: Path, name: str, entry: Mapping[str, Any], fix: str) -> None:
+    actual = sha256_file(path)
+    if actual != entry['sha256']:
+        raise PublishedWeightsError(
+            f"{path} is not the published weights of robust_zoo/{name}: its sha256 is {actual}, the published "
+            f"index {_state['index_path']} records {entry['sha256']}. The file is corrupt, truncated or was "
+            f"replaced. {fix} To load other weights on purpose, pass pretrained_cfg_overlay=dict(file=...).")
+
+
+def _split_revision(hub_id: str) -> Tuple[str, Optional[str]]:
+    repo, _, revision = hub_id.partition('@')
+    return repo, revision or None
+
+
+def _download(name: str, entry: Mapping[str, Any], cache_dir: Optional[PathLike], local: Optional[Path]) -> Path:
+    from huggingface_hub import constants, hf_hub_download
+
+    repo_id = entry['hf_hub_id']
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=WEIGHTS_NAME, cache_dir=cache_dir))
+    except Exception as e:  # offline, not cached, no such repo, network: all say the same thing to the user
+        where = f'not in {local} and ' if local is not None else ''
+        if constants.HF_HUB_OFFLINE:
+            how = (f'HF_HUB_OFFLINE=1 is set: unset it to download {WEIGHTS_NAME} from https://huggingface.co/'
+                   f'{repo_id}, or put the repo folder at {local.parent if local is not None else cards_dir() / name}.')
+        else:
+            how = f'check the network and that https://huggingface.co/{repo_id} exists.'
+        raise PublishedWeightsError(
+            f'robust_zoo/{name}: the published weights are {where}not in the Hugging Face cache, and could not be '
+            f'downloaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}). {how}') from e
+
+
+def resolve_published_weights(variant: str, cfg: Any, *, cache_dir: Optional[PathLike] = None,
+                              overlay: Optional[Mapping[str, Any]] = None) -> Any:
+    """Where the weights of a published cfg come from, sha256-checked against the published index.
+
+    Returns `cfg`, with `file` set to the verified local file for registry names (`robust_zoo/<arch>.<tag>`).
+    Unpublished cfgs, and weights the caller chose (`pretrained_cfg_overlay` with a source), pass unchanged.
+    `hf-hub:<repo>` of a published repo (no `@revision`) has its cached file checked too, and `local-dir:` of
+    a published folder in the model-cards folder its `model.safetensors`.
+    """
+    index = _index()
+    if not index or cfg.state_dict is not None:
+        return cfg
+    if overlay and any(overlay.get(k) for k in ('file', 'url', 'hf_hub_id', 'state_dict')):
+        return cfg
+    by_hub_id = {e['hf_hub_id']: (n, e) for n, e in index.items()}
+    if cfg.source == 'local-dir':
+        folder = Path(cfg.file).resolve() if cfg.file else None
+        for name, entry in index.items():
+            if folder is not None and folder == (cards_dir() / name).resolve():
+                weights = folder / WEIGHTS_NAME
+                if not weights.is_file():
+                    raise PublishedWeightsError(f'{folder} has no {WEIGHTS_NAME}: restore the folder from git, or load '
+                                                f"robust_zoo/{name} from the Hub (hf-hub:{entry['hf_hub_id']}).")
+                _verify(weights, name, entry, f'Restore it with `git checkout -- {weights}`.')
+        return cfg
+    repo_id, revision = _split_revision(cfg.hf_hub_id or '')
+    if repo_id not in by_hub_id:
+        return cfg
+    name, entry = by_hub_id[repo_id]
+    if cfg.source == 'hf-hub':
+        if revision is None:
+            path = _download(name, entry, cache_dir, None)
+            _verify(path, name, entry, f'Delete it from the Hugging Face cache and load again, or upgrade robust_zoo '
+                                       f'if the Hub repo {repo_id} was updated after this release.')
+        return cfg
+    local = Path(cfg.file) if cfg.file else cards_dir() / name / WEIGHTS_NAME
+    if local.is_file():
+        _verify(local, name, entry, f'Restore it with `git checkout -- {local}`, or delete it to load the '
+                                    f"published copy from the Hub ({entry['hf_hub_id']}).")
+        return dataclasses.replace(cfg, file=str(local))
+    path = _download(name, entry, cache_dir, local)
+    _verify(path, name, entry, 'Delete it from the Hugging Face cache and load again, or upgrade robust_zoo if the '
+                               f'Hub repo {repo_id} was updated after this release.')
+    return dataclasses.replace(cfg, file=str(path))
+
+
+# --- writing a card repo from a training run ----------------------------------------------------------------
+
+def _read_json(path: PathLike, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f'{what} {path} does not exist.')
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f'{what} {path} is not valid JSON ({e}).') from e
+
+
+def _as_record(obj: Any, source: str) -> Dict[str, Any]:
+    """An EvalResult dict, bare or inside train_at.py's final_eval.json (`evaluation`)."""
+    if isinstance(obj, dict) and isinstance(obj.get('evaluation'), dict):
+        obj = obj['evaluation']
+    need = ('model', 'threat_model', 'n_examples', 'clean_accuracy', 'robust_accuracy', 'attacks',
+            'confidence_interval')
+    if not isinstance(obj, dict) or any(k not in obj for k in need):
+        raise ValueError(f'{source} is not an evaluation record (robust_zoo.evaluate(...).to_dict()): it needs '
+                         f'{", ".join(need)}.')
+    return obj
+
+
+def _arch_of(name: str) -> Optional[str]:
+    """robust_zoo/<arch>[.tag] or <arch>[.tag] -> arch; None for hf-hub: / local-dir: names."""
+    if ':' in name:
+        return None
+    if name.startswith('robust_zoo/'):
+        name = name[len('robust_zoo/'):]
+    return name.split('.', 1)[0]
+
+
+def _activation_of(arch: str) -> Tuple[str, str]:
+    """'resnet20_capped_relu_at' -> ('resnet20', 'capped_relu')."""
+    from .layers import ACTIVATIONS
+    for act in sorted(ACTIVATIONS, key=len, reverse=True):
+        if arch.endswith(f'_{act}_at'):
+            return arch[:-len(f'_{act}_at')], act
+    return arch[:-3] if arch.endswith('_at') else arch, 'silu' if arch.endswith('_at') else ''
+
+
+def _wilson(acc: float, n: int) -> Tuple[float, float]:
+    """95% Wilson interval of an accuracy over n points (a seed mean need not be k / n: no rounding)."""
+    from .evaluate.result import wilson_interval
+    return wilson_interval(acc * n, n)  # type: ignore[arg-type]  (the formula only needs p = acc)
+
+
+def _protocols(record: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """One entry per (threat model, attack protocol) of a record: clean, each attack, and the per-example worst
+    case when there are several attacks. Intervals: the record's own for the worst case, Wilson otherwise."""
+    t, n = record['threat_model'], int(record['n_examples'])
+    base = dict(threat_model=t['id'], norm=t['norm'], eps=t['eps'], n_examples=n, seed=record.get('seed', 0))
+    rows = [dict(base, kind='clean', attack='none', value=record['clean_accuracy'],
+                 ci=_wilson(record['clean_accuracy'], n))]
+    for attack, acc in record['attacks'].items():
+        rows.append(dict(base, kind='robust', attack=attack, value=acc, ci=_wilson(acc, n)))
+    if len(record['attacks']) > 1:
+        rows.append(dict(base, kind='robust', attack='worst-case', attacks=list(record['attacks']),
+                         value=record['robust_accuracy'], ci=tuple(record['confidence_interval'])))
+    elif record['attacks']:
+        only = rows[-1]
+        if not math.isclose(only['value'], record['robust_accuracy'], abs_tol=1e-12):
+            raise ValueError(f"record for {record['model']}: robust_accuracy {record['robust_accuracy']} differs from "
+                             f"its only attack's {only['value']}.")
+        only['ci'] = tuple(record['confidence_interval'])
+    return rows
+
+
+def _protocol_label(p: Mapping[str, Any]) -> str:
+    if p['kind'] == 'clean':
+        return f"clean, n={p['n_examples']}"
+    attack = f"worst case of {', '.join(p['attacks'])}" if p['attack'] == 'worst-case' else p['attack']
+    return f"{attack}, n={p['n_examples']}"
+
+
+def _metric_config(p: Mapping[str, Any]) -> str:
+    return f"{p['threat_model']} {p['attack'] if p['kind'] == 'robust' else 'clean'} n={p['n_examples']}"
+
+
+def _eval_results(records: Sequence[Mapping[str, Any]], dataset: str) -> List[Any]:
+    from huggingface_hub import EvalResult
+    hub_id, display, _ = _DATASETS.get(dataset, (dataset, dataset, ''))
+    out = []
+    for record in records:
+        for p in _protocols(record):
+            args = dict(threat_model=p['threat_model'], norm=p['norm'], eps=p['eps'], attack=p['attack'],
+                        n_examples=p['n_examples'], eval_seed=p['seed'], wilson95=[float(p['ci'][0]), float(p['ci'][1])])
+            if p.get('attacks'):
+                args['attacks'] = p['attacks']
+            out.append(EvalResult(
+                task_type='image-classification', dataset_type=hub_id, dataset_name=display, dataset_split='test',
+                metric_type='accuracy' if p['kind'] == 'clean' else 'robust_accuracy', metric_value=p['value'],
+                metric_name=('clean accuracy' if p['kind'] == 'clean' else f"robust accuracy ({_protocol_label(p)})"),
+                metric_config=_metric_config(p), metric_args=args))
+    return out
+
+
+def _pct(x: float) -> str:
+    return f'{100 * x:.1f}%'
+
+
+def _md_cell(text: Any) -> str:
+    return str(text).replace('|', '\\|').replace('\n', ' ')
+
+
+def _find_recipe(args: Mapping[str, Any]) -> Optional[Path]:
+    """The train/configs/*.yaml the run was trained with, as far as its args tell (args.yaml does not record -c):
+    every recipe key except `model` equal to the run's, the same base architecture, the most keys; None when
+    none or several fit equally."""
+    import yaml
+    folder = Path(__file__).resolve().parents[1] / 'train' / 'configs'
+    base = _activation_of(_arch_of(str(args.get('model', ''))) or '')[0]
+    fits = []
+    for path in sorted(folder.glob('*.yaml')) if folder.is_dir() else []:
+        try:
+            recipe = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        model = _arch_of(str(recipe.get('model', '')))
+        if recipe and all(args.get(k) == v for k, v in recipe.items() if k != 'model') \
+                and (not model or _activation_of(model)[0] == base):
+            fits.append((len(recipe), path))
+    fits.sort(reverse=True)
+    return fits[0][1] if fits and (len(fits) == 1 or fits[0][0] > fits[1][0]) else None
+
+
+def _plot_training(summary: Path, out: Path) -> Optional[Path]:
+    rows = list(csv.DictReader(summary.open())) if summary.is_file() else []
+    if not rows:
+        return None
+    plt = _pyplot()
+    epochs = [int(r['epoch']) + 1 for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
+    if 'train_loss' in rows[0]:
+        ax1.plot(epochs, [float(r['train_loss']) for r in rows], 'o-', label='train loss (adversarial)')
+    ax1.set_xlabel('epoch')
+    ax1.set_title('training loss')
+    for key, label in (('train_adv_acc', 'train, adversarial'), ('train_clean_acc', 'train, clean'),
+                       ('eval_clean_acc', 'validation, clean'), ('eval_robust_acc', 'validation, robust')):
+        if key in rows[0] and rows[0][key] not in ('', None):
+            ax2.plot(epochs, [float(r[key]) for r in rows], 'o-', label=label)
+    ax2.set_xlabel('epoch')
+    for ax in (ax1, ax2):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax2.set_ylim(0, 1)
+    ax2.set_title('accuracy')
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _plot_evaluation(records: Sequence[Mapping[str, Any]], title: str, out: Path) -> Path:
+    plt = _pyplot()
+    protocols = [p for r in records for p in _protocols(r)]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(protocols) + 1), 3))
+    xs = range(len(protocols))
+    values = [p['value'] for p in protocols]
+    err = [[v - p['ci'][0] for v, p in zip(values, protocols)], [p['ci'][1] - v for v, p in zip(values, protocols)]]
+    ax.bar(xs, values, yerr=err, capsize=3, color=['tab:gray' if p['kind'] == 'clean' else 'tab:blue' for p in protocols])
+    import textwrap
+    ax.set_xticks(list(xs), ['\n'.join(textwrap.wrap(_protocol_label(p), 14)) for p in protocols], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel('accuracy (Wilson 95%)')
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise RuntimeError('plots need matplotlib: pip install matplotlib') from e
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequence[Union[PathLike, Mapping]]] = None,
+                    out_root: Optional[PathLike] = None, plots: Optional[Sequence[PathLike]] = None,
+                    index_path: Optional[PathLike] = None, org: Optional[str] = None,
+                    recipe: Optional[PathLike] = None) -> Path:
+    """Write the Hub repo folder `<out_root>/<arch>.<tag>/` of a train/train_at.py run and index it.
+
+    `evaluations`: EvalResult records (JSON files or dicts, bare or as train_at.py's final_eval.json); default:
+    the run's final_eval.json. Every number in the card comes from them. `plots`: extra PNGs to ship (a
+    training-curve and an evaluation plot are drawn from summary.csv and the records). `index_path`: the
+    published index to update (default: the one in use, normally `robust_zoo/published.json`). `org`: Hub
+    organisation (default `hf_org()`). `recipe`: the yaml the run was trained with (default: the
+    train/configs/*.yaml the run's args match, if any). Returns the folder.
+    """
+    import timm
+    import yaml
+    from huggingface_hub import ModelCard, ModelCardData
+    from timm.models._hub import save_config_for_hf
+
+    from .data import FASHION_MNIST_CLASSES, NUM_CLASSES
+    from .training import AttackConfig, load_weights
+
+    run = Path(run_dir)
+    if not _TAG_RE.match(tag or ''):
+        raise ValueError(f'tag {tag!r} must be letters, digits, _ and - (e.g. fmnist_s0): it becomes <arch>.<tag>.')
+    if not (run / 'args.yaml').is_file() or not (run / WEIGHTS_NAME).is_file():
+        raise ValueError(f'{run} is not a finished train/train_at.py run: it needs args.yaml and {WEIGHTS_NAME}.')
+    args = yaml.safe_load((run / 'args.yaml').read_text()) or {}
+    arch = _arch_of(str(args.get('model', '')))
+    if not arch or arch not in _BASE_CFGS:
+        raise ValueError(f"{run}/args.yaml: model {args.get('model')!r} is not a robust_zoo model that takes published "
+                         f'weights (families: rz_cifar_resnet, rz_mlp).')
+    final = _read_json(run / 'final_eval.json', 'run record') if (run / 'final_eval.json').is_file() else {}
+    if evaluations is None:
+        if 'evaluation' not in final:
+            raise ValueError(f'{run}/final_eval.json holds no evaluation record: pass evaluations=[...] '
+                             f'(robust-zoo card --eval result.json).')
+        evaluations = [final]
+    records = [_as_record(e, str(e)) if isinstance(e, Mapping) else _as_record(_read_json(e, 'evaluation'), str(e))
+               for e in evaluations]
+    if not records:
+        raise ValueError('a card needs at least one evaluation record.')
+    for r in records:
+        other = _arch_of(r['model'])
+        if other is not None and other != arch:
+            raise ValueError(f"an evaluation record is for {r['model']}, not the run's model robust_zoo/{arch}.")
+    dataset = args.get('dataset') or records[0]['threat_model']['dataset']
+    threat = records[0]['threat_model']
+    base, activation = _activation_of(arch)
+    model_kwargs = {k: v for k, v in dict(args.get('model_kwargs') or {}).items() if v is not None}
+    if model_kwargs.get('act_layer') in (activation, None):
+        model_kwargs.pop('act_layer', None)
+    if model_kwargs or args.get('smooth_backward', 'none') != 'none':
+        extra = dict(model_kwargs, **({'smooth_backward': args['smooth_backward']}
+                                      if args.get('smooth_backward', 'none') != 'none' else {}))
+        raise ValueError(f"{run} was trained with {extra}: `robust_zoo/{arch}.{tag}` rebuilds the registry's {arch} "
+                         f'without them, so its weights would load into another model. Publish runs of a registered '
+                         f'architecture as it is (model_kwargs empty; e.g. --model robust_zoo/<arch>_<act>_at).')
+
+    # the model the weights belong to: timm's own export logic writes config.json
+    state = load_weights(run / WEIGHTS_NAME)
+    in_chans = args.get('in_chans') or (state['normalize.mean'].shape[1] if 'normalize.mean' in state else None)
+    num_classes = args.get('num_classes') or NUM_CLASSES.get(dataset)
+    kwargs = {k: v for k, v in dict(model_kwargs, num_classes=num_classes, in_chans=in_chans).items() if v is not None}
+    model = timm.create_model(arch, act_layer=activation, **kwargs)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f'{run}/{WEIGHTS_NAME} does not fit robust_zoo/{arch} built from args.yaml '
+                         f'({str(e).splitlines()[0]}).') from e
+    org = org or hf_org()
+    name = f'{arch}.{tag}'
+    hf_hub_id = f'{org}/{name}'
+    if not _REPO_ID_RE.match(hf_hub_id):
+        raise ValueError(f'{hf_hub_id!r} is not a valid Hub repo id (ORG/NAME).')
+    label_names = list(FASHION_MNIST_CLASSES) if dataset == 'fashion-mnist' and model.num_classes == 10 else None
+    pretrained_cfg = dict(
+        hf_hub_id=hf_hub_id, tag=tag, dataset=dataset, threat_model=threat['id'],
+        input_mean=[float(f'{v:.7g}') for v in model.normalize.mean.flatten().tolist()],
+        input_std=[float(f'{v:.7g}') for v in model.normalize.std.flatten().tolist()])
+
+    out = Path(out_root) if out_root is not None else cards_dir()
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / WEIGHTS_NAME, folder / WEIGHTS_NAME)
+    save_config_for_hf(model, folder / 'config.json',
+                       model_config=dict(pretrained_cfg=pretrained_cfg, **({'label_names': label_names}
+                                                                           if label_names else {})))
+    shutil.copyfile(run / 'args.yaml', folder / 'args.yaml')
+    if (run / 'summary.csv').is_file():
+        shutil.copyfile(run / 'summary.csv', folder / 'summary.csv')
+    (folder / 'eval_results.json').write_text(json.dumps(records, indent=2) + '\n')
+    images = []
+    for plot in plots or []:
+        plot = Path(plot)
+        if not plot.is_file() or plot.suffix.lower() != '.png':
+            raise ValueError(f'plot {plot} is not a PNG file.')
+        shutil.copyfile(plot, folder / plot.name)
+        images.append((plot.name, plot.stem.replace('_', ' ')))
+    try:
+        if _plot_training(run / 'summary.csv', folder / 'training_curves.png'):
+            images.insert(0, ('training_curves.png', 'training curves (summary.csv)'))
+        _plot_evaluation(records, f'{name}: {threat["id"]}', folder / 'evaluation.png')
+        images.insert(1 if images and images[0][0] == 'training_curves.png' else 0,
+                      ('evaluation.png', 'evaluation: accuracy per protocol with Wilson 95% intervals'))
+    except RuntimeError as e:  # matplotlib missing: the card says so
+        _logger.warning('no plots drawn: %s', e)
+    sha = sha256_file(folder / WEIGHTS_NAME)
+
+    recipe_path = Path(recipe) if recipe is not None else _find_recipe(args)
+    attack_cfg = None
+    if args.get('attack', 'none') != 'none':
+        attack_cfg = AttackConfig(attack=args['attack'], eps=args.get('attack_eps', 0.1),
+                                  steps=args.get('attack_steps', 10), step_size=args.get('attack_step'),
+                                  norm=args.get('attack_norm', 'Linf'))
+    rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
+              dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
+              train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
+              recipe=_repo_relative(recipe_path) if recipe_path else None, sha256=sha)
+    card_data = ModelCardData(
+        model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
+        datasets=[_DATASETS.get(dataset, (dataset,))[0]],
+        tags=['image-classification', 'timm', 'robust_zoo', 'adversarial-robustness', 'adversarial-training',
+              dataset, activation],
+        eval_results=_eval_results(records, dataset), robust_zoo=rz)
+    body = _card_body(name=name, hf_hub_id=hf_hub_id, arch=arch, activation=activation, model=model, args=args,
+                      final=final, records=records, dataset=dataset, images=images, sha=sha, folder=folder,
+                      recipe_path=recipe_path, attack_cfg=attack_cfg, run=run)
+    card = ModelCard.from_template(card_data, template_str='---\n{{ card_data }}\n---\n\n' + body)
+    (folder / 'README.md').write_text(str(card).rstrip('\n') + '\n')
+
+    index_file = Path(index_path) if index_path is not None else Path(_state['index_path'])
+    index = load_published(index_file)
+    clean, robust = records[0]['clean_accuracy'], records[0]['robust_accuracy']
+    index[name] = dict(architecture=arch, tag=tag, hf_hub_id=hf_hub_id, sha256=sha,
+                       size=(folder / WEIGHTS_NAME).stat().st_size, dataset=dataset, threat_model=threat['id'],
+                       activation=activation, seed=args.get('seed', 0), clean_accuracy=clean, robust_accuracy=robust,
+                       n_examples=records[0]['n_examples'], attacks=list(records[0]['attacks']),
+                       pretrained_cfg={k: v for k, v in _config_cfg(folder).items() if k in _CFG_KEYS})
+    index_file.parent.mkdir(parents=True, exist_ok=True)
+    index_file.write_text(json.dumps(dict(sorted(index.items())), indent=2) + '\n')
+    if index_file.resolve() == Path(_state['index_path']).resolve() and folder.parent.resolve() == cards_dir().resolve():
+        register_published(index_file, cards_dir())  # loadable at once in this process
+    return folder
+
+
+def _config_cfg(folder: Path) -> Dict[str, Any]:
+    """The pretrained cfg a card's config.json gives timm (top-level num_classes / label_names included)."""
+    config = json.loads((folder / 'config.json').read_text())
+    cfg = dict(config.get('pretrained_cfg') or {})
+    for key in ('num_classes', 'label_names'):
+        if key in config:
+            cfg[key] = config[key]
+    return cfg
+
+
+def _repo_relative(path: Path) -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records, dataset, images, sha, folder,
+               recipe_path, attack_cfg, run) -> str:
+    import timm
+
+    _, display, data_text = _DATASETS.get(dataset, (dataset, dataset, f'{dataset}.'))
+    first, t = records[0], records[0]['threat_model']
+    summary_doc = (timm.models.model_entrypoint(arch).__doc__ or arch).split(';')[0].rstrip('.')
+    n_params = sum(p.numel() for p in model.parameters())
+    lo, hi = first['confidence_interval']
+    attacks = ', '.join(first['attacks']) or 'none'
+    train = (f"{args.get('attack')} at {args.get('attack_norm', 'Linf')} eps {args.get('attack_eps'):g}"
+             if attack_cfg else 'no attack (standard training)')
+    lines = [
+        f'# {name}',
+        '',
+        f'{summary_doc}, with **{activation}** activations, adversarially trained on {display} ({train}, seed '
+        f"{args.get('seed', 0)}) with robust_zoo. Inputs are images in [0, 1]: normalization is the first layer of the "
+        'model.',
+        '',
+        f"Under the `{t['id']}` threat model ({t['norm']}, eps {t['eps']:g}), on the first {first['n_examples']} test "
+        f"images: **robust accuracy {_pct(first['robust_accuracy'])}** (worst case per image over {attacks}; Wilson 95% "
+        f"{_pct(lo)} to {_pct(hi)}), clean accuracy {_pct(first['clean_accuracy'])} (Wilson 95% "
+        f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[0])} to "
+        f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[1])}).",
+        '',
+        '## How to load',
+        '',
+        '```python',
+        'import timm',
+        'import robust_zoo  # registers the architecture, its activations and the robust_zoo/ prefix',
+        '',
+        f"model = timm.create_model('robust_zoo/{name}', pretrained=True).eval()",
+        '# or, from this Hub repo or a local copy of it:',
+        f"model = timm.create_model('hf-hub:{hf_hub_id}', pretrained=True).eval()",
+        f"model = timm.create_model('local-dir:model_cards/{name}', pretrained=True).eval()",
+        '',
+        'cfg = timm.data.resolve_data_config(model=model)  # mean 0 / std 1: feed images in [0, 1]',
+        'transform = timm.data.create_transform(**cfg)',
+        '```',
+        '',
+        f"`robust_zoo/{name}` loads `model_cards/{name}/{WEIGHTS_NAME}` of a robust_zoo checkout when it is there, "
+        f'else this Hub repo (through the Hugging Face cache; `HF_HUB_OFFLINE=1` keeps it offline), and checks the '
+        f"file's sha256 against the package's published index either way.",
+        '',
+        '## Model',
+        '',
+        '| | |',
+        '|---|---|',
+        f'| architecture | `{arch}` ({summary_doc}) |',
+        f'| activation | `{activation}` |',
+        f'| parameters | {n_params:,} |',
+        f"| input | {'x'.join(str(s) for s in model.pretrained_cfg['input_size'])}, values in [0, 1] |",
+        f'| normalization (inside the model) | mean {tuple(round(float(v), 4) for v in model.normalize.mean.flatten())}, '
+        f'std {tuple(round(float(v), 4) for v in model.normalize.std.flatten())} |',
+        f'| classes | {model.num_classes} ({display}) |',
+        '',
+        '## Training',
+        '',
+        '| | |',
+        '|---|---|',
+    ]
+    if recipe_path:
+        lines.append(f'| recipe | `{_repo_relative(recipe_path)}` (flags on top of it: `args.yaml`) |')
+    if attack_cfg:
+        lines += [
+            f"| attack | {args['attack']}, {attack_cfg.norm} eps {attack_cfg.eps:g}, step {attack_cfg.resolved_step_size:.4g}"
+            + (f", {attack_cfg.steps} steps" if args['attack'] != 'fgsm-rs' else '')
+            + (f", TRADES beta {args.get('trades_beta')}" if args['attack'] == 'trades' else '') + ' |',
+            f"| batch norm during the attack | {args.get('bn_mode', 'train')} |",
+        ]
+    else:
+        lines.append('| attack | none |')
+    epochs_run = final.get('epochs_run')
+    lines += [
+        f"| epochs | {args.get('epochs')}" + (f' (ran {epochs_run}' + (', stopped early: catastrophic overfitting'
+                                                                        if final.get('stopped_early') else '') + ')'
+                                                if epochs_run is not None and epochs_run != args.get('epochs') else '')
+        + ' |',
+        f"| batch | {args.get('batch_size')} x {final.get('world_size', 1)} process(es) |",
+        f"| optimizer | {args.get('opt')}, lr {args.get('lr')}, momentum {args.get('momentum')}, weight decay "
+        f"{args.get('weight_decay')} |",
+        f"| schedule | {args.get('sched')}" + (' per update' if args.get('sched_on_updates') else ' per epoch')
+        + (f", warmup {args.get('warmup_epochs')} epochs" if args.get('warmup_epochs') else '') + ' |',
+        f"| precision | {(args.get('amp_dtype', 'bfloat16') + ' autocast') if args.get('amp') else 'fp32'} |",
+        f"| EMA | {'decay ' + str(args.get('model_ema_decay')) if args.get('model_ema') else 'no'} |",
+        f"| checkpoint kept | {'best validation robust accuracy (early stopping on)' if args.get('early_stop_robust') else 'last epoch'} |",
+        f"| seed | {args.get('seed', 0)} |",
+        '',
+        '<details><summary>args.yaml (every flag of the run)</summary>',
+        '',
+        '```yaml',
+        (run / 'args.yaml').read_text().rstrip('\n'),
+        '```',
+        '',
+        '</details>',
+        '',
+        'Reproduce with `python train/train_at.py '
+        + (f'-c {_repo_relative(recipe_path)} --model {args.get("model")} --seed {args.get("seed", 0)}`'
+           if recipe_path else '-c args.yaml` (the args.yaml of this repo)') + '.',
+        '',
+        '## Data',
+        '',
+        data_text,
+        (f"Training used the first {args['train_samples']:,} images of the training split"
+         if args.get('train_samples') else 'Training used the training split')
+        + (f"; its last {args['val_samples']:,} images were held out for validation ({args.get('val_attack')}) and "
+           'never trained on' if args.get('val_samples') else '')
+        + '. The evaluation uses the first n images of the test split.',
+        '',
+        '## Evaluation',
+        '',
+        'Every number below comes from a `robust_zoo.evaluate(...)` record shipped in `eval_results.json`. Each '
+        'attack runs on every clean-correct image; the worst case counts an image as robust only if it survives '
+        'every attack. Intervals are 95% Wilson score intervals over the n test images (they do not include '
+        'seed-to-seed variation).',
+        '',
+        '| threat model | norm | eps | attack | n | accuracy | Wilson 95% |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    for record in records:
+        for p in _protocols(record):
+            attack = 'none (clean)' if p['kind'] == 'clean' else (
+                f"worst case of {', '.join(p['attacks'])}" if p['attack'] == 'worst-case' else p['attack'])
+            lines.append(f"| `{p['threat_model']}` | {p['norm']} | {p['eps']:g} | {attack} | {p['n_examples']} | "
+                         f"{_pct(p['value'])} | {_pct(p['ci'][0])} to {_pct(p['ci'][1])} |")
+    for i, record in enumerate(records):
+        versions = ', '.join(f'{k} {v}' for k, v in record.get('versions', {}).items())
+        lines += ['', f"Sanity checks of record {i + 1} (`{record['threat_model']['id']}`, n = {record['n_examples']}, "
+                      f"seed {record.get('seed', 0)}" + (f'; {versions}' if versions else '') + '):', '',
+                  '| check | status | detail |', '|---|---|---|']
+        lines += [f"| {_md_cell(c.get('name'))} | {_md_cell(c.get('status'))} | {_md_cell(c.get('detail'))} |"
+                  for c in record.get('checks', [])] or ['| (none run) | | |']
+    if images:
+        lines += ['', '## Plots', '']
+        lines += [f'![{alt}]({file})' for file, alt in images]
+    no_aa = not any(a.startswith('autoattack') or a.startswith('apgd') for r in records for a in r['attacks'])
+    lines += [
+        '',
+        '## Limitations',
+        '',
+        f"- Robustness is measured, not certified, and only for `{t['id']}` ({t['norm']}, eps {t['eps']:g}) on "
+        f'{display}: accuracies under attack are upper bounds on the true robust accuracy.',
+    ]
+    if no_aa:
+        lines.append('- No AutoAttack evaluation is in these records: stronger attacks can lower the numbers.')
+    lines += [
+        f"- The evaluation covers the first {', '.join(sorted({str(r['n_examples']) for r in records}))} test images "
+        '(see the Wilson intervals); one training seed.',
+        f'- A small research model for {display}; not for deployment or other data.',
+        '',
+        '## License',
+        '',
+        f'Apache-2.0 (weights and code). {display} has its own license' + (' (MIT).' if dataset == 'fashion-mnist' else '.'),
+        '',
+        '## Files',
+        '',
+        f'`{WEIGHTS_NAME}` sha256: `{sha}`',
+        '',
+        '| file | bytes | sha256 |',
+        '|---|---|---|',
+    ]
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != 'README.md'):
+        lines.append(f'| `{path.name}` | {path.stat().st_size:,} | `{sha256_file(path)}` |')
+    return '\n'.join(lines) + '\n'
+
+
+# --- pushing ------------------------------------------------------------------------------------------------
+
+def repo_files(repo_dir: PathLike) -> List[Tuple[str, int, str]]:
+    """(file, bytes, sha256) of every file of a card repo folder (hidden files excluded), sorted."""
+    folder = Path(repo_dir)
+    paths = sorted(p for p in folder.rglob('*') if p.is_file()
+                   and not any(part.startswith('.') for part in p.relative_to(folder).parts))
+    return [(str(p.relative_to(folder)), p.stat().st_size, sha256_file(p)) for p in paths]
+
+
+def push_card_repo(repo_dir: PathLike, repo_id: Optional[str] = None, *, dry_run: bool = True,
+                   token: Optional[str] = None, private: bool = False,
+                   commit_message: Optional[str] = None) -> List[Tuple[str, int, str]]:
+    """Upload a card repo folder to the Hub; a dry run (the default) only lists what would go.
+
+    Returns (file, bytes, sha256) per file. `repo_id` (ORG/NAME, default: the folder's config.json hf_hub_id)
+    must match the folder's name and its config. The token is `token` or env HF_TOKEN and is never printed."""
+    folder = Path(repo_dir)
+    missing = [f for f in (WEIGHTS_NAME, 'config.json', 'README.md') if not (folder / f).is_file()]
+    if not folder.is_dir() or missing:
+        raise ValueError(f'{folder} is not a card repo folder (robust-zoo card): it lacks {missing or "everything"}.')
+    config = _read_json(folder / 'config.json', 'config')
+    recorded = (config.get('pretrained_cfg') or {}).get('hf_hub_id')
+    repo_id = repo_id or recorded
+    if not repo_id or not _REPO_ID_RE.match(repo_id) or '--' in repo_id or '..' in repo_id:
+        raise ValueError(f'repo id {repo_id!r} must be ORG/NAME (letters, digits, -, _, .), e.g. '
+                         f'{hf_org()}/{folder.name}.')
+    if repo_id.split('/')[1] != folder.name or (recorded and recorded != repo_id):
+        raise ValueError(f'{folder} is the card of {recorded or folder.name}; pushing it to {repo_id} would publish '
+                         f'wrong loading instructions. Rewrite it for that org (ROBUST_ZOO_HF_ORG=... robust-zoo card) '
+                         f'or push to {recorded}.')
+    files = repo_files(folder)
+    if dry_run:
+        return files
+    token = token or os.environ.get('HF_TOKEN')
+    if not token:
+        raise RuntimeError('no Hugging Face token: set HF_TOKEN (a write token from https://huggingface.co/settings/'
+                           'tokens) or pass token=...; nothing was uploaded.')
+    from huggingface_hub import HfApi
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type='model', private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, repo_type='model', folder_path=str(folder), allow_patterns=[f for f, _, _ in files],
+                      commit_message=commit_message or f'Upload {folder.name} (robust_zoo)')
+    return files
+
+
+# --- the leaderboard ----------------------------------------------------------------------------------------
+
+def _card_results(readme: Path) -> Dict[str, Any]:
+    """A card's machine-readable data: the `robust_zoo` metadata block and the model-index results."""
+    from huggingface_hub import ModelCard
+    data = ModelCard.load(readme).data
+    rz = data.to_dict().get('robust_zoo')
+    if not isinstance(rz, dict) or not rz.get('architecture'):
+        raise ValueError(f'{readme} has no robust_zoo metadata block: not a robust_zoo card (robust-zoo card).')
+    results = []
+    for r in data.eval_results or []:
+        args = r.metric_args or {}
+        if 'n_examples' not in args or 'attack' not in args:
+            raise ValueError(f'{readme}: result {r.metric_name!r} lacks n_examples/attack in its metric args.')
+        results.append(dict(kind='clean' if r.metric_type == 'accuracy' else 'robust', value=float(r.metric_value),
+                            threat_model=args.get('threat_model'), attack=args['attack'], attacks=args.get('attacks'),
+                            n_examples=int(args['n_examples']), norm=args.get('norm'), eps=args.get('eps')))
+    return dict(rz, results=results, folder=readme.parent.name)
+
+
+def _stat(values: Sequence[float], n: int) -> Dict[str, Any]:
+    mean = statistics.fmean(values)
+    return dict(mean=mean, sd=statistics.stdev(values) if len(values) > 1 else None, min=min(values), max=max(values),
+                values=list(values), n_seeds=len(values), n_examples=n, wilson95=_wilson(mean, n))
+
+
+def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+    """Aggregate the cards under `cards_root` (default: the model-cards folder in use) per (architecture,
+    activation, threat model), over seeds. The source is each card's README.md metadata (model-index + the
+    `robust_zoo` block), read with `huggingface_hub.ModelCard.load`.
+
+    Each row: base_architecture, activation, threat_model, seeds, repos, `clean` (the clean accuracy at the
+    largest n) and `robust` ({protocol label: stat}); a stat holds mean, sd (sample sd over seeds; None for one
+    seed), min, max, values, n_seeds, n_examples and wilson95 (the Wilson interval at the mean and n: the
+    test-sample uncertainty of one seed)."""
+    root = Path(cards_root) if cards_root is not None else cards_dir()
+    cards = [_card_results(p / 'README.md') for p in sorted(root.iterdir())
+             if (p / 'README.md').is_file()] if root.is_dir() else []
+    groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]] = defaultdict(list)
+    for card in cards:
+        groups[(card.get('base_architecture') or card['architecture'], card['activation'], card['threat_model'])].append(card)
+    rows = []
+    for (base, activation, threat), members in sorted(groups.items()):
+        clean: Dict[int, List[float]] = defaultdict(list)
+        robust: Dict[Tuple[str, int], List[float]] = defaultdict(list)
+        labels: Dict[Tuple[str, int], str] = {}
+        for card in members:
+            for r in card['results']:
+                if r['threat_model'] not in (None, threat):
+                    continue
+                if r['kind'] == 'clean':
+                    clean[r['n_examples']].append(r['value'])
+                else:
+                    key = (r['attack'], r['n_examples'])
+                    robust[key].append(r['value'])
+                    labels[key] = _protocol_label(dict(r, kind='robust'))
+        n_clean = max(clean) if clean else None
+        rows.append(dict(
+            base_architecture=base, activation=activation, threat_model=threat,
+            seeds=sorted(c.get('seed') for c in members), repos=sorted(c['folder'] for c in members),
+            clean=_stat(clean[n_clean], n_clean) if n_clean else None,
+            robust={labels[k]: _stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
+                kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))}))
+    return rows
+
+
+def _fmt_stat(s: Optional[Mapping[str, Any]]) -> str:
+    if not s:
+        return '–'
+    spread = f" ± {100 * s['sd']:.1f}" if s['sd'] is not None else ''
+    lo, hi = s['wilson95']
+    return f"{100 * s['mean']:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str] = None) -> str:
+    """The leaderboard rows as a markdown table (accuracies in %)."""
+    if not rows:
+        return '_No published models yet._'
+    protocols = list(dict.fromkeys(label for r in rows for label in r['robust']))
+    clean_ns = sorted({r['clean']['n_examples'] for r in rows if r['clean']})
+    clean_head = f"clean, n={clean_ns[0]}" if len(clean_ns) == 1 else 'clean'
+    lines = ['| architecture | activation | threat model | seeds | ' + ' | '.join([clean_head, *protocols]) + ' |',
+             '|' + '---|' * (5 + len(protocols))]
+    for r in rows:
+        cells = [r['base_architecture'], f"`{r['activation']}`", f"`{r['threat_model']}`", str(len(r['seeds'])),
+                 _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
+        cells += [_fmt_stat(r['robust'].get(p)) for p in protocols]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ['', 'Accuracy in %: mean ± sample standard deviation over seeds (no ± for one seed), then [the 95% Wilson '
+                  'interval at the mean and n test images]. Generated from the model cards in `model_cards/` by '
+                  '`robust-zoo leaderboard`.']
+    if image:
+        lines += ['', f'![leaderboard]({image})']
+    return '\n'.join(lines)
+
+
+def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
+    plt = _pyplot()
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r['base_architecture'], r['threat_model'])].append(r)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(max(5.0, 1.1 * max(len(v) for v in groups.values())) + 3,
+                                                      3 * len(groups)), squeeze=False)
+    for ax, ((base, threat), members) in zip(axes[:, 0], sorted(groups.items())):
+        clean_label = 'clean' + (f", n={members[0]['clean']['n_examples']}" if members[0]['clean'] else '')
+        series = [(clean_label, lambda r: r['clean'])] + [
+            (p, lambda r, p=p: r['robust'].get(p)) for p in dict.fromkeys(k for r in members for k in r['robust'])]
+        width = 0.8 / len(series)
+        for j, (label, get) in enumerate(series):
+            for i, r in enumerate(members):
+                s = get(r)
+                if not s:
+                    continue
+                x = i + (j - (len(series) - 1) / 2) * width
+                ax.bar(x, s['mean'], width, yerr=s['sd'] or 0, capsize=2, color=f'C{j}', label=label if i == 0 else None)
+                ax.plot([x] * len(s['values']), s['values'], 'k.', markersize=3)
+        ax.set_xticks(range(len(members)), [r['activation'] for r in members], fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel('accuracy')
+        ax.set_title(f'{base}, {threat}\nbars: mean over seeds, whiskers: sd, dots: seeds', fontsize=9)
+        ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None,
+                      cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+    """Replace the text between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->` in `readme_path`
+    with the leaderboard table of the cards, and draw it to `png_path` (linked from the table). Returns the rows."""
+    readme = Path(readme_path)
+    text = readme.read_text() if readme.is_file() else None
+    if text is None or text.count(LEADERBOARD_START) != 1 or text.count(LEADERBOARD_END) != 1 \
+            or text.index(LEADERBOARD_START) > text.index(LEADERBOARD_END):
+        raise ValueError(f'{readme} needs one {LEADERBOARD_START} line followed by one {LEADERBOARD_END} line '
+                         f'where the leaderboard goes.')
+    rows = leaderboard(cards_root)
+    image = None
+    if png_path is not None and rows:
+        png = _plot_leaderboard(rows, Path(png_path))
+        image = os.path.relpath(png.resolve(), readme.resolve().parent)
+    head, rest = text.split(LEADERBOARD_START, 1)
+    _, tail = rest.split(LEADERBOARD_END, 1)
+    readme.write_text(f'{head}{LEADERBOARD_START}\n{leaderboard_markdown(rows, image)}\n{LEADERBOARD_END}{tail}')
+    return rows
+

@@ -1,0 +1,434 @@
+"""Published models as Hub repo folders: card writing, the three loading routes, sha256 checks, push, leaderboard.
+
+Nothing here touches the network: HF_HUB_OFFLINE=1 throughout, a socket guard on push, a mocked HfApi.
+"""
+import copy
+import hashlib
+import importlib.util
+import json
+import logging
+import shutil
+import socket
+from pathlib import Path
+from unittest import mock
+
+import huggingface_hub
+import pytest
+import timm
+import torch
+import yaml
+from huggingface_hub import ModelCard
+from huggingface_hub import constants as hf_constants
+from timm.models import get_pretrained_cfg
+
+import robust_zoo
+from robust_zoo import hub
+from robust_zoo.cli import main
+from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
+from robust_zoo.evaluate import evaluate, wilson_interval
+from robust_zoo.training import save_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCH, TAG, ORG = 'mlp3_relu_at', 'fmnist_s0', 'acme'
+NAME = f'{ARCH}.{TAG}'
+HUB_ID = f'{ORG}/{NAME}'
+
+
+def _train_args(argv):
+    """args.yaml exactly as train/train_at.py writes it (its parser, its filter)."""
+    spec = importlib.util.spec_from_file_location('train_at_for_hub_tests', ROOT / 'train' / 'train_at.py')
+    train_at = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_at)
+    args = train_at.parse_args(argv)
+    flags = {a.dest for a in train_at.parser._actions} - {'help'}
+    return yaml.safe_dump({k: v for k, v in vars(args).items() if k in flags}, sort_keys=False)
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    """A train_at.py run folder: randomly initialised mlp3 weights, real evaluate() records on 50 and 20 points."""
+    out = tmp_path_factory.mktemp('run')
+    torch.manual_seed(0)
+    model = timm.create_model(f'robust_zoo/{ARCH}').eval()
+    save_weights(model.state_dict(), out / 'model.safetensors', dict(arch=f'robust_zoo/{ARCH}', epoch='0'))
+    (out / 'args.yaml').write_text(_train_args([
+        '--model', f'robust_zoo/{ARCH}', '--train-samples', '256', '--val-samples', '64', '--eval-samples', '50',
+        '--epochs', '1', '--eval-attacks', 'fgsm,pgd-20', '--output', str(out)]))
+    (out / 'summary.csv').write_text('epoch,train_loss,train_adv_acc,train_clean_acc,train_img_per_sec,eval_clean_acc,'
+                                     'eval_robust_acc,lr\n0,2.45,0.01,0.47,8000.0,0.39,0.14,0.0\n')
+    if FASHION_MNIST_DIR.exists():
+        x, y = load_dataset('fashion-mnist', 'test', n=50)
+    else:
+        x, y = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(50) % 10
+    first = evaluate(model, 'fashion-mnist-linf', data=(x, y), attacks=['fgsm', 'pgd-20'], n_examples=50,
+                     model_name=f'robust_zoo/{ARCH}').to_dict()
+    (out / 'final_eval.json').write_text(json.dumps(dict(model=f'robust_zoo/{ARCH}', epochs_run=1, evaluation=first)))
+    second = evaluate(model, 'fashion-mnist-linf', data=(x[:20], y[:20]), attacks=['pgd-20'], n_examples=20,
+                      checks=False, model_name=f'robust_zoo/{ARCH}').to_dict()
+    (out / 'pgd20_n20.json').write_text(json.dumps(second))
+    return dict(dir=out, model=model, records=[first, second])
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """HF_HUB_OFFLINE=1 (huggingface_hub reads it at import: set its constant too) and the test org."""
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', True)
+    monkeypatch.setenv('ROBUST_ZOO_HF_ORG', ORG)
+
+
+@pytest.fixture
+def published():
+    """register_published for a test; afterwards robust_zoo's own index again."""
+    yield hub.register_published
+    hub.register_published()
+    assert robust_zoo.list_models(pretrained=True) == []
+
+
+@pytest.fixture(scope='module')
+def card(run, tmp_path_factory):
+    """The card repo written from the run, with its own published index."""
+    root = tmp_path_factory.mktemp('pub')
+    folder = hub.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json', run['dir'] / 'pgd20_n20.json'],
+                                 out_root=root / 'model_cards', index_path=root / 'published.json', org=ORG)
+    return dict(folder=folder, index=root / 'published.json', cards=root / 'model_cards')
+
+
+def _x():
+    return torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+def _sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _hub_cache(tmp_path, folder, repo_id=HUB_ID):
+    """A Hugging Face cache holding the card repo at one commit, as hf_hub_download leaves it."""
+    cache = tmp_path / 'hf-cache'
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = '0123456789abcdef0123456789abcdef01234567'
+    shutil.copytree(folder, repo / 'snapshots' / commit)
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text(commit)
+    return cache, repo / 'snapshots' / commit
+
+
+# --- writing ------------------------------------------------------------------------------------------------
+
+def test_card_repo_holds_weights_config_card_and_plots(card, run):
+    folder = card['folder']
+    assert folder.name == NAME
+    assert {'model.safetensors', 'config.json', 'README.md', 'args.yaml', 'summary.csv', 'eval_results.json',
+            'training_curves.png', 'evaluation.png'} <= {p.name for p in folder.iterdir()}
+    assert (folder / 'model.safetensors').read_bytes() == (run['dir'] / 'model.safetensors').read_bytes()
+    for png in folder.glob('*.png'):
+        assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['architecture'] == ARCH and config['num_classes'] == 10 and config['num_features'] == 256
+    assert config['model_args']['act_layer'] == 'relu' and config['model_args']['in_chans'] == 1
+    assert config['label_names'] == list(FASHION_MNIST_CLASSES)
+    cfg = config['pretrained_cfg']
+    assert (cfg['mean'], cfg['std'], cfg['input_size']) == ([0.0], [1.0], [1, 28, 28])
+    assert (cfg['dataset'], cfg['threat_model'], cfg['hf_hub_id'], cfg['tag']) == (
+        'fashion-mnist', 'fashion-mnist-linf', HUB_ID, TAG)
+    assert cfg['input_mean'] == [0.286] and cfg['input_std'] == [0.353]
+    assert json.loads((folder / 'eval_results.json').read_text()) == run['records']
+
+    index = json.loads(card['index'].read_text())
+    entry = index[NAME]
+    assert entry['sha256'] == _sha(folder / 'model.safetensors')
+    assert (entry['architecture'], entry['tag'], entry['hf_hub_id']) == (ARCH, TAG, HUB_ID)
+    assert entry['clean_accuracy'] == run['records'][0]['clean_accuracy']
+    assert entry['robust_accuracy'] == run['records'][0]['robust_accuracy']
+
+
+def test_card_metadata_parses_back_with_every_protocol(card, run):
+    data = ModelCard.load(card['folder'] / 'README.md').data
+    assert (data.license, data.library_name, data.model_name) == ('apache-2.0', 'timm', NAME)
+    results = {r.metric_config: r for r in data.eval_results}
+    first, second = run['records']
+    expected = {
+        'fashion-mnist-linf clean n=50': ('accuracy', first['clean_accuracy'], 'none'),
+        'fashion-mnist-linf fgsm n=50': ('robust_accuracy', first['attacks']['fgsm'], 'fgsm'),
+        'fashion-mnist-linf pgd-20 n=50': ('robust_accuracy', first['attacks']['pgd-20'], 'pgd-20'),
+        'fashion-mnist-linf worst-case n=50': ('robust_accuracy', first['robust_accuracy'], 'worst-case'),
+        'fashion-mnist-linf clean n=20': ('accuracy', second['clean_accuracy'], 'none'),
+        'fashion-mnist-linf pgd-20 n=20': ('robust_accuracy', second['robust_accuracy'], 'pgd-20'),
+    }
+    assert set(results) == set(expected)
+    for config, (metric_type, value, attack) in expected.items():
+        r = results[config]
+        assert (r.task_type, r.dataset_type, r.dataset_split) == ('image-classification', 'fashion_mnist', 'test')
+        assert (r.metric_type, r.metric_value) == (metric_type, value)
+        assert r.metric_args['attack'] == attack
+        assert (r.metric_args['norm'], r.metric_args['eps']) == ('Linf', 0.1)
+        assert r.metric_args['n_examples'] == int(config.split('n=')[1])
+    worst = results['fashion-mnist-linf worst-case n=50']
+    assert worst.metric_args['wilson95'] == list(first['confidence_interval'])
+    assert worst.metric_args['attacks'] == ['fgsm', 'pgd-20']
+    rz = data.to_dict()['robust_zoo']
+    assert (rz['architecture'], rz['activation'], rz['seed'], rz['threat_model']) == (ARCH, 'relu', 0, 'fashion-mnist-linf')
+
+
+def test_card_text_states_numbers_with_n_attack_interval_checks_and_hash(card, run):
+    text = (card['folder'] / 'README.md').read_text()
+    first = run['records'][0]
+    lo, hi = wilson_interval(round(first['attacks']['fgsm'] * 50), 50)
+    assert f"| fgsm | 50 | {100 * first['attacks']['fgsm']:.1f}% | {100 * lo:.1f}% to {100 * hi:.1f}% |" in text
+    lo, hi = first['confidence_interval']
+    assert f"| worst case of fgsm, pgd-20 | 50 | {100 * first['robust_accuracy']:.1f}% | {100 * lo:.1f}% to {100 * hi:.1f}% |" in text
+    for check in first['checks']:
+        assert f"| {check['name']} | {check['status']} |" in text
+    assert f"timm.create_model('robust_zoo/{NAME}', pretrained=True)" in text
+    assert f"'hf-hub:{HUB_ID}'" in text and f"'local-dir:model_cards/{NAME}'" in text
+    assert _sha(card['folder'] / 'model.safetensors') in text
+    assert 'fgsm-rs, Linf eps 0.1, step 0.125' in text and '| epochs | 1 |' in text
+    assert '![training curves (summary.csv)](training_curves.png)' in text
+    assert 'Apache-2.0' in text and 'No AutoAttack evaluation' in text
+
+
+def test_card_refuses_runs_the_registry_name_would_not_rebuild(run, tmp_path):
+    other = tmp_path / 'run'
+    shutil.copytree(run['dir'], other)
+    args = yaml.safe_load((other / 'args.yaml').read_text())
+    (other / 'args.yaml').write_text(yaml.safe_dump(dict(args, model_kwargs={'act_layer': 'sparta'})))
+    with pytest.raises(ValueError, match="trained with {'act_layer': 'sparta'}"):
+        hub.write_card_repo(other, tag=TAG, out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
+    record = dict(run['records'][0], model='robust_zoo/resnet20_relu_at')
+    with pytest.raises(ValueError, match='not the run.s model robust_zoo/mlp3_relu_at'):
+        hub.write_card_repo(run['dir'], tag=TAG, evaluations=[record], out_root=tmp_path / 'cards',
+                            index_path=tmp_path / 'p.json')
+    with pytest.raises(ValueError, match='tag'):
+        hub.write_card_repo(run['dir'], tag='a.b', out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
+    assert not (tmp_path / 'p.json').exists() and not (tmp_path / 'cards').exists()
+
+
+# --- loading ------------------------------------------------------------------------------------------------
+
+def test_registered_cfg_agrees_with_config_and_card(card, published):
+    assert published(card['index'], card['cards']) == [f'robust_zoo/{NAME}']
+    assert robust_zoo.list_models(pretrained=True) == [f'robust_zoo/{NAME}']
+    cfg = get_pretrained_cfg(NAME)
+    assert get_pretrained_cfg(ARCH).tag == TAG  # the published tag is the default of its architecture
+    config = json.loads((card['folder'] / 'config.json').read_text())
+    assert cfg.architecture == config['architecture'] == ARCH
+    assert cfg.num_classes == config['num_classes']
+    assert cfg.label_names == tuple(config['label_names'])
+    for key in ('dataset', 'threat_model', 'hf_hub_id'):
+        assert getattr(cfg, key) == config['pretrained_cfg'][key]
+    assert list(cfg.input_size) == config['pretrained_cfg']['input_size']
+    assert list(cfg.input_mean) == config['pretrained_cfg']['input_mean']
+    assert cfg.file == str(card['cards'] / NAME / 'model.safetensors')
+    rz = ModelCard.load(card['folder'] / 'README.md').data.to_dict()['robust_zoo']
+    assert (rz['threat_model'], rz['sha256']) == (cfg.threat_model, json.loads(card['index'].read_text())[NAME]['sha256'])
+
+
+def test_three_routes_load_the_same_weights(card, run, published, tmp_path):
+    published(card['index'], card['cards'])
+    x = _x()
+    expected = run['model'](x)
+    by_tag = timm.create_model(f'robust_zoo/{NAME}', pretrained=True).eval()
+    assert by_tag.pretrained_cfg['file'] == str(card['cards'] / NAME / 'model.safetensors')
+    default = timm.create_model(f'robust_zoo/{ARCH}', pretrained=True).eval()
+    local = timm.create_model(f"local-dir:{card['folder']}", pretrained=True).eval()
+    cache, _ = _hub_cache(tmp_path, card['folder'])
+    from_hub = timm.create_model(f'hf-hub:{HUB_ID}', pretrained=True, cache_dir=cache).eval()
+    assert from_hub.pretrained_cfg['hf_hub_id'] == HUB_ID and local.pretrained_cfg['source'] == 'local-dir'
+    for model in (by_tag, default, local, from_hub):
+        assert model.pretrained_cfg['threat_model'] == 'fashion-mnist-linf'
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+
+
+def test_registry_name_falls_back_to_the_hub_cache(card, run, published, tmp_path):
+    published(card['index'], tmp_path / 'no_cards')  # a pip install: no model_cards/ folder
+    assert get_pretrained_cfg(NAME).file is None
+    cache, snapshot = _hub_cache(tmp_path, card['folder'])
+    model = timm.create_model(f'robust_zoo/{NAME}', pretrained=True, cache_dir=cache).eval()
+    assert Path(model.pretrained_cfg['file']).resolve() == (snapshot / 'model.safetensors').resolve()
+    torch.testing.assert_close(model(_x()), run['model'](_x()), rtol=0, atol=0)
+
+
+def test_missing_weights_offline_say_where_they_were_looked_for(card, published, tmp_path):
+    published(card['index'], tmp_path / 'no_cards')
+    with pytest.raises(hub.PublishedWeightsError, match='HF_HUB_OFFLINE=1 is set') as info:
+        timm.create_model(f'robust_zoo/{NAME}', pretrained=True, cache_dir=tmp_path / 'empty-cache')
+    assert f'robust_zoo/{NAME}' in str(info.value) and str(tmp_path / 'no_cards' / NAME) in str(info.value)
+    # a name without published weights keeps its own error
+    with pytest.raises(RuntimeError, match='No pretrained weights are published for robust_zoo/mlp3_silu_at'):
+        timm.create_model('robust_zoo/mlp3_silu_at', pretrained=True)
+
+
+def test_corrupt_weights_are_refused_on_every_route(card, published, tmp_path):
+    cards = tmp_path / 'model_cards'
+    shutil.copytree(card['folder'], cards / NAME)
+    weights = cards / NAME / 'model.safetensors'
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in a weight: still a valid safetensors file
+    weights.write_bytes(bytes(data))
+    published(card['index'], cards)
+    with pytest.raises(hub.PublishedWeightsError, match='not the published weights') as info:
+        timm.create_model(f'robust_zoo/{NAME}', pretrained=True)
+    assert str(weights) in str(info.value) and 'git checkout' in str(info.value)
+    assert _sha(weights) in str(info.value)
+    with pytest.raises(hub.PublishedWeightsError, match='not the published weights'):
+        timm.create_model(f'local-dir:{cards / NAME}', pretrained=True)
+    cache, _ = _hub_cache(tmp_path, cards / NAME)
+    with pytest.raises(hub.PublishedWeightsError, match='Hugging Face cache'):
+        timm.create_model(f'hf-hub:{HUB_ID}', pretrained=True, cache_dir=cache)
+    # weights given on purpose are the caller's: no published hash applies
+    model = timm.create_model(f'robust_zoo/{NAME}', pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+    assert model.pretrained_cfg['file'] == str(weights)
+
+
+def test_truncated_local_weights_are_refused(card, published, tmp_path):
+    cards = tmp_path / 'model_cards'
+    shutil.copytree(card['folder'], cards / NAME)
+    weights = cards / NAME / 'model.safetensors'
+    weights.write_bytes(weights.read_bytes()[:100])
+    published(card['index'], cards)
+    with pytest.raises(hub.PublishedWeightsError, match='corrupt, truncated or was replaced'):
+        timm.create_model(f'robust_zoo/{NAME}', pretrained=True)
+
+
+def test_a_broken_index_is_a_clear_error(tmp_path, published):
+    bad = tmp_path / 'published.json'
+    bad.write_text(json.dumps({'x.y': {'architecture': 'x', 'tag': 'y'}}))
+    with pytest.raises(ValueError, match="entry 'x.y' lacks"):
+        published(bad)
+    bad.write_text(json.dumps({'resnet18_relu_at.t': {'architecture': 'resnet18_relu_at', 'tag': 't',
+                                                      'hf_hub_id': 'a/b', 'sha256': '0'}}))
+    with pytest.raises(ValueError, match='take no published cfgs'):
+        published(bad)
+
+
+# --- pushing ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError('network access in a test')
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(huggingface_hub, 'HfApi', mock.Mock(side_effect=AssertionError('HfApi in a dry run')))
+
+
+def test_push_dry_run_lists_files_sizes_hashes_and_uploads_nothing(card, no_network, capsys):
+    files = hub.push_card_repo(card['folder'], HUB_ID)
+    on_disk = sorted(p for p in card['folder'].iterdir() if p.is_file())
+    assert files == [(p.name, p.stat().st_size, _sha(p)) for p in on_disk]
+    assert main(['push', str(card['folder'])]) == 0  # the repo id defaults to the card's
+    out = capsys.readouterr().out
+    for name, size, sha in files:
+        assert f'{size:>12,}  {sha}  {name}' in out
+    assert 'dry run' in out and 'nothing was uploaded' in out and f'https://huggingface.co/{HUB_ID}' in out
+
+
+def test_push_uploads_with_the_token_and_never_shows_it(card, monkeypatch, capsys, caplog):
+    secret = 'hf_' + 'x7Q' * 10
+    monkeypatch.setenv('HF_TOKEN', secret)
+    api_cls = mock.Mock()
+    monkeypatch.setattr(huggingface_hub, 'HfApi', api_cls)
+    caplog.set_level(logging.DEBUG)
+    assert main(['push', str(card['folder']), '--repo-id', HUB_ID, '--no-dry-run', '--private']) == 0
+    api_cls.assert_called_once_with(token=secret)
+    api = api_cls.return_value
+    api.create_repo.assert_called_once_with(HUB_ID, repo_type='model', private=True, exist_ok=True)
+    kwargs = api.upload_folder.call_args.kwargs
+    assert (kwargs['repo_id'], kwargs['folder_path'], kwargs['repo_type']) == (HUB_ID, str(card['folder']), 'model')
+    assert sorted(kwargs['allow_patterns']) == sorted(p.name for p in card['folder'].iterdir())
+    captured = capsys.readouterr()
+    assert f'uploaded {len(kwargs["allow_patterns"])} files' in captured.out
+    assert secret not in captured.out + captured.err + caplog.text
+
+
+def test_push_without_a_token_is_a_clear_error(card, monkeypatch, no_network, capsys):
+    monkeypatch.delenv('HF_TOKEN', raising=False)
+    with pytest.raises(RuntimeError, match='no Hugging Face token: set HF_TOKEN'):
+        hub.push_card_repo(card['folder'], HUB_ID, dry_run=False)
+    assert main(['push', str(card['folder']), '--no-dry-run']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('robust-zoo: error: no Hugging Face token') and err.count('\n') == 1
+
+
+@pytest.mark.parametrize('repo_id, message', [
+    ('noslash', 'must be ORG/NAME'), ('a/b/c', 'must be ORG/NAME'), ('a--b/c', 'must be ORG/NAME'),
+    (f'{ORG}/other', 'would publish wrong loading instructions'),
+    (f'someone/{NAME}', 'would publish wrong loading instructions'),
+])
+def test_push_checks_the_repo_id(card, no_network, repo_id, message):
+    with pytest.raises(ValueError, match=message):
+        hub.push_card_repo(card['folder'], repo_id)
+
+
+# --- the leaderboard ----------------------------------------------------------------------------------------
+
+def _seed_card(run, tmp_path, cards, index, *, arch, seed, robust, clean):
+    src = tmp_path / f'run-{arch}-{seed}'
+    shutil.copytree(run['dir'], src)
+    args = yaml.safe_load((src / 'args.yaml').read_text())
+    (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, model=f'robust_zoo/{arch}', seed=seed), sort_keys=False))
+    record = copy.deepcopy(run['records'][1])  # one attack (pgd-20), n = 20
+    record.update(model=f'robust_zoo/{arch}', seed=seed, clean_accuracy=clean, robust_accuracy=robust,
+                  attacks={'pgd-20': robust}, confidence_interval=list(wilson_interval(round(robust * 20), 20)))
+    return hub.write_card_repo(src, tag=f'fmnist_s{seed}', evaluations=[record], out_root=cards, index_path=index)
+
+
+def test_leaderboard_aggregates_seeds_per_activation(run, tmp_path):
+    cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
+    for seed, robust, clean in ((0, 0.5, 0.8), (1, 0.6, 0.85), (2, 0.7, 0.9)):
+        _seed_card(run, tmp_path, cards, index, arch='mlp3_relu_at', seed=seed, robust=robust, clean=clean)
+    _seed_card(run, tmp_path, cards, index, arch='mlp3_silu_at', seed=0, robust=0.45, clean=0.75)
+    rows = hub.leaderboard(cards)
+    assert [(r['base_architecture'], r['activation'], r['seeds']) for r in rows] == [
+        ('mlp3', 'relu', [0, 1, 2]), ('mlp3', 'silu', [0])]
+    relu, silu = rows
+    pgd = relu['robust']['pgd-20, n=20']
+    assert pgd['n_seeds'] == 3 and pgd['n_examples'] == 20 and pgd['values'] == [0.5, 0.6, 0.7]
+    assert pgd['mean'] == pytest.approx(0.6) and pgd['sd'] == pytest.approx(0.1)
+    assert (pgd['min'], pgd['max']) == (0.5, 0.7)
+    assert pgd['wilson95'] == pytest.approx(wilson_interval(12, 20))
+    # the interval is at the mean itself, also when the mean of the seeds is not k / n
+    assert hub._stat([0.5, 0.55], 20)['wilson95'] == pytest.approx(wilson_interval(10.5, 20))
+    assert hub._stat([0.5, 0.55], 20)['wilson95'] != pytest.approx(wilson_interval(10, 20))
+    assert relu['clean']['mean'] == pytest.approx(0.85) and relu['clean']['n_examples'] == 20
+    assert silu['robust']['pgd-20, n=20']['sd'] is None and silu['repos'] == ['mlp3_silu_at.fmnist_s0']
+
+    table = hub.leaderboard_markdown(rows)
+    lo, hi = wilson_interval(12, 20)
+    assert '| mlp3 | `relu` | `fashion-mnist-linf` | 3 | 85.0 ± 5.0 ' in table
+    assert f'60.0 ± 10.0 [{100 * lo:.1f}, {100 * hi:.1f}]' in table
+    assert '| mlp3 | `silu` | `fashion-mnist-linf` | 1 | 75.0 [' in table
+
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'# top\n\n{hub.LEADERBOARD_START}\nold table\n{hub.LEADERBOARD_END}\n\n## after\n')
+    assert main(['leaderboard', '--cards', str(cards), '--readme', str(readme), '--png', str(tmp_path / 'lb.png')]) == 0
+    text = readme.read_text()
+    assert text.startswith('# top\n\n') and text.endswith(f'{hub.LEADERBOARD_END}\n\n## after\n')
+    assert 'old table' not in text and table in text and '![leaderboard](lb.png)' in text
+    assert (tmp_path / 'lb.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_leaderboard_needs_its_markers(tmp_path, capsys):
+    readme = tmp_path / 'README.md'
+    readme.write_text('# no markers\n')
+    assert main(['leaderboard', '--cards', str(tmp_path), '--readme', str(readme)]) == 2
+    assert 'leaderboard:start' in capsys.readouterr().err
+    assert readme.read_text() == '# no markers\n'
+    assert hub.leaderboard(tmp_path / 'none') == [] and 'No published models yet' in hub.leaderboard_markdown([])
+
+
+# --- the command --------------------------------------------------------------------------------------------
+
+def test_cli_card_writes_into_the_index_in_use(run, tmp_path, published, capsys):
+    published(tmp_path / 'published.json', tmp_path / 'model_cards')
+    assert main(['card', str(run['dir']), '--tag', 'cli_s0']) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / 'model_cards' / f'{ARCH}.cli_s0'
+    assert f'wrote {folder}' in out and _sha(folder / 'model.safetensors') in out
+    # the index in use was updated and re-registered: the new tag loads at once
+    assert robust_zoo.list_models(pretrained=True) == [f'robust_zoo/{ARCH}.cli_s0']
+    model = timm.create_model(f'robust_zoo/{ARCH}.cli_s0', pretrained=True).eval()
+    torch.testing.assert_close(model(_x()), run['model'](_x()), rtol=0, atol=0)
+    assert main(['card', str(run['dir']), '--tag', 'bad.tag']) == 2
+    assert main(['card', str(tmp_path / 'nowhere'), '--tag', 't']) == 2
+    err = capsys.readouterr().err
+    assert 'must be letters' in err and 'is not a finished train/train_at.py run' in err
