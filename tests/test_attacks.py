@@ -55,3 +55,71 @@ def test_fgsm_rs_default_step_is_1_25_eps(model_and_batch):
 def test_unknown_norm():
     with pytest.raises(ValueError, match="'Linf' or 'L2'"):
         pgd(torch.nn.Identity(), torch.rand(1, 1, 2, 2), torch.zeros(1, dtype=torch.long), eps=0.1, norm='L1')
+
+
+# --- DLR loss and restarts ------------------------------------------------------------------------------------
+
+def test_dlr_loss_by_hand():
+    from robust_zoo.attacks.pgd import dlr_loss
+    logits = torch.tensor([[3.0, 1.0, 2.0, 0.0], [3.0, 1.0, 2.0, 0.0]])
+    # y = 0: -(3 - 2) / (3 - 1) = -0.5; y = 3: -(0 - 3) / (3 - 1) = 1.5
+    assert torch.allclose(dlr_loss(logits, torch.tensor([0, 3])), torch.tensor([-0.5, 1.5]))
+    # invariant to shifting and scaling the logits, unlike the cross-entropy
+    assert torch.allclose(dlr_loss(7 * logits - 4, torch.tensor([0, 3])), torch.tensor([-0.5, 1.5]))
+    with pytest.raises(ValueError, match='3 classes'):
+        dlr_loss(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
+
+
+def test_pgd_on_the_dlr_loss_raises_it(model_and_batch):
+    from robust_zoo.attacks.pgd import dlr_loss
+    model, x, y = model_and_batch
+    x_adv = pgd(model, x, y, eps=0.1, steps=10, random_start=False, loss='dlr')
+    with torch.no_grad():
+        assert dlr_loss(model(x_adv), y).mean() > dlr_loss(model(x), y).mean() + 0.1
+    with pytest.raises(ValueError, match="'ce', 'dlr'"):
+        pgd(model, x, y, eps=0.1, loss='cw')
+
+
+def test_restarts_keep_the_strongest_example(model_and_batch):
+    model, x, _ = model_and_batch
+    with torch.no_grad():
+        y = model(x).argmax(1)  # all clean-correct
+    torch.manual_seed(0)
+    one = pgd(model, x, y, eps=0.02, steps=1, restarts=1)
+    torch.manual_seed(0)
+    five = pgd(model, x, y, eps=0.02, steps=1, restarts=5)  # the first start is the same as `one`
+    with torch.no_grad():
+        logits_one, logits_five = model(one), model(five)
+    fooled_one, fooled_five = logits_one.argmax(1) != y, logits_five.argmax(1) != y
+    loss_one = F.cross_entropy(logits_one, y, reduction='none')
+    loss_five = F.cross_entropy(logits_five, y, reduction='none')
+    assert 0 < fooled_one.sum() < len(y)  # the test needs both kinds of points
+    assert (fooled_five >= fooled_one).all()
+    assert torch.equal(five[fooled_one], one[fooled_one])  # broken points are not attacked again
+    kept = ~fooled_five
+    assert (loss_five[kept] >= loss_one[kept]).all() and (loss_five[kept] > loss_one[kept]).any()  # best of 5 starts
+    assert ((x - five).abs().amax((1, 2, 3)) <= 0.02 + 1e-6).all()
+
+
+class CountingConstant(torch.nn.Module):
+    """Predicts class 0 whatever the input, and counts the examples it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return x.flatten(1)[:, :10] * 0 + torch.arange(10, 0, -1, dtype=x.dtype)
+
+
+def test_restarts_only_attack_points_still_correct():
+    x, y = torch.rand(8, 1, 4, 4), torch.tensor([0, 1] * 4)  # y = 1 is broken from the start, y = 0 never
+    model = CountingConstant()
+    pgd(model, x, y, eps=0.1, steps=3, restarts=1)
+    assert model.seen == 3 * 8
+    model.seen = 0
+    pgd(model, x, y, eps=0.1, steps=3, restarts=4)
+    assert model.seen == (3 + 1) * 8 + 3 * (3 + 1) * 4  # 4 forwards per start, later starts on the 4 y = 0 points
+    with pytest.raises(ValueError, match='restarts'):
+        pgd(model, x, y, eps=0.1, restarts=0)

@@ -166,3 +166,139 @@ def test_more_labels_than_model_outputs_is_an_error():
     x, y = _toy_data(10)
     with pytest.raises(ValueError, match='num_classes'):
         evaluate(BrightnessClassifier(), _toy_threat(0.02), data=(x, y + 5))
+
+
+# --- attack specs, autocast, progress ------------------------------------------------------------------------
+
+def test_attack_specs_with_restarts_and_dlr(monkeypatch):
+    from robust_zoo.evaluate import evaluator, make_attack
+    calls = []
+    monkeypatch.setattr(evaluator, 'pgd', lambda m, x, y, **kw: calls.append(kw) or x)
+    threat = ThreatModel('toy', 'toy', 'Linf', 0.1, ('pgd-10',), 10, 'none')
+    x, y = _toy_data(2)
+    for spec in ('pgd-20', 'PGD-20x5', 'pgd-dlr-20', 'pgd-dlr-10x3'):
+        make_attack(spec, threat)(None, x, y)
+    assert [(c['steps'], c['restarts'], c['loss']) for c in calls] == [
+        (20, 1, 'ce'), (20, 5, 'ce'), (20, 1, 'dlr'), (10, 3, 'dlr')]
+    assert calls[0]['step_size'] == pytest.approx(2.5 * 0.1 / 20) and calls[0]['eps'] == 0.1
+    for bad in ('pgd-0', 'pgd-20x0', 'pgd-20-dlr', 'pgd-x5'):
+        with pytest.raises(ValueError, match=r'pgd-<steps>\[x<restarts>\]'):
+            make_attack(bad, threat)
+
+
+def test_a_dlr_attack_with_restarts_runs_end_to_end():
+    result = evaluate(BrightnessClassifier().eval(), _toy_threat(0.2), data=_toy_data(20), attacks=['pgd-dlr-10x2'],
+                      n_examples=20, checks=False)
+    assert result.clean_accuracy == 1.0 and result.attacks['pgd-dlr-10x2'] < 0.3 and result.checks == []
+
+
+class Bf16Blind(nn.Module):
+    """Correct in fp32; under bf16 autocast its logits (about 1e5 apart by 10) round to a tie, so argmax says 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = nn.Linear(10, 10)
+        with torch.no_grad():
+            self.offset.weight.copy_(torch.eye(10))
+            self.offset.bias.fill_(1e5)
+
+    def forward(self, x):
+        return self.offset(BrightnessClassifier()(x))
+
+
+def test_decisions_under_autocast_are_rechecked_in_fp32():
+    model, (x, y) = Bf16Blind(), _toy_data(20)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert (model(x).argmax(1) == 0).all()  # the bf16 decision is wrong for 18 of 20 points
+        result = evaluate(model, _toy_threat(0.02), data=(x, y), checks=['budget'])
+    assert result.clean_accuracy == 1.0 and result.attacks == {'pgd-10': 1.0}  # the attack ran in bf16
+    assert _check(result, 'budget (pgd-10)')['status'] == 'PASS'
+
+
+def test_progress_bar_on_request_only(capsys):
+    evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(20), batch_size=8, checks=False)
+    assert capsys.readouterr().err == ''  # stderr is not a terminal under pytest: no bar by default
+    evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(20), batch_size=8, checks=False,
+             progress=True)
+    err = capsys.readouterr().err
+    assert '20/20' in err and 'robust 1.000' in err
+
+
+# --- the attack's own sanity checks (checks='full') ------------------------------------------------------------
+
+def test_full_checks_pass_on_an_honest_model_and_serialize():
+    result = evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(20), checks='full', probe=20)
+    full = {c['name']: c for c in result.checks if c['name'] in ('steps convergence', 'restarts', 'eps sweep',
+                                                                  'black box')}
+    assert {name: c['status'] for name, c in full.items()} == dict.fromkeys(full, 'PASS') and len(full) == 4
+    assert _check(result, 'logits')['status'] == 'PASS'  # 'full' includes the fast checks
+    record = json.loads(result.to_json())
+    sweep = next(c for c in record['checks'] if c['name'] == 'eps sweep')['data']
+    assert sweep['eps'][0] == 0 and sweep['eps'][-1] == 0.5 and 0.02 in sweep['eps']
+    assert sweep['accuracy'][0] == 1.0 and sweep['accuracy'][-1] <= 0.2 and sweep['threat_eps'] == 0.02
+    steps = next(c for c in record['checks'] if c['name'] == 'steps convergence')['data']
+    assert steps['steps'] == [10, 50, 200] and steps['accuracy'] == [1.0, 1.0, 1.0]
+
+
+def test_full_checks_catch_gradient_masking_that_the_number_hides():
+    result = evaluate(QuantizedInput().eval(), _toy_threat(0.1), data=_toy_data(20), n_examples=20,
+                      checks=['eps_sweep', 'black_box'])
+    assert result.robust_accuracy == 1.0  # beyond the 0.05 margin, yet "robust": the gradients are zero
+    assert [c['name'] for c in result.checks] == ['eps sweep', 'black box']
+    sweep, black_box = _check(result, 'eps sweep'), _check(result, 'black box')
+    assert sweep['status'] == 'FAIL' and 'above chance' in sweep['detail']
+    assert black_box['status'] == 'WARN' and black_box['data']['pgd_broken'] == 0
+    assert black_box['data']['square_only'] >= 10 and f"{black_box['data']['square_only']} of them" in black_box['detail']
+
+
+def test_unknown_check_names_are_rejected():
+    with pytest.raises(ValueError, match='eps_sweep'):
+        evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(10), checks=['eps-sweep'])
+
+
+def test_eps_zero_is_the_clean_accuracy_and_randomness_fails_it():
+    from robust_zoo.evaluate.checks import check_eps_sweep
+    x, y = _toy_data(20)
+    honest = check_eps_sweep(BrightnessClassifier(), x, y, 0.02, steps=5)
+    assert honest['data']['accuracy'][0] == honest['data']['clean'] == 1.0 and honest['status'] == 'PASS'
+
+    class VeryNoisy(BrightnessClassifier):
+        def forward(self, x):
+            return super().forward(x) + 30 * torch.randn(len(x), 10)
+
+    torch.manual_seed(0)
+    noisy = check_eps_sweep(VeryNoisy(), x, y, 0.02, steps=5)
+    assert noisy['status'] == 'FAIL' and 'at eps 0' in noisy['detail']
+
+
+def test_eps_sweep_warns_when_a_larger_budget_helps_the_model(monkeypatch):
+    from robust_zoo.evaluate import checks
+    real = checks.pgd
+    # an attack that gives up at one budget (2 eps): accuracy goes back up there
+    monkeypatch.setattr(checks, 'pgd', lambda m, x, y, *, eps, **kw: x if eps == 0.16 else real(m, x, y, eps=eps, **kw))
+    x, y = _toy_data(20)
+    result = checks.check_eps_sweep(BrightnessClassifier(), x, y, 0.08, steps=10)
+    assert result['status'] == 'WARN' and 'rises with the budget from eps 0.08 to 0.16' in result['detail']
+
+
+def test_steps_check_warns_when_more_steps_keep_helping(monkeypatch):
+    from robust_zoo.evaluate import checks
+    real = checks.pgd
+    # an attack far from converged: its reach grows with the number of steps
+    monkeypatch.setattr(checks, 'pgd', lambda m, x, y, *, eps, steps, **kw: real(m, x, y, eps=eps * min(1, steps / 200),
+                                                                                steps=steps, **kw))
+    x, y = _toy_data(20)
+    result = checks.check_steps_convergence(BrightnessClassifier(), x, y, 0.1, steps=(10, 50, 200))
+    assert result['status'] == 'WARN' and result['data']['steps'] == [10, 50, 200]
+    assert result['data']['accuracy'][1] - result['data']['accuracy'][2] > 0.5 and 'from 50 to 200' in result['detail']
+    monkeypatch.setattr(checks, 'pgd', real)
+    assert checks.check_steps_convergence(BrightnessClassifier(), x, y, 0.02, steps=(5, 10))['status'] == 'PASS'
+
+
+def test_restarts_check_warns_when_the_random_start_decides():
+    from robust_zoo.evaluate.checks import check_restarts
+    y = torch.tensor([0, 9] * 20)  # edge classes: PGD from some random starts stalls against 0 or 1
+    x = (y.float() / 10 + 0.05).view(-1, 1, 1, 1).expand(40, 1, 4, 4).clone()
+    result = check_restarts(BrightnessClassifier(), x, y, 0.2, steps=5)
+    assert result['status'] == 'WARN' and result['data']['accuracy'][0] > result['data']['accuracy'][1] + 0.02
+    assert check_restarts(BrightnessClassifier(), x, y, 0.02, steps=5)['status'] == 'PASS'

@@ -1,18 +1,43 @@
 """PGD-k (Madry et al. 2018) and FGSM with random start (Wong et al. 2020), Linf and L2.
 
 Gradients come from `torch.autograd.grad(loss, x)`: parameter `.grad` fields are never touched and
-autograd skips weight-gradient work. The model's train/eval mode is the caller's choice.
+autograd skips weight-gradient work. The model's train/eval mode is the caller's choice. Losses are computed
+on fp32 logits, so the attacks run under `torch.autocast`.
 """
+from typing import Callable, Dict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['pgd', 'fgsm_rs']
+__all__ = ['pgd', 'fgsm_rs', 'dlr_loss', 'LOSSES']
 
 
-def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example Difference of Logits Ratio (Croce & Hein 2020), untargeted:
+    `-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`, with `z_pi1 >= z_pi2 >= ...` the sorted logits.
+
+    Invariant to shifting and scaling the logits, so a saturated softmax does not flatten it. Needs at least
+    3 classes. Computed in fp32."""
+    z = logits.float()
+    if z.shape[-1] < 3:
+        raise ValueError(f'the DLR loss needs at least 3 classes, got {z.shape[-1]}.')
+    top = z.topk(3, dim=1).values
+    z_y = z.gather(1, y.view(-1, 1)).squeeze(1)
+    z_other = z.masked_fill(F.one_hot(y, z.shape[-1]).bool(), float('-inf')).amax(1)
+    return -(z_y - z_other) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), y, reduction='none')
+
+
+LOSSES: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {'ce': _ce, 'dlr': dlr_loss}
+
+
+def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable = _ce) -> torch.Tensor:
     x = x.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x).float(), y, reduction='sum')
+    loss = loss_fn(model(x), y).sum()
     return torch.autograd.grad(loss, x)[0]
 
 
@@ -40,21 +65,54 @@ def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     return d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view_as(r) * r * eps
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10,
-        step_size: float = None, norm: str = 'Linf', random_start: bool = True) -> torch.Tensor:
-    """Projected gradient ascent on the cross-entropy within the `norm` ball of radius `eps` and [0, 1].
+def _pgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, step_size: float,
+             norm: str, random_start: bool, loss_fn: Callable) -> torch.Tensor:
+    delta = _project(_random_start(x, eps, norm), x, eps, norm) if random_start else torch.zeros_like(x)
+    for _ in range(steps):
+        grad = _input_grad(model, x + delta, y, loss_fn)
+        delta = _project(delta + _step(grad, step_size, norm), x, eps, norm)
+    return (x + delta).detach()
 
-    `step_size` defaults to 2.5 * eps / steps (Madry et al.). Returns the adversarial images (detached).
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10,
+        step_size: float = None, norm: str = 'Linf', random_start: bool = True, restarts: int = 1,
+        loss: str = 'ce') -> torch.Tensor:
+    """Projected gradient ascent on `loss` within the `norm` ball of radius `eps` and [0, 1].
+
+    `step_size` defaults to 2.5 * eps / steps (Madry et al.). `loss` is `'ce'` (cross-entropy) or `'dlr'`
+    (`dlr_loss`, Croce & Hein 2020). With `restarts > 1` the attack runs again from new random starts on
+    the points that are still classified correctly, and keeps per example the result that fools the model,
+    else the one with the highest loss (one extra forward per restart). Returns the adversarial images
+    (detached).
     """
     if norm not in ('Linf', 'L2'):
         raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}.")
-    step_size = 2.5 * eps / steps if step_size is None else step_size
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}.")
+    if restarts < 1:
+        raise ValueError(f'restarts must be >= 1, got {restarts}.')
+    loss_fn = LOSSES[loss]
+    step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
     x = x.detach()
-    delta = _project(_random_start(x, eps, norm), x, eps, norm) if random_start else torch.zeros_like(x)
-    for _ in range(steps):
-        grad = _input_grad(model, x + delta, y)
-        delta = _project(delta + _step(grad, step_size, norm), x, eps, norm)
-    return (x + delta).detach()
+    if restarts == 1:
+        return _pgd_run(model, x, y, eps, steps, step_size, norm, random_start, loss_fn)
+    best = x.clone()
+    best_loss = torch.full((len(x),), float('-inf'), device=x.device)
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(restarts):
+        idx = (~fooled).nonzero().flatten()
+        if len(idx) == 0:
+            break
+        x_adv = _pgd_run(model, x[idx], y[idx], eps, steps, step_size, norm, random_start, loss_fn)
+        with torch.no_grad():
+            logits = model(x_adv)
+            value = loss_fn(logits, y[idx]).float()
+            fools = logits.argmax(1) != y[idx]
+        better = fools | (value > best_loss[idx])
+        best[idx[better]] = x_adv[better]
+        best_loss[idx[better]] = value[better]
+        fooled[idx[fools]] = True
+    return best
 
 
 def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
