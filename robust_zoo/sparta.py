@@ -31,10 +31,11 @@ from torch import nn
 from .layers.sparta import Sparta
 from .training.checkpoint import save_weights
 
-__all__ = ['BANK_FORMAT', 'MAPPINGS', 'SpartaBankError', 'bank_mapping', 'load_bank', 'read_bank', 'save_bank',
-           'sparta_units']
+__all__ = ['BANK_FILE', 'BANK_FORMAT', 'MAPPINGS', 'SpartaBankError', 'bank_mapping', 'load_bank', 'read_bank',
+           'resolve_bank', 'save_bank', 'sparta_units']
 
 BANK_FORMAT = 'robust_zoo.sparta_bank/1'
+BANK_FILE = 'sparta_bank.safetensors'  # its name inside a published repo folder
 MAPPINGS = ('relative-depth', 'exact', 'mean')
 _PARAMS = ('beta', 'attn.weight', 'attn.bias')
 _BLOCK = re.compile(r'^(?P<stage>.+?)\.(?P<block>\d+)\.(?P<slot>[A-Za-z_][\w.]*)$')
@@ -82,6 +83,21 @@ def read_bank(path: Union[str, os.PathLike]) -> Tuple[Dict[str, Dict[str, torch.
                               f'robust_zoo.sparta.save_bank.')
     units = {u: {p: tensors[f'{u}.{p}'] for p in _PARAMS} for u in meta['units']}
     return units, meta
+
+
+def resolve_bank(bank: Union[str, os.PathLike]) -> Path:
+    """A bank file from a path, or from the name of a published repo (`model_cards/<name>/sparta_bank.safetensors`
+    of a checkout)."""
+    path = Path(bank)
+    if path.is_file():
+        return path
+    from .hub import cards_dir
+    published = cards_dir() / str(bank) / BANK_FILE
+    if published.is_file():
+        return published
+    known = sorted(p.parent.name for p in cards_dir().glob(f'*/{BANK_FILE}'))
+    raise SpartaBankError(f'{bank!r} is neither a bank file nor a published Sparta bank; published banks: '
+                          f'{", ".join(known) or "none yet"}.')
 
 
 def _locate(names: List[str]) -> Dict[str, Tuple[Optional[int], Optional[int], str, int]]:
@@ -133,10 +149,10 @@ def bank_mapping(source: List[str], target: List[str], mapping: str = 'relative-
 
 def load_bank(model: nn.Module, bank: Union[str, os.PathLike], *, freeze: bool = True,
               mapping: str = 'relative-depth') -> Dict[str, str]:
-    """Copy a bank's Sparta parameters into `model`'s Sparta units (in place) and, with `freeze`, stop their
-    gradients. Returns the mapping used (target unit -> source unit), which is also kept as
-    `model.sparta_bank_mapping`. Kernel sizes must match."""
-    units, meta = read_bank(bank)
+    """Copy a bank's Sparta parameters (a bank file or a published bank's name) into `model`'s Sparta units,
+    in place, and with `freeze` stop their gradients. Returns the mapping used (target unit -> source unit),
+    also kept as `model.sparta_bank_mapping`. Kernel sizes must match."""
+    units, meta = read_bank(resolve_bank(bank))
     targets = sparta_units(model)
     if not targets:
         raise SpartaBankError(f"{type(model).__name__} has no Sparta activations to load a bank into; build it with "

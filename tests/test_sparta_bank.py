@@ -123,3 +123,22 @@ def test_bank_metadata_is_plain_json(bank):
     with safe_open(str(bank), 'pt') as f:
         meta = json.loads(f.metadata()['robust_zoo'])
     assert meta['format'] == 'robust_zoo.sparta_bank/1' and meta['units'][0] == 'act1'
+
+
+def test_create_model_takes_a_bank_file_or_a_published_name(bank, tmp_path, monkeypatch):
+    model = timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank=str(bank))
+    units, _ = read_bank(bank)
+    assert torch.equal(sparta_units(model)['stages.2.8.act2'].attn.weight, units['stages.2.2.act2']['attn.weight'])
+    assert not any(p.requires_grad for u in sparta_units(model).values() for p in u.parameters())
+    model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(bank), sparta_bank_freeze=False)
+    assert all(p.requires_grad for u in sparta_units(model).values() for p in u.parameters())
+
+    from robust_zoo import hub
+    cards = tmp_path / 'cards'
+    (cards / 'resnet20_sparta_at.fmnist_s0').mkdir(parents=True)
+    (cards / 'resnet20_sparta_at.fmnist_s0' / 'sparta_bank.safetensors').write_bytes(bank.read_bytes())
+    monkeypatch.setitem(hub._state, 'cards_dir', str(cards))
+    model = timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank='resnet20_sparta_at.fmnist_s0')
+    assert model.sparta_bank_mapping['stages.0.0.act1'] == 'stages.0.0.act1'
+    with pytest.raises(SpartaBankError, match='published banks: resnet20_sparta_at.fmnist_s0'):
+        timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank='nope')

@@ -74,9 +74,13 @@ def build_at_model(
     `act_layer` (a name or class, default: the activation in the model name), `act_kwargs` (its
     constructor arguments) and `act_shared` (one instance for the whole network; default True for
     PSSiLU/PSoftplus as in Dai et al., else False) are JSON-serializable, so timm records them and a
-    saved config rebuilds the same model.
+    saved config rebuilds the same model. `sparta_bank` (a bank file or a published bank's name) loads
+    trained Sparta units into the model, frozen unless `sparta_bank_freeze=False`, mapped with
+    `sparta_bank_mapping` (see `robust_zoo.sparta`).
     """
     act_layer = default_act if act_layer is None else act_layer
+    bank = (kwargs.pop('sparta_bank', None), kwargs.pop('sparta_bank_mapping', 'relative-depth'),
+            kwargs.pop('sparta_bank_freeze', True))
     if act_shared is None:
         act_shared = act_name(act_layer) in SHARED_BY_DEFAULT
     if act_shared and kwargs.get('features_only'):
@@ -100,6 +104,9 @@ def build_at_model(
         model = build_model_with_cfg(
             model_cls, variant, pretrained, pretrained_cfg=cfg, act_layer=factory, shared_act=shared,
             input_mean=cfg.input_mean, input_std=cfg.input_std, **kwargs)
+    if bank[0] is not None:
+        from ..sparta import load_bank
+        load_bank(model, bank[0], mapping=bank[1], freeze=bank[2])
     if dtype is not None:
         model.to(dtype)
     model.accepts_act_args = True
