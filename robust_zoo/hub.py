@@ -588,6 +588,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         _logger.warning('no plots drawn: %s', e)
     sha = sha256_file(folder / WEIGHTS_NAME)
 
+    if recipe is None and args.get('config') and Path(args['config']).is_file():
+        recipe = args['config']  # train_at.py records the recipe it started from
     recipe_path = Path(recipe) if recipe is not None else _find_recipe(args)
     attack_cfg = None
     if args.get('attack', 'none') != 'none':

@@ -294,7 +294,7 @@ def main(argv=None) -> int:
         if primary and (out / 'summary.csv').exists():
             _truncate_summary(out / 'summary.csv', start_epoch)
     elif primary:
-        flags = {a.dest for a in parser._actions} - {'help'}
+        flags = ({a.dest for a in parser._actions} - {'help'}) | {'config'}  # config: the recipe it started from
         (out / 'args.yaml').write_text(yaml.safe_dump({k: v for k, v in vars(args).items() if k in flags},
                                                       sort_keys=False))
     if start_epoch > 0 or start_step > 0:
