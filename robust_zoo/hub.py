@@ -531,6 +531,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     model_kwargs = {k: v for k, v in dict(args.get('model_kwargs') or {}).items() if v is not None}
     if model_kwargs.get('act_layer') in (activation, None):
         model_kwargs.pop('act_layer', None)
+    # a Sparta bank loaded at build time is provenance only: its values are in the weights
+    bank_args = {k: model_kwargs.pop(k) for k in list(model_kwargs) if k.startswith('sparta_bank')}
     if model_kwargs or args.get('smooth_backward', 'none') != 'none':
         extra = dict(model_kwargs, **({'smooth_backward': args['smooth_backward']}
                                       if args.get('smooth_backward', 'none') != 'none' else {}))
@@ -587,6 +589,11 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     except RuntimeError as e:  # matplotlib missing: the card says so
         _logger.warning('no plots drawn: %s', e)
     sha = sha256_file(folder / WEIGHTS_NAME)
+    from .sparta import BANK_FILE, save_bank, sparta_units
+    if sparta_units(model):  # a Sparta model also publishes its trained units as a reusable bank
+        save_bank(model, folder / BANK_FILE, source_model=arch, dataset=dataset, threat_model=threat['id'],
+                  recipe=str(args.get('config') or ''), repo=name,
+                  **({'loaded_bank': json.dumps(bank_args)} if bank_args else {}))
 
     if recipe is None and args.get('config') and Path(args['config']).is_file():
         recipe = args['config']  # train_at.py records the recipe it started from
@@ -780,6 +787,11 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     if images:
         lines += ['', '## Plots', '']
         lines += [f'![{alt}]({file})' for file, alt in images]
+    if (folder / 'sparta_bank.safetensors').is_file():
+        lines += ['', '## Sparta bank', '',
+                  f'`sparta_bank.safetensors` holds this model\'s trained Sparta units on their own, to reuse them '
+                  f'(frozen) in another CNN: `timm.create_model("robust_zoo/resnet56_sparta_at", sparta_bank="{name}")` '
+                  'or `robust_zoo.sparta.load_bank(model, ...)`; the unit mapping is documented in `robust_zoo/sparta.py`.']
     no_aa = not any(a.startswith('autoattack') or a.startswith('apgd') for r in records for a in r['attacks'])
     lines += [
         '',

@@ -432,3 +432,31 @@ def test_cli_card_writes_into_the_index_in_use(run, tmp_path, published, capsys)
     assert main(['card', str(tmp_path / 'nowhere'), '--tag', 't']) == 2
     err = capsys.readouterr().err
     assert 'must be letters' in err and 'is not a finished train/train_at.py run' in err
+
+
+def test_a_sparta_card_publishes_its_bank_loadable_by_name(tmp_path, monkeypatch):
+    from robust_zoo.sparta import load_bank, read_bank, sparta_units
+    arch = 'mlp3_sparta_at'
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    torch.manual_seed(0)
+    model = timm.create_model(f'robust_zoo/{arch}').eval()
+    with torch.no_grad():
+        for unit in sparta_units(model).values():
+            unit.beta.fill_(3.0)
+    save_weights(model.state_dict(), run_dir / 'model.safetensors', dict(arch=f'robust_zoo/{arch}'))
+    (run_dir / 'args.yaml').write_text(_train_args(['--model', f'robust_zoo/{arch}', '--output', str(run_dir),
+                                                    '--model-kwargs', 'sparta_bank=some/bank.safetensors']))
+    x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
+    record = evaluate(model, 'fashion-mnist-linf', data=(x, y), attacks=['fgsm'], n_examples=20, checks=False,
+                      model_name=f'robust_zoo/{arch}').to_dict()
+    folder = hub.write_card_repo(run_dir, tag=TAG, evaluations=[record], out_root=tmp_path / 'cards',
+                                 index_path=tmp_path / 'published.json', org=ORG)
+    units, meta = read_bank(folder / 'sparta_bank.safetensors')
+    assert meta['source_model'] == arch and meta['dataset'] == 'fashion-mnist' and 'some/bank' in meta['loaded_bank']
+    assert all(float(u['beta']) == 3.0 for u in units.values())
+    assert 'sparta_bank.safetensors' in (folder / 'README.md').read_text()
+    monkeypatch.setitem(hub._state, 'cards_dir', str(tmp_path / 'cards'))
+    target = timm.create_model(f'robust_zoo/{arch}')
+    load_bank(target, f'{arch}.{TAG}', mapping='exact')
+    assert all(float(u.beta) == 3.0 and not u.beta.requires_grad for u in sparta_units(target).values())
