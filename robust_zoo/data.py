@@ -49,12 +49,12 @@ FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
 # Names as in robust_zoo.threat_models ('imagenet-1k' is accepted for 'imagenet').
-DATASETS = ('fashion-mnist', 'mnist', 'cifar10', 'cifar100', 'imagenet')
+DATASETS = ('fashion-mnist', 'mnist', 'cifar10', 'cifar100', 'imagenet', 'digits')
 _ALIASES = {'imagenet-1k': 'imagenet', 'imagenet1k': 'imagenet', 'fashionmnist': 'fashion-mnist',
             'cifar-10': 'cifar10', 'cifar-100': 'cifar100'}
-NUM_CLASSES = {'fashion-mnist': 10, 'mnist': 10, 'cifar10': 10, 'cifar100': 100, 'imagenet': 1000}
+NUM_CLASSES = {'fashion-mnist': 10, 'mnist': 10, 'cifar10': 10, 'cifar100': 100, 'imagenet': 1000, 'digits': 10}
 # Datasets with a known location on this machine; the others need `root`.
-DEFAULT_ROOTS = {'fashion-mnist': FASHION_MNIST_DIR}
+DEFAULT_ROOTS = {'fashion-mnist': FASHION_MNIST_DIR, 'digits': Path('sklearn.datasets.load_digits')}
 _SPLITS = ('train', 'test')
 
 # md5 of the decompressed files (Debian re-gzipped them, so the .gz md5s differ from upstream's)
@@ -377,6 +377,30 @@ def _imagenet(split: str, root: PathLike | None, img_size: int | None) -> Datase
 # Factory
 
 
+DIGITS_TEST_SIZE = 500
+
+
+def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 0..16) as 1x28x28 uint8.
+
+    Upsampled bilinearly (align_corners=False) from 8x8 to 28x28 and scaled to 0..255, so 28x28 models and
+    Fashion-MNIST-trained Sparta banks apply unchanged. The split is fixed: a permutation seeded with 0; its
+    last 500 images are the test split, the first 1,297 the train split.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise DatasetError('the digits dataset comes with scikit-learn: pip install scikit-learn '
+                           '(or robust-zoo[digits]).') from e
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
+    x = torch.nn.functional.interpolate(x, size=(28, 28), mode='bilinear', align_corners=False)
+    images = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).numpy()
+    idx = perm[-DIGITS_TEST_SIZE:] if split == 'test' else perm[:-DIGITS_TEST_SIZE]
+    return images[idx], d.target[idx].astype(np.int64)
+
+
 def _class_interleaved(targets: list, n: int) -> list:
     """Indices ordered by (rank within its class, class), cut to n: a class-balanced prefix."""
     seen: dict = {}
@@ -428,6 +452,8 @@ def create_dataset(
         images, classes = images[:, None], FASHION_MNIST_CLASSES
     elif key == 'mnist':
         (images, labels), classes = _mnist(split, root), tuple(str(i) for i in range(10))
+    elif key == 'digits':
+        (images, labels), classes = _digits(split), tuple(str(i) for i in range(10))
     else:
         (images, labels), classes = _cifar(key, split, root), CIFAR10_CLASSES if key == 'cifar10' else None
     if img_size is not None and img_size != images.shape[-1]:

@@ -362,3 +362,16 @@ def test_evaluator_loads_the_threat_models_dataset(tmp_path):
     assert x.shape == (2, 3, 32, 32) and y.tolist() == batches['test_batch'][1][:2]
     with pytest.raises(ValueError, match='data_dir='):
         _load_data(get_threat_model('cifar10-linf'), 2)
+
+
+def test_digits_fixed_split_upsampled_to_28x28():
+    pytest.importorskip('sklearn')
+    train, test = create_dataset('digits', 'train'), create_dataset('digits', 'test')
+    assert (len(train), len(test)) == (1297, 500)
+    x, y = test.batch(torch.arange(len(test)))
+    assert x.shape == (500, 1, 28, 28) and 0 <= x.min() and x.max() <= 1 and set(y.tolist()) == set(range(10))
+    again, _ = load_dataset('digits', 'test')
+    assert torch.equal(again, x)  # the split is fixed
+    # no image of the test split is in the train split
+    ids = lambda ds: {tuple(ds.images[i].flatten().tolist()) for i in range(len(ds))}  # noqa: E731
+    assert not ids(train) & ids(test)

@@ -34,7 +34,7 @@ from robust_zoo.training import (
 )
 
 _logger = logging.getLogger('train_at')
-DEFAULT_THREAT = {'fashion-mnist': 'fashion-mnist-linf', 'mnist': 'mnist-linf', 'cifar10': 'cifar10-linf',
+DEFAULT_THREAT = {'fashion-mnist': 'fashion-mnist-linf', 'digits': 'digits-linf', 'mnist': 'mnist-linf', 'cifar10': 'cifar10-linf',
                   'cifar100': 'cifar100-linf', 'imagenet': 'imagenet-linf', 'imagenet-1k': 'imagenet-linf'}
 RUN_FILES = ('args.yaml', 'last.ckpt', 'summary.csv')
 
