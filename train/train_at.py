@@ -99,7 +99,8 @@ g.add_argument('--trades-beta', type=float, default=6.0)
 g.add_argument('--bn-mode', default='train', choices=('train', 'eval'),
                help='BN during the attack: batch stats without moving running stats (train), or eval mode')
 g.add_argument('--smooth-backward', default='none', choices=SMOOTH_BACKWARD,
-               help="SAT sec. 3: ReLU's smooth backward for the attack, the update, or both")
+               help="SAT sec. 3: ReLU's smooth backward for the attack, the update, or both; none: the "
+               "activations' backward as built (relu_smoothgrad models: smooth in both)")
 g.add_argument('--val-attack', default='pgd-10', help="validation attack, e.g. pgd-10, fgsm, or 'none'")
 g.add_argument('--early-stop-robust', action='store_true', help='keep the best robust checkpoint as the '
                'result and stop on catastrophic overfitting (Rice et al. 2020)')

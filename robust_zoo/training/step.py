@@ -45,9 +45,11 @@ class AttackConfig:
             raise ValueError(f'unknown training attack {self.attack!r}; choose one of {", ".join(ATTACKS)}.')
         if self.norm not in ('Linf', 'L2'):
             raise ValueError(f"norm must be 'Linf' or 'L2', got {self.norm!r}.")
-        if self.attack != 'none' and not 0 < self.eps <= (1 if self.norm == 'Linf' else 1e3):
+        if self.attack != 'none' and self.norm == 'Linf' and not 0 < self.eps <= 1:
             hint = f' It looks like 0..255 units: pass {self.eps:g}/255 = {self.eps / 255:.4f}.' if self.eps > 1 else ''
             raise ValueError(f'attack eps {self.eps} is outside (0, 1]: budgets are in [0, 1] pixel units.{hint}')
+        if self.attack != 'none' and self.norm == 'L2' and self.eps <= 0:
+            raise ValueError(f'L2 attack eps must be > 0, got {self.eps}.')
         if self.steps < 1:
             raise ValueError(f'attack steps must be >= 1, got {self.steps}.')
         if self.bn_mode not in ('train', 'eval'):
@@ -78,23 +80,26 @@ def attack_mode(model: nn.Module, bn_mode: str = 'train') -> Iterator[None]:
     """While the attack runs: with `bn_mode='train'`, BN uses batch statistics but its running statistics
     stay put; with `'eval'`, the whole model is in eval mode. The model's modes are restored afterwards."""
     if bn_mode == 'eval':
-        was_training = model.training
+        modes = [(m, m.training) for m in model.modules()]
         model.eval()
         try:
             yield
         finally:
-            model.train(was_training)
+            for m, training in modes:  # per module: a BN frozen in eval mode stays so
+                m.training = training
         return
-    saved = [(m, m.momentum, m.num_batches_tracked.clone()) for m in model.modules()
-             if isinstance(m, _BatchNorm) and m.track_running_stats and m.training]
-    for m, _, _ in saved:
+    saved = [(m, m.momentum, m.num_batches_tracked.clone(), m.running_mean.clone(), m.running_var.clone())
+             for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats and m.training]
+    for m, *_ in saved:
         m.momentum = 0.0
     try:
         yield
-    finally:
-        for m, momentum, nbt in saved:
+    finally:  # momentum 0 keeps the stats, and the copies guard against 0 * NaN from a non-finite batch
+        for m, momentum, nbt, mean, var in saved:
             m.momentum = momentum
             m.num_batches_tracked.copy_(nbt)
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
 
 
 def make_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
@@ -138,6 +143,11 @@ def adversarial_step(
     DDP-wrapped, so the attack does not trigger gradient synchronisation). `scaler` enables fp16 loss
     scaling. `track_clean` adds a no-grad clean forward to report clean train accuracy (costs a forward).
     A non-finite loss raises `FloatingPointError` before the optimizer steps.
+
+    `cfg.smooth_backward`: 'attack' / 'update' / 'both' switch every `ReLUSmoothGrad` per phase; 'none'
+    switches nothing, so a model keeps the backward it was built with (relu_smoothgrad models: smooth in
+    both phases, SAT's 'both'; ReLU models: exact). For TRADES the clean accuracy comes from the step's
+    own clean half (before the update); for the other attacks from a no-grad forward after it.
     """
     attack_model = model if attack_model is None else attack_model
     autocast = nullcontext() if autocast is None else autocast
