@@ -460,3 +460,18 @@ def test_a_sparta_card_publishes_its_bank_loadable_by_name(tmp_path, monkeypatch
     target = timm.create_model(f'robust_zoo/{arch}')
     load_bank(target, f'{arch}.{TAG}', mapping='exact')
     assert all(float(u.beta) == 3.0 and not u.beta.requires_grad for u in sparta_units(target).values())
+
+
+def test_main_job_evaluates_a_published_model_and_prints_its_table(card, published, run, monkeypatch):
+    from robust_zoo import demo
+    monkeypatch.setitem(hub._state, 'index_path', str(card['index']))
+    published(card['index'], card['cards'])
+    assert demo.default_published_model() == NAME
+    lines = []
+    out = demo.run_published(n_examples=20, attacks=('fgsm',), log=lines.append)
+    text = '\n'.join(lines)
+    assert f'robust_zoo/{NAME}' in text and '| fgsm |' in text and 'worst case per image' in text
+    reference = evaluate(run['model'], 'fashion-mnist-linf', attacks=['fgsm'], n_examples=20, checks=False)
+    assert out['clean'] == reference.clean_accuracy and out['fgsm'] == reference.attacks['fgsm']
+    with pytest.raises(ValueError, match='not a published model'):
+        demo.run_published('resnet20_silu_at.nope')
