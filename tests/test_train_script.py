@@ -128,9 +128,11 @@ def test_fine_tune_new_head_with_frozen_backbone(tmp_path):
     (['--model', 'robust_zoo/no_such_net_at'], 'unknown --model'),
     (['--dataset', 'svhn'], 'unknown --dataset'),
     (['--val-attack', 'pgd-x'], 'Unknown or not yet available attack'),
+    (['--in-chans', '3'], 'images have 1 channel(s)'),
+    (['-b', '128'], 'cannot fill one batch'),
 ])
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, flags, message):
-    proc = run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '64',
+    proc = run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '64', '-b', '32',
                '--output', tmp_path / 'x', *flags, check=False)
     assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'x' / 'args.yaml').exists()

@@ -20,6 +20,7 @@ import timm
 import torch
 import yaml
 from timm.optim import create_optimizer_v2
+from timm.data import resolve_data_config
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, ParseKwargs, distribute_bn, init_distributed_device, update_summary
 
@@ -244,11 +245,24 @@ def main(argv=None) -> int:
     n_total = len(full)
     n_val = min(args.val_samples, n_total // 2)
     n_train = n_total - n_val if args.train_samples is None else min(args.train_samples, n_total - n_val)
+    if n_train < args.batch_size * args.world_size:
+        raise UserError(f'{n_train} training images cannot fill one batch of {args.batch_size} x {args.world_size} '
+                        f'process(es): lower -b/--batch-size or raise --train-samples.')
     train_ds = subset(full, torch.arange(n_train))
     val_ds = subset(full, torch.arange(n_total - n_val, n_total))
     x0, _ = train_ds[0]
+    if args.in_chans is not None and args.in_chans != x0.shape[0]:
+        raise UserError(f'--in-chans {args.in_chans}, but {args.dataset} images have {x0.shape[0]} channel(s): drop '
+                        f'--in-chans (it defaults to the dataset\'s) or pass {x0.shape[0]}.')
     num_classes = args.num_classes or (len(full.classes) if hasattr(full, 'classes') else int(full.labels.max()) + 1)
     model = build_model(args, num_classes, args.in_chans or x0.shape[0])
+    data_config = resolve_data_config(model=model)
+    if not hasattr(full, 'images') and tuple(x0.shape[1:]) != tuple(data_config['input_size'][1:]):
+        size = data_config['input_size'][-1]  # folder datasets follow the model's input size
+        full = create_dataset(args.dataset, 'train', args.data_dir, img_size=size)
+        train_ds = subset(full, torch.arange(n_train))
+        val_ds = subset(full, torch.arange(n_total - n_val, n_total))
+        log(f'{args.dataset}: images resized and center-cropped to {size} (the model\'s input size)')
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
