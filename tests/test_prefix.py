@@ -103,7 +103,8 @@ def test_listed_names_create_models():
 
 
 def test_list_models_pretrained_lists_only_models_with_weights():
-    assert robust_zoo.list_models(pretrained=True) == []  # no robust_zoo weights are published yet
+    from robust_zoo.hub import load_published
+    assert robust_zoo.list_models(pretrained=True) == sorted(f'robust_zoo/{n}' for n in load_published())
 
 
 def test_local_dir_still_works(tmp_path):

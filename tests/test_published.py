@@ -1,0 +1,56 @@
+"""Every published model card in model_cards/: its weights load by name and through local-dir:, its stated
+clean accuracy reproduces, and card, config and pretrained cfg agree (issue 7). Empty until weights land."""
+import json
+
+import pytest
+import timm
+import torch
+from huggingface_hub import ModelCard
+from timm.models import get_pretrained_cfg
+
+import robust_zoo
+from robust_zoo.data import load_dataset
+from robust_zoo.evaluate.result import wilson_interval
+from robust_zoo.hub import cards_dir, load_published, sha256_file
+
+PUBLISHED = sorted(load_published())
+
+
+def test_every_card_folder_is_indexed_and_every_index_entry_has_its_folder():
+    folders = sorted(p.parent.name for p in cards_dir().glob('*/model.safetensors')) if cards_dir().is_dir() else []
+    assert folders == PUBLISHED
+
+
+@pytest.mark.parametrize('name', PUBLISHED)
+def test_card_config_and_cfg_agree_and_weights_match_their_hash(name):
+    entry = load_published()[name]
+    folder = cards_dir() / name
+    assert sha256_file(folder / 'model.safetensors') == entry['sha256']
+    config = json.loads((folder / 'config.json').read_text())
+    card = ModelCard.load(folder / 'README.md').data.to_dict()
+    cfg = get_pretrained_cfg(name)
+    assert config['architecture'] == entry['architecture'] == card['robust_zoo']['architecture'] == cfg.architecture
+    assert config['pretrained_cfg']['threat_model'] == entry['threat_model'] == card['robust_zoo']['threat_model'] \
+        == cfg.threat_model
+    assert cfg.hf_hub_id == entry['hf_hub_id'] == config['pretrained_cfg']['hf_hub_id']
+    assert card['robust_zoo']['sha256'] == entry['sha256']
+
+
+@pytest.mark.parametrize('name', PUBLISHED)
+def test_weights_load_by_name_and_local_dir_with_the_same_logits(name):
+    by_name = timm.create_model(f'robust_zoo/{name}', pretrained=True).eval()
+    local = timm.create_model(f'local-dir:{cards_dir() / name}', pretrained=True).eval()
+    x = torch.rand(4, *by_name.pretrained_cfg['input_size'])
+    torch.testing.assert_close(by_name(x), local(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('name', PUBLISHED)
+def test_stated_clean_accuracy_reproduces_on_500_test_images(name):
+    entry = load_published()[name]
+    model = timm.create_model(f'robust_zoo/{name}', pretrained=True).eval()
+    dataset = robust_zoo.get_threat_model(entry['threat_model']).dataset
+    x, y = load_dataset(dataset, 'test', n=500)
+    with torch.no_grad():
+        correct = sum(int((model(x[i:i + 250]).argmax(1) == y[i:i + 250]).sum()) for i in range(0, 500, 250))
+    lo, hi = wilson_interval(correct, 500)
+    assert lo <= entry['clean_accuracy'] <= hi, (name, correct / 500, entry['clean_accuracy'])
