@@ -997,6 +997,64 @@ def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     return out
 
 
+# The seed papers' claims, tested at this project's scale: (sentence, activations claimed better, baseline).
+CLAIMS = (
+    ('SAT (Xie et al.): smooth activations beat ReLU', ('softplus', 'smoothrelu', 'silu', 'gelu', 'elu'), 'relu'),
+    ("SAT sec. 3: ReLU's smooth backward alone helps", ('relu_smoothgrad',), 'relu'),
+    ('PSSiLU beats ReLU (Dai et al.)', ('pssilu',), 'relu'),
+    ('Sparta beats ReLU (Guo et al.)', ('sparta',), 'relu'),
+    ('capped ReLU adds robustness (Sooksatra et al.)', ('capped_relu',), 'relu'),
+)
+
+
+def _difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> Tuple[float, float]:
+    """(mean a - mean b, its standard error): seed spread where there are >= 2 seeds, else the binomial error of
+    one seed's accuracy on n test images (a lower bound on the real uncertainty)."""
+    def var(s):
+        binom = s['mean'] * (1 - s['mean']) / s['n_examples']
+        return max(binom, (s['sd'] ** 2) / s['n_seeds']) if s['sd'] is not None else binom
+    return a['mean'] - b['mean'], math.sqrt(var(a) + var(b))
+
+
+def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
+    """One plain sentence per claim and architecture: agrees / disagrees when the robust-accuracy difference to
+    ReLU (the table's strongest common protocol) is beyond 2 standard errors, else cannot tell."""
+    out = []
+    by_arch: Dict[Tuple[str, str], Dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        by_arch[(r['base_architecture'], r['threat_model'])][r['activation']] = r
+    for (arch, threat), acts in sorted(by_arch.items()):
+        for claim, better, base in CLAIMS:
+            present = [a for a in better if a in acts]
+            if base not in acts or not present:
+                continue
+            common = [p for p in acts[base]['robust'] if all(p in acts[a]['robust'] for a in present)]
+            if not common:
+                continue
+            protocol = common[-1]
+            parts, signs = [], []
+            for a in present:
+                diff, se = _difference(acts[a]['robust'][protocol], acts[base]['robust'][protocol])
+                signs.append(0 if abs(diff) <= 2 * se else (1 if diff > 0 else -1))
+                parts.append(f'{a} {100 * diff:+.1f} ± {100 * se:.1f} points')
+            if all(x == 1 for x in signs):
+                verdict = 'agrees'
+            elif all(x == -1 for x in signs):
+                verdict = 'disagrees'
+            elif any(x == -1 for x in signs) and not any(x == 1 for x in signs):
+                verdict = 'disagrees in part'
+            elif any(x == 1 for x in signs) and not any(x == -1 for x in signs):
+                verdict = 'agrees in part, cannot tell for the rest'
+            elif any(x != 0 for x in signs):
+                verdict = 'is mixed'
+            else:
+                verdict = 'cannot tell'
+            seeds = ', '.join(f"{a}: {acts[a]['robust'][protocol]['n_seeds']}" for a in [base, *present])
+            out.append(f'**{claim}** -- {arch} on `{threat}`: this scale {verdict} ({protocol}; robust accuracy vs '
+                       f'{base}: {"; ".join(parts)}; seeds {seeds}; 2 standard errors decide).')
+    return out
+
+
 def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None,
                       cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     """Replace the text between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->` in `readme_path`
@@ -1014,6 +1072,8 @@ def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None
         image = os.path.relpath(png.resolve(), readme.resolve().parent)
     head, rest = text.split(LEADERBOARD_START, 1)
     _, tail = rest.split(LEADERBOARD_END, 1)
-    readme.write_text(f'{head}{LEADERBOARD_START}\n{leaderboard_markdown(rows, image)}\n{LEADERBOARD_END}{tail}')
+    verdicts = claim_verdicts(rows)
+    body = leaderboard_markdown(rows, image) + ('\n\n' + '\n\n'.join(verdicts) if verdicts else '')
+    readme.write_text(f'{head}{LEADERBOARD_START}\n{body}\n{LEADERBOARD_END}{tail}')
     return rows
 

@@ -475,3 +475,23 @@ def test_main_job_evaluates_a_published_model_and_prints_its_table(card, publish
     assert out['clean'] == reference.clean_accuracy and out['fgsm'] == reference.attacks['fgsm']
     with pytest.raises(ValueError, match='not a published model'):
         demo.run_published('resnet20_silu_at.nope')
+
+
+def _row(act, mean, sd=None, seeds=1, n=1000):
+    stat = dict(mean=mean, sd=sd, n_seeds=seeds, n_examples=n, values=[mean] * seeds, min=mean, max=mean,
+                wilson95=(mean - 0.02, mean + 0.02))
+    return dict(base_architecture='resnet20', activation=act, threat_model='fashion-mnist-linf', seeds=list(range(seeds)),
+                repos=[], clean=stat, robust={'pgd-20, n=1000': stat})
+
+
+def test_claim_verdicts_agree_disagree_or_cannot_tell():
+    rows = [_row('relu', 0.70, 0.01, 3), _row('silu', 0.75, 0.01, 3), _row('gelu', 0.76), _row('pssilu', 0.705, 0.02, 3),
+            _row('sparta', 0.60, 0.01, 3), _row('relu_smoothgrad', 0.72, 0.05, 3)]
+    verdicts = {v.split('**')[1]: v for v in hub.claim_verdicts(rows)}
+    assert 'this scale agrees' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
+    assert 'silu +5.0' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
+    assert 'cannot tell' in verdicts['PSSiLU beats ReLU (Dai et al.)']
+    assert 'this scale disagrees' in verdicts['Sparta beats ReLU (Guo et al.)']
+    assert 'cannot tell' in verdicts["SAT sec. 3: ReLU's smooth backward alone helps"]  # +2 points, seed sd 5
+    assert 'capped ReLU adds robustness (Sooksatra et al.)' not in verdicts  # no capped_relu card: no sentence
+    assert hub.claim_verdicts([_row('silu', 0.8)]) == []  # no ReLU baseline, nothing to say
