@@ -93,7 +93,8 @@ def build_at_model(
         raise RuntimeError(
             f'No pretrained weights are published for robust_zoo/{variant}{"." + cfg.tag if cfg.tag else ""} '
             f'yet. Models with weights: robust_zoo.list_models(pretrained=True). Use pretrained=False to '
-            f'train it, or give weights with pretrained_cfg_overlay=dict(file="model.safetensors").')
+            f'train it, or give weights with pretrained_cfg_overlay=dict(file="model.safetensors") '
+            f'(robust-zoo eval --checkpoint FILE).')
     if pretrained:  # published weights: the checkout's model_cards/ copy or the Hub's, sha256-checked first
         cfg = resolve_published_weights(variant, cfg, cache_dir=kwargs.get('cache_dir'),
                                         overlay=kwargs.get('pretrained_cfg_overlay'))
