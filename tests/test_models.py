@@ -324,7 +324,7 @@ def test_model_args_record_the_activation_arguments():
 
 def test_pretrained_without_published_weights_raises():
     with pytest.raises(RuntimeError, match='No pretrained weights'):
-        timm.create_model('resnet20_gelu_at', pretrained=True)
+        timm.create_model('preact_resnet18_gelu_at', pretrained=True)
 
 
 def test_pretrained_cfg_overlay_file_loads_safetensors_weights(tmp_path):
