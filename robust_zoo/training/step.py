@@ -94,12 +94,13 @@ def attack_mode(model: nn.Module, bn_mode: str = 'train') -> Iterator[None]:
         m.momentum = 0.0
     try:
         yield
-    finally:  # momentum 0 keeps the stats, and the copies guard against 0 * NaN from a non-finite batch
-        for m, momentum, nbt, mean, var in saved:
+    finally:  # momentum 0 keeps the stats; copying back only guards against 0 * NaN from a non-finite batch
+        for m, momentum, nbt, mean, var in saved:  # (an in-place copy would bump the version autograd checks)
             m.momentum = momentum
             m.num_batches_tracked.copy_(nbt)
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
+            if not (torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
 
 
 def make_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
