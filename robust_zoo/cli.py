@@ -19,44 +19,86 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import default_published_model, run_demo, run_published
+    published = args.published or (None if args.train else default_published_model())
+    if published:
+        run_published(published, n_examples=args.eval_samples, seed=args.seed)
+        return 0
     run_demo(args.model, train_samples=args.train_samples, eval_samples=args.eval_samples,
              seed=args.seed, amp=not args.no_amp, data_dir=args.data_dir)
     return 0
+
+
+def _init_distributed(device: str) -> tuple:
+    """(rank, world size, device) under torchrun (WORLD_SIZE > 1 in the environment): the process group is
+    initialized here (NCCL on CUDA, gloo on CPU) and a CUDA device becomes cuda:LOCAL_RANK."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if world <= 1:
+        return 0, 1, device
+    if device.startswith('cuda') and ':' not in device:
+        device = f'cuda:{int(os.environ.get("LOCAL_RANK", "0"))}'
+    if device.startswith('cuda'):
+        torch.cuda.set_device(torch.device(device))
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     import logging
 
     import timm
+    import torch.distributed as dist
 
-    from .evaluate import evaluate
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-    name = args.model if ':' in args.model or '/' in args.model else f'robust_zoo/{args.model}'
-    overlay = dict(file=args.checkpoint) if args.checkpoint else None
-    model = timm.create_model(name, pretrained=bool(args.checkpoint), pretrained_cfg_overlay=overlay)
-    threat = args.threat_model or model.pretrained_cfg.get('threat_model')
-    if not threat:
-        raise ValueError(f'{name} names no threat model; pass --threat-model.')
-    result = evaluate(model, threat, attacks=args.attacks.split(',') if args.attacks else None,
-                      n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name,
-                      data_dir=args.data_dir)
-    t = result.threat_model
-    lo, hi = result.confidence_interval
-    print(f"\n{name} under {t['id']} ({t['norm']}, eps {t['eps']:.6g}), first {result.n_examples} test "
-          f"examples, seed {result.seed}, {result.seconds:.0f} s\n")
-    print('| metric | accuracy |\n|---|---|')
-    print(f'| clean | {result.clean_accuracy:.4f} |')
-    for attack, acc in result.attacks.items():
-        print(f'| {attack} | {acc:.4f} |')
-    print(f'| robust (worst case per example) | {result.robust_accuracy:.4f} (95% Wilson {lo:.4f}-{hi:.4f}) |')
-    print('\nchecks:')
-    for c in result.checks:
-        print(f"  {c['status']:<4} {c['name']}: {c['detail']}")
-    if args.output:
-        with open(args.output, 'w') as f:
-            f.write(result.to_json())
-    return 0
+    from .evaluate import evaluate, save_eval_plots
+    from .evaluate.evaluator import load_eval_data
+    from .threat_models import get_threat_model
+    rank, world, device = _init_distributed(args.device)
+    try:
+        logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format='%(message)s')
+        name = args.model if ':' in args.model or '/' in args.model else f'robust_zoo/{args.model}'
+        overlay = dict(file=args.checkpoint) if args.checkpoint else None
+        # the published weights by default (robust_zoo/<arch>[.<tag>]); --checkpoint for your own
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay).to(device).eval()
+        threat = args.threat_model or model.pretrained_cfg.get('threat_model')
+        if not threat:
+            raise ValueError(f'{name} names no threat model; pass --threat-model.')
+        threat = get_threat_model(threat)
+        data = load_eval_data(threat, args.n_examples, args.data_dir)
+        checks = dict(fast=True, full='full', none=False)[args.checks]
+        result = evaluate(model, threat, data=data, attacks=args.attacks.split(',') if args.attacks else None,
+                          n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name,
+                          checks=checks, probe=args.probe, state_path=args.state, amp=args.amp)
+        if rank != 0:
+            return 0
+        t = result.threat_model
+        lo, hi = result.confidence_interval
+        print(f"\n{name} under {t['id']} ({t['norm']}, eps {t['eps']:.6g}), first {result.n_examples} test "
+              f"examples, seed {result.seed}, {result.seconds:.0f} s" + (f', {world} processes' if world > 1 else '')
+              + (', attacks under bf16 autocast' if args.amp else '') + '\n')
+        print('| metric | accuracy |\n|---|---|')
+        print(f'| clean | {result.clean_accuracy:.4f} |')
+        for attack, acc in result.attacks.items():
+            print(f'| {attack} | {acc:.4f} |')
+        print(f'| robust (worst case per example) | {result.robust_accuracy:.4f} (95% Wilson {lo:.4f}-{hi:.4f}) |')
+        print('\nchecks:')
+        for c in result.checks:
+            print(f"  {c['status']:<4} {c['name']}: {c['detail']}")
+        if args.output:
+            with open(args.output, 'w') as f:
+                f.write(result.to_json())
+        if args.plots:
+            n = result.n_examples
+            written = save_eval_plots(result, model, (data[0][:n], data[1][:n]), args.plots)
+            print(f'\nplots: {", ".join(str(p) for p in written.values())}')
+        return 0
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _print_files(files) -> None:
@@ -116,8 +158,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--threat-models', action='store_true', help='list the standardized threat models instead')
     p.set_defaults(fn=_cmd_list)
 
-    p = sub.add_parser('demo', help='train a small robust model on Fashion-MNIST for a few minutes and attack it')
-    p.add_argument('--model', default='resnet20_silu_at', help='a robust_zoo 28x28 model (default: %(default)s)')
+    p = sub.add_parser('demo', help='the main job: evaluate a published robust model under its threat model '
+                       '(PGD-20 and APGD-CE) and print a table; --train: train a small one for a minute and attack it')
+    p.add_argument('--published', default=None, help='published model to evaluate, e.g. resnet20_relu_at.fmnist_s0 '
+                   '(default: resnet20_silu_at\'s first tag if published, else the first published model)')
+    p.add_argument('--train', action='store_true', help='the one-minute train-then-attack demo instead')
+    p.add_argument('--model', default='resnet20_silu_at', help='--train: a robust_zoo 28x28 model (default: %(default)s)')
     p.add_argument('--train-samples', type=int, default=12000, help='training images, one pass (default: %(default)s)')
     p.add_argument('--eval-samples', type=int, default=500, help='test images attacked (default: %(default)s)')
     p.add_argument('--seed', type=int, default=0)
@@ -125,7 +171,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--data-dir', default=None, help='folder with the Fashion-MNIST idx files')
     p.set_defaults(fn=_cmd_demo)
 
-    p = sub.add_parser('eval', help='evaluate a model under its standardized threat model')
+    p = sub.add_parser('eval', help='evaluate a model under its standardized threat model',
+                       description='Evaluate a model under its standardized threat model. Sharded over processes '
+                       'under torchrun: torchrun --nproc_per_node 2 -m robust_zoo.cli eval ...')
     p.add_argument('model', help='robust_zoo model name (robust_zoo/ prefix optional), or hf-hub:/local-dir:')
     p.add_argument('--checkpoint', default=None, help='a .safetensors file of weights for the model')
     p.add_argument('--threat-model', default=None, help="default: the one in the model's pretrained cfg")
@@ -137,6 +185,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="folder with the threat model's dataset (Fashion-MNIST idx files by default from Debian's "
                         'dataset-fashion-mnist; MNIST idx, CIFAR python/binary batches, or ImageNet train/ val/)')
     p.add_argument('--output', default=None, help='write the result record (JSON) here')
+    p.add_argument('--checks', choices=('fast', 'full', 'none'), default='fast',
+                   help="sanity checks: fast (one batch), full (also the attack's own checks on --probe points, "
+                        "as for a model card), none (default: %(default)s)")
+    p.add_argument('--probe', type=int, default=100, help="clean-correct points for --checks full's checks "
+                   '(default: %(default)s)')
+    p.add_argument('--plots', default=None, metavar='DIR', help='write accuracy_vs_steps.png and accuracy_vs_eps.png '
+                   '(with --checks full) and loss_landscape.png into DIR')
+    p.add_argument('--state', default=None, metavar='PATH', help='resumable run: per-batch outcomes are saved to '
+                   'this JSON file; rerun the same command to continue after an interruption')
+    p.add_argument('--amp', action='store_true', help='run the attacks under bf16 autocast (decisions are re-made '
+                   'in fp32; numbers can differ from fp32 ones)')
+    p.add_argument('--device', default='cpu', help="cpu, cuda or cuda:N (under torchrun, cuda is cuda:LOCAL_RANK; "
+                   'default: %(default)s)')
     p.set_defaults(fn=_cmd_eval)
 
     p = sub.add_parser('card', help='write the Hub repo folder (model card) of a train/train_at.py run')

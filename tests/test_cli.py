@@ -12,15 +12,24 @@ def test_list_prints_prefixed_names(capsys):
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')
+def test_demo_evaluates_the_published_model_by_default(capsys):
+    from robust_zoo.demo import default_published_model
+    if default_published_model() is None:
+        pytest.skip('no published model yet')
+    assert main(['demo', '--eval-samples', '20']) == 0
+    out = capsys.readouterr().out
+    assert f'robust_zoo/{default_published_model()}' in out and '| pgd-20 |' in out and '| apgd-ce |' in out
+
+
 def test_demo_trains_attacks_and_prints_table(capsys):
-    assert main(['demo', '--model', 'mlp3_silu_at', '--train-samples', '512', '--eval-samples', '50']) == 0
+    assert main(['demo', '--train', '--model', 'mlp3_silu_at', '--train-samples', '512', '--eval-samples', '50']) == 0
     out = capsys.readouterr().out
     assert '| PGD-20 (random start, step 0.01) |' in out and 'worst case per image' in out
     assert 'fashion-mnist-linf' in out
 
 
 def test_user_errors_exit_2_without_traceback(capsys):
-    assert main(['demo', '--model', 'resnet20_silo_at', '--train-samples', '8']) == 2
+    assert main(['demo', '--train', '--model', 'resnet20_silo_at', '--train-samples', '8']) == 2
     err = capsys.readouterr().err
     assert err.startswith('robust-zoo: error:') and 'resnet20_silu_at' in err
 
@@ -45,3 +54,69 @@ def test_list_threat_models(capsys):
     assert main(['list', '--threat-models']) == 0
     out = capsys.readouterr().out
     assert 'imagenet-linf-sat' in out and 'fashion-mnist-linf' in out
+
+
+def _weights(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+    weights = tmp_path / 'model.safetensors'
+    save_file(timm.create_model('robust_zoo/mlp3_relu_at').state_dict(), weights)
+    return weights
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')
+def test_eval_full_checks_plots_and_a_resumable_state(tmp_path, capsys):
+    import json
+    weights = _weights(tmp_path)
+    args = ['eval', 'mlp3_relu_at', '--checkpoint', str(weights), '--n-examples', '20', '--attacks', 'fgsm',
+            '--checks', 'full', '--probe', '4', '--plots', str(tmp_path / 'plots'), '--state', str(tmp_path / 's.json'),
+            '--output', str(tmp_path / 'r.json')]
+    assert main(args) == 0
+    record = json.loads((tmp_path / 'r.json').read_text())
+    assert {'eps sweep', 'black box', 'logits'} <= {c['name'] for c in record['checks']}
+    assert sorted(p.name for p in (tmp_path / 'plots').iterdir()) == [
+        'accuracy_vs_eps.png', 'accuracy_vs_steps.png', 'loss_landscape.png']
+    assert len(json.loads((tmp_path / 's.json').read_text())['batches']) == 1
+    assert main(args[:-2] + ['--seed', '1']) == 2  # the state belongs to seed 0: refused, without a traceback
+    err = capsys.readouterr().err
+    assert err.startswith('robust-zoo: error:') and 'the seed differs' in err and 'Traceback' not in err
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')
+def test_eval_without_checks_under_amp(tmp_path, capsys):
+    assert main(['eval', 'mlp3_relu_at', '--checkpoint', str(_weights(tmp_path)), '--n-examples', '10', '--attacks',
+                 'pgd-3', '--checks', 'none', '--amp']) == 0
+    out = capsys.readouterr().out
+    assert 'attacks under bf16 autocast' in out and 'checks:\n' in out and 'PASS' not in out
+
+
+def _torchrun_rank(rank, port, args):
+    """One process of `torchrun --nproc_per_node 2 robust-zoo eval ...`: torchrun's environment, then main()."""
+    import os
+
+    import torch
+    torch.set_num_threads(1)
+    os.environ.update(WORLD_SIZE='2', RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port))
+    assert main([*args[:-1], f'{args[-1]}.{rank}']) == 0
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')
+def test_eval_under_torchrun_shards_and_only_rank_0_writes(tmp_path):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    args = ['eval', 'mlp3_relu_at', '--checkpoint', str(_weights(tmp_path)), '--n-examples', '24', '--batch-size',
+            '8', '--attacks', 'fgsm,pgd-3', '--threat-model', 'fashion-mnist-linf', '--output']
+    # fork: the processes start with robust_zoo imported (torchrun's fresh interpreters take ~10 s each here)
+    mp.start_processes(_torchrun_rank, args=(port, [*args[:-1], '--state', str(tmp_path / 'state.json'), '--output',
+                                                    str(tmp_path / 'sharded.json')]), nprocs=2, start_method='fork')
+    assert (tmp_path / 'sharded.json.0').exists() and not (tmp_path / 'sharded.json.1').exists()
+    assert main([*args, str(tmp_path / 'single.json')]) == 0
+    sharded, single = (json.loads((tmp_path / f).read_text()) for f in ('sharded.json.0', 'single.json'))
+    sharded.pop('seconds'), single.pop('seconds')
+    assert sharded == single and len(json.loads((tmp_path / 'state.json').read_text())['batches']) == 3

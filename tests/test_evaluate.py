@@ -302,3 +302,10 @@ def test_restarts_check_warns_when_the_random_start_decides():
     result = check_restarts(BrightnessClassifier(), x, y, 0.2, steps=5)
     assert result['status'] == 'WARN' and result['data']['accuracy'][0] > result['data']['accuracy'][1] + 0.02
     assert check_restarts(BrightnessClassifier(), x, y, 0.02, steps=5)['status'] == 'PASS'
+
+
+def test_amp_reattacks_in_fp32_the_points_broken_only_in_bf16():
+    result = evaluate(Bf16Blind(), _toy_threat(0.02), data=_toy_data(20), amp=True, checks=['budget'])
+    assert result.clean_accuracy == 1.0 and result.attacks == {'pgd-10': 1.0}
+    low = _check(result, 'low precision (pgd-10)')
+    assert low['status'] == 'PASS' and '18 points broken in low precision but not in fp32' in low['detail']

@@ -4,6 +4,9 @@ The adapter runs `pyautoattack.AutoAttack(...).run_standard_evaluation` on one b
 evaluator's batches are its resumable units; pyautoattack 0.2.0's own `state_path` resume is broken),
 forwards the `auto-attack` log to robust_zoo's evaluation log, and keeps AutoAttack's own warnings
 (e.g. Square, a black-box attack, beating the white-box ones) so the evaluator can report them as checks.
+AutoAttack sees the model's logits as fp32, so it also runs under `torch.autocast` (its Square attack mixes
+the logits with fp32 buffers). AutoAttack already runs each of its attacks only on the points that the
+previous ones left robust.
 """
 import logging
 from typing import Callable, List, Optional
@@ -29,6 +32,17 @@ class _Forward(logging.Handler):
         _logger.info('auto-attack: %s', message)
 
 
+class _Fp32Logits(nn.Module):
+    """The model with its logits cast to fp32 (a no-op outside autocast)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float()
+
+
 def autoattack(eps: float, norm: str, version: str = 'standard', attacks: Optional[List[str]] = None,
                seed: int = 0, warnings: Optional[List[str]] = None) -> Callable:
     """An attack `(model, x, y) -> x_adv` running AutoAttack `version` (or `custom` with `attacks`);
@@ -45,7 +59,7 @@ def autoattack(eps: float, norm: str, version: str = 'standard', attacks: Option
         aa_logger.propagate = False
         try:
             kwargs = dict(attacks=list(attacks), version='custom') if attacks else dict(version=version)
-            adversary = AutoAttack(model, device=x.device, eps=eps, norm=norm, seed=seed, **kwargs)
+            adversary = AutoAttack(_Fp32Logits(model), device=x.device, eps=eps, norm=norm, seed=seed, **kwargs)
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
         finally:
             aa_logger.removeHandler(handler)

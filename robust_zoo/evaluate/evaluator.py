@@ -1,9 +1,12 @@
 """`evaluate(model, threat_model)`: clean and adversarial accuracy under a standardized threat model."""
 import logging
+import math
+import os
 import re
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -17,8 +20,9 @@ from .checks import (
     check_restarts, check_steps_convergence, check_unbounded, perturbation_size, predict,
 )
 from .result import EvalResult, wilson_interval
+from .state import EvalStateError, all_gather, bits, broadcast, fingerprint, from_bits, load_state, rank_world, save_state
 
-__all__ = ['CHECKS', 'FAST_CHECKS', 'evaluate', 'make_attack']
+__all__ = ['CHECKS', 'EvalStateError', 'FAST_CHECKS', 'evaluate', 'load_eval_data', 'make_attack']
 
 _logger = logging.getLogger('robust_zoo.evaluate')
 _AA_ATTACKS = ('apgd-ce', 'apgd-t', 'apgd-dlr', 'fab', 'fab-t', 'square')
@@ -61,8 +65,12 @@ def make_attack(spec: str, threat: ThreatModel, seed: int = 0, warnings: Optiona
     raise ValueError(f'Unknown or not yet available attack {spec!r}; available: {_AVAILABLE}.')
 
 
-def _load_data(threat: ThreatModel, n: int, root: str | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The first `n` test examples of the threat model's dataset, from `root` or its default location."""
+def load_eval_data(threat_model: Union[str, ThreatModel], n: Optional[int] = None,
+                   root: str | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` (default: the protocol's) test examples of the threat model's dataset, from `root` or its
+    default location: the data `evaluate` reads when it is given none."""
+    threat = get_threat_model(threat_model)
+    n = n or threat.n_examples
     dataset = 'imagenet' if threat.dataset == 'imagenet-1k' else threat.dataset
     if dataset not in DATASETS:
         raise ValueError(f'No built-in loader for {threat.dataset!r}: pass data=(images in [0, 1], labels).')
@@ -70,6 +78,9 @@ def _load_data(threat: ThreatModel, n: int, root: str | None = None) -> Tuple[to
         raise ValueError(f'{threat.dataset} has no default location on this machine: pass data=(images in '
                          '[0, 1], labels), or data_dir=<folder> (--data-dir on the CLI) to load it from there.')
     return load_dataset(dataset, 'test', root, n)
+
+
+_load_data = load_eval_data  # the former private name
 
 
 def _versions() -> Dict[str, str]:
@@ -95,24 +106,76 @@ def _check_names(checks: Union[bool, str, Sequence[str], None]) -> List[str]:
 
 
 def _full_checks(names: Sequence[str], model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
-                 seed: int) -> List[dict]:
-    """The attack's own sanity checks on the probe `x, y` (clean-correct points), in the order of CHECKS."""
+                 seed: int, rank: int = 0, world: int = 1) -> List[dict]:
+    """The attack's own sanity checks on the probe `x, y` (clean-correct points), in the order of CHECKS.
+
+    Each check seeds itself, so its numbers do not depend on where it runs: with `world` > 1 ranks, the
+    j-th check runs on rank j mod world and every rank gets them all."""
     eps, norm = threat.eps, threat.norm
     runs = dict(steps_convergence=lambda: check_steps_convergence(model, x, y, eps, norm, seed=seed),
                 restarts=lambda: check_restarts(model, x, y, eps, norm, seed=seed),
                 eps_sweep=lambda: check_eps_sweep(model, x, y, eps, norm, seed=seed),
                 black_box=lambda: check_black_box(model, x, y, eps, norm, seed=seed))
-    out = []
-    for name in CHECKS:
-        if name in names and name in runs:
-            if len(x) == 0:
-                out.append(dict(name=name.replace('_', ' '), status='WARN', detail='not run: no clean-correct points.'))
-                continue
-            t = time.time()
-            out.append(runs[name]())
-            _logger.info('%s: check %s %s (%.1f s): %s', threat.id, out[-1]['name'], out[-1]['status'],
-                         time.time() - t, out[-1]['detail'])
-    return out
+    todo = [name for name in CHECKS if name in names and name in runs]
+    mine = {}
+    for j, name in enumerate(todo):
+        if j % world != rank:
+            continue
+        if len(x) == 0:
+            mine[name] = dict(name=name.replace('_', ' '), status='WARN', detail='not run: no clean-correct points.')
+            continue
+        t = time.time()
+        mine[name] = runs[name]()
+        _logger.info('%s: check %s %s (%.1f s): %s', threat.id, mine[name]['name'], mine[name]['status'],
+                     time.time() - t, mine[name]['detail'])
+    done = {k: v for part in all_gather(mine, world) for k, v in part.items()}
+    return [done[name] for name in todo]
+
+
+@contextmanager
+def _input_gradients_only(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring gradients (and are restored): attacks that call `loss.backward()`, as
+    AutoAttack's FAB does, then skip the weight-gradient work and leave the model's `.grad` alone. Gradients
+    with respect to the input are unchanged."""
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _low_precision(device: torch.device, amp: bool) -> bool:
+    return amp or torch.is_autocast_enabled(device.type)
+
+
+def _run_attack(attack: Callable, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp: bool,
+                device: torch.device, reseed: int) -> Tuple[torch.Tensor, int]:
+    """`attack(model, x, y)`, under bf16 autocast with `amp`. When the attack ran in low precision (amp or the
+    caller's autocast), the points it broke in low precision but not in fp32 (rounding at the decision
+    boundary, which also stops an attack early on them) are attacked again in fp32, from the seed `reseed`.
+    Returns the adversarial images and how many points were attacked again."""
+    with torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext():
+        x_adv = attack(model, x, y)
+        if not _low_precision(device, amp):
+            return x_adv, 0
+        with torch.no_grad():
+            low_ok = model(x_adv).argmax(1) == y
+    disputed = (~low_ok & (predict(model, x_adv) == y)).nonzero().flatten()
+    if len(disputed):
+        torch.manual_seed(reseed)
+        with torch.autocast(device.type, enabled=False):
+            x_adv = x_adv.clone()
+            x_adv[disputed] = attack(model, x[disputed], y[disputed]).to(x_adv.dtype)
+    return x_adv, len(disputed)
+
+
+def _budget(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> List[float]:
+    """[largest perturbation, smallest pixel, largest pixel, count] of one batch's adversarial examples, in fp32."""
+    return [perturbation_size(x, x_adv, norm).max().item(), x_adv.float().min().item(), x_adv.float().max().item(),
+            len(x)]
 
 
 def evaluate(
@@ -129,17 +192,39 @@ def evaluate(
         data_dir: str | None = None,
         probe: int = 100,
         progress: Optional[bool] = None,
+        state_path: Optional[Union[str, 'os.PathLike[str]']] = None,
+        amp: bool = False,
+        distributed: Optional[bool] = None,
 ) -> EvalResult:
     """Clean accuracy, accuracy under each attack, and the per-sample worst case, on the first `n_examples`.
 
     Defaults come from the threat model's protocol. Every attack runs on every clean-correct point, so
     each per-attack number stands alone; the model is evaluated in eval mode (its mode is restored).
-    The same seed and batch size give the same numbers. Attacks of the protocol that robust_zoo cannot
-    run are skipped and reported as a WARN check, never silently. Without `data`, the test split is read
-    from `data_dir` (see `robust_zoo.data.create_dataset`), or from the dataset's default location.
+    The same seed and batch size give the same numbers: every batch seeds its attacks from (seed, its first
+    index), whatever ran before it. Attacks of the protocol that robust_zoo cannot run are skipped and
+    reported as a WARN check, never silently. Without `data`, the test split is read from `data_dir` (see
+    `robust_zoo.data.create_dataset`), or from the dataset's default location. While it runs, the model's
+    parameters do not require gradients (attacks take gradients with respect to the input only).
 
-    Attacks may run under the caller's `torch.autocast`; every decision that is counted (clean and
-    adversarial) is made by a fp32 forward with autocast off, and budgets are measured in fp32.
+    Precision: attacks may run under the caller's `torch.autocast`, or under bf16 autocast with `amp=True`;
+    every decision that is counted (clean and adversarial) is made by a fp32 forward with autocast off, and
+    budgets are measured in fp32. A point that an attack breaks in low precision but not in fp32 is attacked
+    again by the same attack in fp32, so rounding at the decision boundary cannot stop an attack early on a
+    point it has not really broken. Low-precision numbers can differ from fp32 ones: compare before you
+    publish them.
+
+    Resuming: with `state_path`, the per-example outcomes are written (JSON, atomically) after every batch,
+    with a fingerprint of the run (the model's parameter digest, a digest of the data, the threat model,
+    attacks, number of examples, batch size, seed, checks, amp). A rerun with the same file skips the
+    finished batches and ends with the numbers of an uninterrupted run (`seconds` adds up the runs); a file
+    of another evaluation raises `EvalStateError` (a ValueError): delete it to start over.
+
+    Sharding: when a `torch.distributed` process group is initialized (torchrun), rank r of W evaluates the
+    batches r, r + W, ... and the per-example outcomes are gathered, so every rank returns the same
+    `EvalResult`, equal to a single process's (per-batch seeding does not depend on the rank). Every rank
+    must call `evaluate` with the same arguments; `distributed=False` evaluates on this rank alone (e.g.
+    on rank 0 only, after training). The fast checks run on rank 0; the `'full'` checks are spread over the
+    ranks (each seeds itself, so the numbers do not depend on where it ran); only rank 0 writes the state.
 
     `checks` (each a dict {name, status: PASS | WARN | FAIL, detail[, data]} in `EvalResult.checks`):
 
@@ -158,12 +243,14 @@ def evaluate(
       AutoAttack on the protocol's points.
     - `False`: none; or a list of names among `CHECKS`.
 
-    `progress` shows a tqdm bar over examples (default: when stderr is a terminal); every batch is also
-    logged to the `robust_zoo.evaluate` logger.
+    `progress` shows a tqdm bar over examples on rank 0 (default: when stderr is a terminal); every batch is
+    also logged to the `robust_zoo.evaluate` logger.
     """
     t0 = time.time()
     threat = get_threat_model(threat_model)
     check_names = _check_names(checks)
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
     n = n_examples or threat.n_examples
     requested = list(attacks) if attacks is not None else list(threat.attacks)
     check_list = []
@@ -176,89 +263,174 @@ def evaluate(
             if attacks is not None:
                 raise
             check_list.append(dict(name=f'protocol ({spec})', status='WARN', detail=f'not run: {e}'))
-    x_all, y_all = data if data is not None else _load_data(threat, n, data_dir)
+    x_all, y_all = data if data is not None else load_eval_data(threat, n, data_dir)
     x_all, y_all = x_all[:n], y_all[:n]
     if len(x_all) < n:
         check_list.append(dict(name='n_examples', status='WARN',
                                detail=f'only {len(x_all)} examples given, the protocol asks for {n}.'))
     n = len(x_all)
+    rank, world = rank_world(distributed)
     device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
     was_training = model.training
     if was_training:
         check_list.append(dict(name='eval mode', status='WARN',
                                detail='the model was in train mode; it was evaluated in eval mode.'))
     model.eval()
+    threat_record = dict(id=threat.id, dataset=threat.dataset, norm=threat.norm, eps=threat.eps)
+    full = [c for c in check_names if c not in FAST_CHECKS]
+
+    state: Dict[str, Any] = {}
+    if state_path is not None or world > 1:
+        expected = fingerprint(model, x_all, y_all, threat=dict(threat_record, step_size=threat.step_size),
+                               attacks=list(runnable), batch_size=batch_size, seed=seed, checks=check_names,
+                               probe=probe if full else None, amp=amp)
+        if world > 1 and len({(f['model'], f['data']) for f in all_gather(expected, world)}) > 1:
+            raise ValueError('the ranks hold different model weights or data: every rank must evaluate the same '
+                             'model on the same data (load the same checkpoint everywhere).')
+        if state_path is not None:
+            loaded, error = None, None
+            if rank == 0:
+                try:
+                    loaded = load_state(state_path, expected)
+                except EvalStateError as e:
+                    error = str(e)
+            loaded, error = broadcast((loaded, error), world)
+            if error:
+                raise EvalStateError(error)
+            state = loaded or dict(fingerprint=expected, batches={})
+            if loaded:
+                _logger.info('%s: resuming from %s (%d of %d batches done)', threat.id, state_path,
+                             len(state['batches']), math.ceil(n / batch_size))
+    records: Dict[int, Dict[str, Any]] = {int(k): v for k, v in state.get('batches', {}).items()}
+    pre_checks: Optional[List[dict]] = state.get('pre_checks')
+    post_checks: Optional[List[dict]] = state.get('post_checks')
+    prior_seconds = float(state.get('seconds', 0.0))
+
+    def save() -> None:
+        if state_path is not None and rank == 0:
+            save_state(state_path, dict(state, batches={str(k): records[k] for k in sorted(records)},
+                                        pre_checks=pre_checks, post_checks=post_checks,
+                                        seconds=round(prior_seconds + time.time() - t0, 2), versions=_versions()))
+
+    starts = list(range(0, n, batch_size))
+    todo = [b for b in range(len(starts)) if b not in records]
+    mine = todo[rank::world]
+    # with a state file, ranks exchange their batches every round so that rank 0 can save them all; without
+    # one, they exchange them once at the end, and rank 0's log and bar follow its own share
+    sync = state_path is not None
+    shown = n if sync or world == 1 else sum(len(y_all[starts[b]:starts[b] + batch_size]) for b in mine)
     gen_state = torch.random.get_rng_state()
     if progress is None:
         progress = bool(getattr(sys.stderr, 'isatty', lambda: False)())
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm import tqdm
-        bar = tqdm(total=n, unit='img', desc=f'evaluate {threat.id}', dynamic_ncols=True)
+        bar = tqdm(total=shown, unit='img', dynamic_ncols=True, initial=sum(len(r['clean']) for r in records.values()),
+                   desc=f'evaluate {threat.id}' + (f' (rank 0 of {world})' if shown < n else ''))
+
+    def run_batch(b: int) -> Dict[str, Any]:
+        start = starts[b]
+        xb = x_all[start:start + batch_size].to(device)
+        yb = y_all[start:start + batch_size].to(device)
+        ok = (predict(model, xb) == yb).cpu()
+        idx = ok.nonzero().flatten()
+        record: Dict[str, Any] = dict(start=start, clean=bits(ok), attacks={}, budget={}, warnings=[], reattacked={})
+        for i, (spec, attack) in enumerate(runnable.items()):
+            adv_ok = torch.zeros(len(yb), dtype=torch.bool)
+            record['budget'][spec], record['reattacked'][spec] = None, 0
+            if len(idx):
+                seen = len(aa_warnings)
+                base = seed * 1_000_003 + start * 101 + i
+                torch.manual_seed(base)  # same seed and batch size, same numbers
+                x_adv, again = _run_attack(attack, model, xb[idx], yb[idx], amp=amp, device=device,
+                                           reseed=base + 500_009)
+                adv_ok[idx] = (predict(model, x_adv) == yb[idx]).cpu()  # fp32, outside any autocast
+                record['budget'][spec] = _budget(xb[idx], x_adv, threat.norm)
+                record['reattacked'][spec] = again
+                record['warnings'] += aa_warnings[seen:]
+            record['attacks'][spec] = bits(adv_ok)
+        return record
+
+    def log_progress(new: List[Dict[str, Any]]) -> None:
+        done = [records[k] for k in sorted(records)]
+        count = sum(len(r['clean']) for r in done)
+        clean = sum(r['clean'].count('1') for r in done) / max(count, 1)
+        accs = {s: sum(r['attacks'][s].count('1') for r in done) / max(count, 1) for s in runnable}
+        robust = sum(int(_robust_mask(r).sum()) for r in done) / max(count, 1)
+        _logger.info('%s: %d/%d examples%s, clean %.3f%s', threat.id, count, shown,
+                     f' (rank 0 of {world})' if shown < n else '', clean, ''.join(f', {s} {a:.3f}' for s, a in accs.items()))
+        if bar is not None:
+            bar.set_postfix_str(f'clean {clean:.3f}, robust {robust:.3f}', refresh=False)
+            bar.update(sum(len(r['clean']) for r in new))
+
     try:
-        first, first_y = x_all[:min(n, batch_size)].to(device), y_all[:min(n, batch_size)].to(device)
-        with torch.no_grad(), torch.autocast(device.type, enabled=False):
-            n_outputs = model(first[:1].float()).shape[-1]
-        if int(y_all.max()) >= n_outputs:
-            raise ValueError(f'labels go up to {int(y_all.max())} but the model has {n_outputs} outputs: '
-                             f'build it with num_classes for {threat.dataset}.')
-        fast = dict(logits=lambda: check_logits(model, first), deterministic=lambda: check_deterministic(model, first),
-                    input_gradients=lambda: check_input_gradients(model, first, first_y))
-        check_list += [fast[c]() for c in fast if c in check_names]
-        if 'unbounded' in check_names:
-            torch.manual_seed(seed)
-            check_list.append(check_unbounded(model, first[:100], first_y[:100], n_outputs))
-        clean_ok = torch.zeros(n, dtype=torch.bool)
-        attack_ok = {spec: torch.zeros(n, dtype=torch.bool) for spec in runnable}
-        budget = {spec: [0.0, float('inf'), float('-inf'), 0] for spec in runnable}  # size, min, max pixel, count
-        for start in range(0, n, batch_size):
-            xb = x_all[start:start + batch_size].to(device)
-            yb = y_all[start:start + batch_size].to(device)
-            ok = (predict(model, xb) == yb).cpu()
-            clean_ok[start:start + len(yb)] = ok
-            idx = ok.nonzero().flatten()
-            for i, (spec, attack) in enumerate(runnable.items()):
-                if len(idx) == 0:
-                    continue
-                torch.manual_seed(seed * 1_000_003 + start * 101 + i)  # same seed and batch size, same numbers
-                x_adv = attack(model, xb[idx], yb[idx])
-                adv_ok = (predict(model, x_adv) == yb[idx]).cpu()  # fp32, outside the caller's autocast
-                attack_ok[spec][start + idx] = adv_ok
-                b = budget[spec]
-                b[0] = max(b[0], perturbation_size(xb[idx], x_adv, threat.norm).max().item())
-                b[1], b[2] = min(b[1], x_adv.min().item()), max(b[2], x_adv.max().item())
-                b[3] += len(idx)
-            done = min(start + batch_size, n)
-            robust_done = clean_ok[:done].clone()
-            for a in attack_ok.values():
-                robust_done &= a[:done]
-            _logger.info('%s: %d/%d examples, clean %.3f%s', threat.id, done, n, clean_ok[:done].float().mean(),
-                         ''.join(f', {s} {a[:done].float().mean():.3f}' for s, a in attack_ok.items()))
-            if bar is not None:
-                bar.set_postfix_str(f'clean {clean_ok[:done].float().mean():.3f}, robust '
-                                    f'{robust_done.float().mean():.3f}', refresh=False)
-                bar.update(done - start)
-        if 'budget' in check_names:
-            check_list += [check_budget(*b, threat.eps, threat.norm, spec) for spec, b in budget.items()]
-        if 'autoattack_flags' in check_names:
-            check_list += [dict(name='autoattack flag', status='WARN', detail=w) for w in dict.fromkeys(aa_warnings)]
-        if any(c not in FAST_CHECKS for c in check_names):
-            idx = clean_ok.nonzero().flatten()[:probe]
-            if bar is not None:
-                bar.set_description_str(f'evaluate {threat.id}: checks on {len(idx)} points')
-            check_list += _full_checks(check_names, model, x_all[idx].to(device), y_all[idx].to(device), threat, seed)
+        with _input_gradients_only(model):
+            first, first_y = x_all[:min(n, batch_size)].to(device), y_all[:min(n, batch_size)].to(device)
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                n_outputs = model(first[:1].float()).shape[-1]
+            if int(y_all.max()) >= n_outputs:
+                raise ValueError(f'labels go up to {int(y_all.max())} but the model has {n_outputs} outputs: '
+                                 f'build it with num_classes for {threat.dataset}.')
+            if pre_checks is None and rank == 0:
+                fast = dict(logits=lambda: check_logits(model, first),
+                            deterministic=lambda: check_deterministic(model, first),
+                            input_gradients=lambda: check_input_gradients(model, first, first_y))
+                pre_checks = [fast[c]() for c in fast if c in check_names]
+                if 'unbounded' in check_names:
+                    torch.manual_seed(seed)
+                    pre_checks.append(check_unbounded(model, first[:100], first_y[:100], n_outputs))
+            for r in range(math.ceil(len(todo) / world) if sync else len(mine)):
+                record = run_batch(mine[r]) if r < len(mine) else None
+                mine_new = [] if record is None else [(mine[r], record)]
+                new = [p for part in all_gather(mine_new, world) for p in part] if sync else mine_new
+                records.update(new)
+                save()
+                if rank == 0:
+                    log_progress([rec for _, rec in new])
+            if not sync and world > 1:
+                records.update(p for part in all_gather([(b, records[b]) for b in mine], world) for p in part)
+            done = [records[b] for b in range(len(starts))]
+            budget_checks = []
+            if 'budget' in check_names:
+                budget_checks = [check_budget(*_merge_budget([r['budget'][s] for r in done]), threat.eps, threat.norm, s)
+                                 for s in runnable]
+            if _low_precision(device, amp) and check_names:
+                for s in runnable:
+                    again = sum(r['reattacked'][s] for r in done)
+                    budget_checks.append(dict(
+                        name=f'low precision ({s})', status='PASS',
+                        detail=f'the attack ran under {"bf16 autocast (amp)" if amp else "the caller autocast"}; '
+                               f'{again} point{"s" * (again != 1)} broken in low precision but not in fp32 '
+                               f'{"was" if again == 1 else "were"} attacked again in fp32; every decision '
+                               'counted was made in fp32.'))
+            if 'autoattack_flags' in check_names:
+                flags = dict.fromkeys(w for r in done for w in r['warnings'])
+                budget_checks += [dict(name='autoattack flag', status='WARN', detail=w) for w in flags]
+            clean_ok = torch.cat([from_bits(r['clean']) for r in done]) if done else torch.zeros(0, dtype=torch.bool)
+            attack_ok = {s: torch.cat([from_bits(r['attacks'][s]) for r in done]) if done
+                         else torch.zeros(0, dtype=torch.bool) for s in runnable}
+            if full and post_checks is None:
+                idx = clean_ok.nonzero().flatten()[:probe]
+                if bar is not None:
+                    bar.set_description_str(f'evaluate {threat.id}: checks on {len(idx)} points')
+                post_checks = _full_checks(check_names, model, x_all[idx].to(device), y_all[idx].to(device), threat,
+                                           seed, rank, world)
+                save()
+            seconds = round(prior_seconds + time.time() - t0, 2)
+            pre_checks, seconds = broadcast((pre_checks, seconds), world)
     finally:
         if bar is not None:
             bar.close()
         torch.random.set_rng_state(gen_state)
         model.train(was_training)
+    check_list += (pre_checks or []) + budget_checks + (post_checks or [])
     robust_ok = clean_ok.clone()
     for ok in attack_ok.values():
         robust_ok &= ok
     k = int(robust_ok.sum())
     return EvalResult(
         model=model_name or getattr(model, 'pretrained_cfg', {}).get('architecture', type(model).__name__),
-        threat_model=dict(id=threat.id, dataset=threat.dataset, norm=threat.norm, eps=threat.eps),
+        threat_model=threat_record,
         n_examples=n,
         clean_accuracy=int(clean_ok.sum()) / n,
         robust_accuracy=k / n,
@@ -267,5 +439,20 @@ def evaluate(
         checks=check_list,
         seed=seed,
         versions=_versions(),
-        seconds=round(time.time() - t0, 2),
+        seconds=seconds,
     )
+
+
+def _robust_mask(record: Dict[str, Any]) -> torch.Tensor:
+    ok = from_bits(record['clean'])
+    for s in record['attacks'].values():
+        ok &= from_bits(s)
+    return ok
+
+
+def _merge_budget(parts: Sequence[Optional[List[float]]]) -> List[float]:
+    """The budget statistics of several batches as one: largest size, smallest and largest pixel, total count."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return [0.0, float('inf'), float('-inf'), 0]
+    return [max(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), sum(int(p[3]) for p in parts)]

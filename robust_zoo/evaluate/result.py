@@ -28,7 +28,7 @@ class EvalResult:
     robust_accuracy: float
     attacks: Dict[str, float]
     confidence_interval: Tuple[float, float]
-    checks: List[Dict[str, str]] = field(default_factory=list)
+    checks: List[Dict[str, Any]] = field(default_factory=list)
     seed: int = 0
     versions: Dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
