@@ -22,6 +22,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import default_published_model, run_demo, run_published
     published = args.published or (None if args.train else default_published_model())
     if published:
+        import logging
+        logging.basicConfig(level=logging.INFO, format='%(message)s')  # the evaluator's per-batch progress
         run_published(published, n_examples=args.eval_samples, seed=args.seed)
         return 0
     run_demo(args.model, train_samples=args.train_samples, eval_samples=args.eval_samples,
