@@ -24,9 +24,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if published:
         import logging
         logging.basicConfig(level=logging.INFO, format='%(message)s')  # the evaluator's per-batch progress
-        run_published(published, n_examples=args.eval_samples, seed=args.seed)
+        run_published(published, n_examples=args.eval_samples or 100, seed=args.seed)
         return 0
-    run_demo(args.model, train_samples=args.train_samples, eval_samples=args.eval_samples,
+    run_demo(args.model, train_samples=args.train_samples, eval_samples=args.eval_samples or 500,
              seed=args.seed, amp=not args.no_amp, data_dir=args.data_dir)
     return 0
 
@@ -167,7 +167,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--train', action='store_true', help='the one-minute train-then-attack demo instead')
     p.add_argument('--model', default='resnet20_silu_at', help='--train: a robust_zoo 28x28 model (default: %(default)s)')
     p.add_argument('--train-samples', type=int, default=12000, help='training images, one pass (default: %(default)s)')
-    p.add_argument('--eval-samples', type=int, default=500, help='test images attacked (default: %(default)s)')
+    p.add_argument('--eval-samples', type=int, default=None, help='test images attacked (default: 100 for a published '
+                   'model, 500 with --train)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-amp', action='store_true', help='train in fp32 instead of bf16 autocast')
     p.add_argument('--data-dir', default=None, help='folder with the Fashion-MNIST idx files')
