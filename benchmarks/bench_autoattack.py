@@ -39,7 +39,7 @@ from bench_eval_shards import (  # noqa: E402
 )
 
 
-def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int) -> Tuple[float, torch.Tensor]:
+def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int) -> Tuple[float, torch.Tensor, int]:
     """(seconds, per-point robust mask) of stock pyautoattack, in this process."""
     from pyautoattack import AutoAttack
     before = torch.get_num_threads()
@@ -54,13 +54,14 @@ def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int) ->
         seconds = time.perf_counter() - t
         with torch.no_grad():
             robust = model(x_adv).argmax(1) == y
-        return seconds, robust
+        return seconds, robust, 0
     finally:
         torch.set_num_threads(before)
 
 
-def robust_mask(state_file: str) -> torch.Tensor:
-    """Per-point robustness from an evaluation state file (clean-correct and not broken)."""
+def robust_mask(state_file: str) -> Tuple[torch.Tensor, int]:
+    """Per-point robustness from an evaluation state file (clean-correct and not broken), and how many points
+    were attacked again in fp32 (amp)."""
     from robust_zoo.evaluate.state import from_bits
     state = json.loads(Path(state_file).read_text())
     masks = []
@@ -69,7 +70,8 @@ def robust_mask(state_file: str) -> torch.Tensor:
         for s in record['attacks'].values():
             ok &= from_bits(s)
         masks.append(ok)
-    return torch.cat(masks)
+    again = sum(n for record in state['batches'].values() for n in record['reattacked'].values())
+    return torch.cat(masks), again
 
 
 def main() -> None:
@@ -97,13 +99,13 @@ def main() -> None:
     wanted = args.runs.split(',')
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        def ours(name: str, **kwargs: Any) -> Tuple[float, torch.Tensor]:
+        def ours(name: str, **kwargs: Any) -> Tuple[float, torch.Tensor, int]:
             state = os.path.join(tmp, f'{name}.json')
             if kwargs.pop('world', 1) == 1:
                 seconds, _ = evaluate_single(2, spec, args.n, state_path=state, **common, **kwargs)
             else:
                 seconds, _ = evaluate_sharded(2, 1, spec, args.n, state_path=state, **common, **kwargs)
-            return seconds, robust_mask(state)
+            return (seconds, *robust_mask(state))
 
         runs = {
             'stock': ('stock pyautoattack, 1 process x 2 threads',
@@ -128,13 +130,14 @@ def main() -> None:
     base_key = 'stock' if 'stock' in rows else wanted[0]
     base_s, base_mask = rows[base_key][1], rows[base_key][2]
     print(f'| run | seconds | s/point | speed-up vs {base_key} | robust accuracy | identical robust accuracy | '
-          'points decided alike |')
-    print('|---|---|---|---|---|---|---|')
-    for key, (name, seconds, mask) in rows.items():
+          'points decided alike | re-attacked in fp32 |')
+    print('|---|---|---|---|---|---|---|---|')
+    for key, (name, seconds, mask, again) in rows.items():
         acc, base_acc = mask.float().mean().item(), base_mask.float().mean().item()
         alike = int((mask == base_mask).sum())
         print(f'| {name} | {seconds:.1f} | {seconds / args.n:.2f} | {base_s / seconds:.2f}x | {acc:.4f} '
-              f'({int(mask.sum())}/{args.n}) | {"yes" if acc == base_acc else "NO"} | {alike}/{args.n} |')
+              f'({int(mask.sum())}/{args.n}) | {"yes" if acc == base_acc else "NO"} | {alike}/{args.n} | '
+              f'{again if "amp" in key else "-"} |')
 
 
 if __name__ == '__main__':
