@@ -78,7 +78,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', default='robust_zoo/resnet20_relu_at')
     p.add_argument('--weights', default=str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.exists() else None,
-                   help='safetensors weights of an adversarially trained model (default: the zoo run)')
+                   help='safetensors weights of an adversarially trained model (default: the published resnet20_relu_at.fmnist_s0)')
     p.add_argument('--n', type=int, default=32, help='first n Fashion-MNIST test points (default: %(default)s)')
     p.add_argument('--batch-size', type=int, default=250, help='stock and single-process batch size (default: '
                    "%(default)s, both libraries' default; the sharded runs use ceil(n / 2))")

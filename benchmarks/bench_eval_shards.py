@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / 'runs/fmnist-zoo/resnet20_relu_at-s0/model.safetensors'
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / 'model_cards/resnet20_relu_at.fmnist_s0/model.safetensors'
 
 
 @contextmanager
@@ -118,7 +118,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', default='robust_zoo/resnet20_relu_at')
     p.add_argument('--weights', default=str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.exists() else None,
-                   help='safetensors weights (default: the zoo run if present, else random init)')
+                   help='safetensors weights (default: the published resnet20_relu_at.fmnist_s0)')
     p.add_argument('--n', type=int, default=256, help='Fashion-MNIST test images (default: %(default)s)')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--attack', default='pgd-20')

@@ -150,6 +150,45 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert, list_targets
+    if args.list or not (args.source and args.checkpoint):
+        if not args.list:
+            raise ValueError('give SOURCE CHECKPOINT --model NAME (robust-zoo convert --list shows them).')
+        for t in list_targets():
+            print(f'{t.name:<40} {t.source:<18} {t.origin_url}')
+        return 0
+    if not args.model:
+        raise ValueError('--model NAME is required: the target, e.g. resnet50_silu_at.sat_in1k '
+                         '(robust-zoo convert --list).')
+    model = convert(args.source, args.checkpoint, args.model)
+    name = args.model.split('/', 1)[-1]
+    if args.card:
+        from .convert import TARGETS
+        from .convert.card import write_converted_card
+        folder = write_converted_card(model, TARGETS[name], checkpoint=args.checkpoint, out_root=args.out)
+        print(f'wrote {folder}/ (pretrained=True loads robust_zoo/{name} from it)')
+    else:
+        from safetensors.torch import save_file
+        out = args.output or f'{name}.safetensors'
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out)
+        print(f'wrote {out} (load: timm.create_model("robust_zoo/{name}", pretrained=True, '
+              f'pretrained_cfg_overlay=dict(file="{out}")))')
+    return 0
+
+
+def _convert_epilog() -> str:
+    from .convert import SOURCES, list_targets
+    lines = ['sources:']
+    for s in sorted(SOURCES.values(), key=lambda s: s.id):
+        lines.append(f'  {s.id}: {s.description}')
+        lines.append(f'      files: {s.files}' + (f' (needs: pip install {s.requires})' if s.requires else ''))
+    lines.append('targets (--model):')
+    for t in list_targets():
+        lines.append(f'  {t.name}  <- {t.source}')
+    return '\n'.join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='robust-zoo', description='Adversarially robust models for timm.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -226,6 +265,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--readme', default=None, help='rewrite the leaderboard block of this README (else print the table)')
     p.add_argument('--png', default=None, help='plot file (default with --readme: <cards>/leaderboard.png)')
     p.set_defaults(fn=_cmd_leaderboard)
+
+    p = sub.add_parser('convert', help="convert the field's published robust weights (SAT TF checkpoints, "
+                       'RobustBench state dicts) into robust_zoo models', epilog=_convert_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description='Convert a checkpoint of another framework or architecture into a robust_zoo '
+                       'model, verifying that every tensor maps. Example: robust-zoo convert sat-resnet50 '
+                       'ckpt/model-xxx.index --model resnet50_silu_at.sat_in1k --card')
+    p.add_argument('source', nargs='?', help='the checkpoint format (see sources below)')
+    p.add_argument('checkpoint', nargs='?', help='the checkpoint file')
+    p.add_argument('--model', default=None, help='the target robust_zoo name with its tag (see targets below)')
+    p.add_argument('--card', action='store_true', help='write a Hub repo folder <out>/<model>/ (weights, config, '
+                   'card with the REPORTED numbers) that pretrained=True loads')
+    p.add_argument('--out', default=None, help='--card: folder of card repos (default: model_cards/ of the checkout)')
+    p.add_argument('--output', default=None, help='without --card: the .safetensors file (default: <model>.safetensors)')
+    p.add_argument('--list', action='store_true', help='list the targets and where their weights come from')
+    p.set_defaults(fn=_cmd_convert)
 
     args = parser.parse_args(argv)
     try:

@@ -3,7 +3,7 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Dict, Optional, Sequence, Type
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
 
 import torch
 from timm.models import build_model_with_cfg, get_pretrained_cfg, register_model
@@ -23,11 +23,14 @@ class RobustPretrainedCfg(PretrainedCfg):
 
     `mean`/`std` stay (0,)*C / (1,)*C because normalization is inside the model; the dataset's real
     constants are `input_mean`/`input_std`, passed to the model and stored in its `normalize` buffers.
+    `arch_args` are constructor arguments these weights need (e.g. TF 'same' padding for converted TF
+    checkpoints): the tag selects them, so `<arch>.<tag>` builds the right network with or without weights.
     """
     dataset: Optional[str] = None
     threat_model: Optional[str] = None
     input_mean: Optional[Sequence[float]] = None
     input_std: Optional[Sequence[float]] = None
+    arch_args: Optional[Dict[str, Any]] = None
 
 
 def rz_cfg(*, dataset: str, threat_model: str, input_mean, input_std, input_size=(3, 224, 224),
@@ -51,7 +54,7 @@ def _as_robust_cfg(variant: str, pretrained_cfg: Any) -> Any:
         fields = {f.name for f in dataclasses.fields(RobustPretrainedCfg)}
         cfg = {k: v for k, v in pretrained_cfg.items() if k in fields}
         default = get_pretrained_cfg(variant)
-        for key in ('dataset', 'threat_model', 'input_mean', 'input_std'):
+        for key in ('dataset', 'threat_model', 'input_mean', 'input_std', 'arch_args'):
             if cfg.get(key) is None and default is not None:
                 cfg[key] = getattr(default, key, None)
         return RobustPretrainedCfg(**cfg)
@@ -78,6 +81,15 @@ def build_at_model(
     trained Sparta units into the model, frozen unless `sparta_bank_freeze=False`, mapped with
     `sparta_bank_mapping` (see `robust_zoo.sparta`).
     """
+    pretrained_cfg = _as_robust_cfg(variant, kwargs.pop('pretrained_cfg', None))
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg, kwargs.get('pretrained_cfg_overlay'))
+    arch_args = dict(getattr(cfg, 'arch_args', None) or {})
+    if act_kwargs is None:
+        act_kwargs = arch_args.pop('act_kwargs', None)
+    arch_args.pop('act_kwargs', None)
+    for key, value in arch_args.items():
+        kwargs.setdefault(key, value)
+
     act_layer = default_act if act_layer is None else act_layer
     bank = (kwargs.pop('sparta_bank', None), kwargs.pop('sparta_bank_mapping', 'relative-depth'),
             kwargs.pop('sparta_bank_freeze', True))
@@ -87,8 +99,11 @@ def build_at_model(
         raise ValueError('features_only=True is not supported with act_shared=True; pass act_shared=False.')
     factory, shared = make_act_factory(act_layer, act_kwargs, act_shared)
 
-    pretrained_cfg = _as_robust_cfg(variant, kwargs.pop('pretrained_cfg', None))
-    cfg = resolve_pretrained_cfg(variant, pretrained_cfg, kwargs.get('pretrained_cfg_overlay'))
+    converted = _converted_target(variant, cfg, kwargs.get('pretrained_cfg_overlay')) if pretrained else None
+    if converted is not None:
+        cfg = converted[1]
+    if converted is not None and not (cfg.has_weights or cfg.state_dict):
+        raise RuntimeError(converted[0])
     if pretrained and not (cfg.has_weights or cfg.state_dict):
         raise RuntimeError(
             f'No pretrained weights are published for robust_zoo/{variant}{"." + cfg.tag if cfg.tag else ""} '
@@ -102,9 +117,14 @@ def build_at_model(
     kwargs.pop('pretrained_cfg_overlay', None)
     kwargs['pretrained_filter_fn'] = partial(_adapt_normalize, filter_fn=kwargs.get('pretrained_filter_fn'))
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        model = build_model_with_cfg(
-            model_cls, variant, pretrained, pretrained_cfg=cfg, act_layer=factory, shared_act=shared,
-            input_mean=cfg.input_mean, input_std=cfg.input_std, **kwargs)
+        try:
+            model = build_model_with_cfg(
+                model_cls, variant, pretrained, pretrained_cfg=cfg, act_layer=factory, shared_act=shared,
+                input_mean=cfg.input_mean, input_std=cfg.input_std, **kwargs)
+        except Exception as e:
+            if converted is None or cfg.file:
+                raise
+            raise RuntimeError(converted[0]) from e
     if bank[0] is not None:
         from ..sparta import load_bank
         load_bank(model, bank[0], mapping=bank[1], freeze=bank[2])
@@ -112,6 +132,24 @@ def build_at_model(
         model.to(dtype)
     model.accepts_act_args = True
     return model
+
+
+def _converted_target(variant: str, cfg: Any, overlay: Optional[Dict[str, Any]]) -> Optional[Tuple[str, Any]]:
+    """For a conversion target (`robust_zoo.convert`): (the error text if its weights cannot be found, the cfg
+    pointing at the converted weights in the model-cards folder when `robust-zoo convert --card` wrote them
+    there; else at the Hub repo). None for other models, or when the caller chose the weights (overlay)."""
+    if overlay and any(overlay.get(k) for k in ('file', 'url', 'hf_hub_id', 'state_dict')):
+        return None
+    from ..convert import missing_weights_message
+    name = f'{variant}.{cfg.tag}' if cfg.tag else variant
+    message = missing_weights_message(name)
+    if message is None:
+        return None
+    from ..hub import WEIGHTS_NAME, cards_dir
+    local = cards_dir() / name / WEIGHTS_NAME
+    if local.is_file():
+        return message, dataclasses.replace(cfg, file=str(local), hf_hub_id=None)
+    return message, cfg
 
 
 def _adapt_normalize(state_dict: Dict[str, Any], model: nn.Module, filter_fn: Optional[Callable] = None):
