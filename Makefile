@@ -19,10 +19,17 @@ $(FMNIST):
 	$(SUDO) apt-get update -q
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist
 
+# the tests also check the converters against the sources' own code: TensorFlow (an optional extra) and
+# RobustBench's architecture files (its wheel pins old timm, so --no-deps; the tests load single files from it)
+$(VENV)/.test-extras: $(VENV)/.installed
+	$(PIP) install --quiet -e ".[dev,convert-tf]"
+	$(PIP) install --quiet --no-deps "robustbench==1.1.1"
+	touch $@
+
 demo: setup
 	$(VENV)/bin/robust-zoo demo
 
-test: setup
+test: setup $(VENV)/.test-extras
 	$(VENV)/bin/python -m pytest -n 2 -q tests
 
 bench: setup
