@@ -9,6 +9,10 @@ side by side in one run on the same model, the same points and the same seed.
   then skips the weight gradients), so with the same batches its decisions must be those of stock.
 - `amp`: the attacks under bf16 autocast; decisions re-made in fp32, and the points broken in bf16 but
   not in fp32 attacked again in fp32. The numbers may differ from fp32: the table says whether they do.
+- `compile`: the attacks query `torch.compile(model, dynamic=True)` (`evaluate(..., compile=True)`); the
+  decisions stay with the eager fp32 model. Compilation is paid once per model and process, in the
+  warm-up (an evaluation of 4 points); the table shows that time apart. Compiled kernels may round
+  differently, so points near the boundary can differ: the table says whether they do.
 - 2 processes x 1 thread: the evaluation sharded over 2 gloo ranks (`torch.distributed`, as under
   torchrun), each rank attacking every other batch; the batches are then half the points each, so
   AutoAttack's random starts differ from the single-batch runs and per-point results may differ too.
@@ -39,7 +43,7 @@ from bench_eval_shards import (  # noqa: E402
 )
 
 
-def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int) -> Tuple[float, torch.Tensor, int]:
+def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int) -> Tuple[float, torch.Tensor, int, float]:
     """(seconds, per-point robust mask) of stock pyautoattack, in this process."""
     from pyautoattack import AutoAttack
     before = torch.get_num_threads()
@@ -54,7 +58,7 @@ def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int) ->
         seconds = time.perf_counter() - t
         with torch.no_grad():
             robust = model(x_adv).argmax(1) == y
-        return seconds, robust, 0
+        return seconds, robust, 0, 0.0
     finally:
         torch.set_num_threads(before)
 
@@ -82,8 +86,8 @@ def main() -> None:
     p.add_argument('--n', type=int, default=32, help='first n Fashion-MNIST test points (default: %(default)s)')
     p.add_argument('--batch-size', type=int, default=250, help='stock and single-process batch size (default: '
                    "%(default)s, both libraries' default; the sharded runs use ceil(n / 2))")
-    p.add_argument('--runs', default='stock,fp32,amp,shards,shards-amp',
-                   help='comma-separated among stock, fp32, amp, shards, shards-amp')
+    p.add_argument('--runs', default='stock,fp32,shards,compile,shards-compile,amp,shards-amp',
+                   help='comma-separated among stock, fp32, shards, compile, shards-compile, amp, shards-amp')
     p.add_argument('--before-run', default=None, metavar='CMD',
                    help='shell command run before each timed run, e.g. to pause a background job')
     p.add_argument('--after-run', default=None, metavar='CMD',
@@ -99,13 +103,13 @@ def main() -> None:
     wanted = args.runs.split(',')
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        def ours(name: str, **kwargs: Any) -> Tuple[float, torch.Tensor, int]:
+        def ours(name: str, **kwargs: Any) -> Tuple[float, torch.Tensor, int, float]:
             state = os.path.join(tmp, f'{name}.json')
             if kwargs.pop('world', 1) == 1:
-                seconds, _ = evaluate_single(2, spec, args.n, state_path=state, **common, **kwargs)
+                seconds, result = evaluate_single(2, spec, args.n, state_path=state, **common, **kwargs)
             else:
-                seconds, _ = evaluate_sharded(2, 1, spec, args.n, state_path=state, **common, **kwargs)
-            return (seconds, *robust_mask(state))
+                seconds, result = evaluate_sharded(2, 1, spec, args.n, state_path=state, **common, **kwargs)
+            return (seconds, *robust_mask(state), result['warm_up_seconds'])
 
         runs = {
             'stock': ('stock pyautoattack, 1 process x 2 threads',
@@ -116,6 +120,10 @@ def main() -> None:
             'shards': ('robust_zoo, 2 processes x 1 thread', lambda: ours('shards', batch_size=half, world=2)),
             'shards-amp': ('robust_zoo amp, 2 processes x 1 thread',
                            lambda: ours('shards-amp', batch_size=half, world=2, amp=True)),
+            'compile': ('robust_zoo compile, 1 process x 2 threads',
+                        lambda: ours('compile', batch_size=args.batch_size, compile=True)),
+            'shards-compile': ('robust_zoo compile, 2 processes x 1 thread',
+                               lambda: ours('shards-compile', batch_size=half, world=2, compile=True)),
         }
         for key in wanted:
             name, run = runs[key]
@@ -129,13 +137,14 @@ def main() -> None:
           f'CPU cores; batch {args.batch_size} (sharded: {half}); one run each\n')
     base_key = 'stock' if 'stock' in rows else wanted[0]
     base_s, base_mask = rows[base_key][1], rows[base_key][2]
-    print(f'| run | seconds | s/point | speed-up vs {base_key} | robust accuracy | identical robust accuracy | '
-          'points decided alike | re-attacked in fp32 |')
-    print('|---|---|---|---|---|---|---|---|')
-    for key, (name, seconds, mask, again) in rows.items():
+    print(f'| run | seconds | s/point | speed-up vs {base_key} | one-time compile s (not in seconds) | robust accuracy | '
+          'identical robust accuracy | points decided alike | re-attacked in fp32 |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for key, (name, seconds, mask, again, warm) in rows.items():
         acc, base_acc = mask.float().mean().item(), base_mask.float().mean().item()
         alike = int((mask == base_mask).sum())
-        print(f'| {name} | {seconds:.1f} | {seconds / args.n:.2f} | {base_s / seconds:.2f}x | {acc:.4f} '
+        print(f'| {name} | {seconds:.1f} | {seconds / args.n:.2f} | {base_s / seconds:.2f}x | '
+              f'{f"{warm:.0f}" if "compile" in key else "-"} | {acc:.4f} '
               f'({int(mask.sum())}/{args.n}) | {"yes" if acc == base_acc else "NO"} | {alike}/{args.n} | '
               f'{again if "amp" in key else "-"} |')
 

@@ -54,13 +54,22 @@ def load_points(n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     return load_dataset('fashion-mnist', 'test', None, n)
 
 
-def warm_up(net: torch.nn.Module, data: Tuple[torch.Tensor, torch.Tensor], kwargs: Dict[str, Any]) -> None:
-    """A few untimed forwards and backwards (one-time allocations and kernel set-up), on this process only."""
+def warm_up(net: torch.nn.Module, data: Tuple[torch.Tensor, torch.Tensor], kwargs: Dict[str, Any]) -> float:
+    """A few untimed forwards and backwards (one-time allocations and kernel set-up), on this process only.
+    With compile=True, an evaluation of 4 points with the same attacks compiles the model (one time per model
+    and process); returns the seconds that took (0 otherwise)."""
     from robust_zoo.attacks import pgd
     x, y = data[0][:kwargs.get('batch_size', 8)], data[1][:kwargs.get('batch_size', 8)]
     for amp in (False, True) if kwargs.get('amp') else (False,):
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
             pgd(net, x, y, eps=0.1, steps=3)
+    if not kwargs.get('compile'):
+        return 0.0
+    from robust_zoo.evaluate import evaluate
+    t = time.perf_counter()
+    evaluate(net, 'fashion-mnist-linf', data=(x[:4], y[:4]), distributed=False,
+             **{k: v for k, v in kwargs.items() if k not in ('state_path', 'batch_size')})
+    return time.perf_counter() - t
 
 
 def _rank(rank: int, world: int, threads: int, init: str, out: str, model: Tuple[str, Optional[str]], n: int,
@@ -70,14 +79,14 @@ def _rank(rank: int, world: int, threads: int, init: str, out: str, model: Tuple
     try:
         from robust_zoo.evaluate import evaluate
         net, data = build_model(*model), load_points(n)
-        warm_up(net, data, kwargs)
+        warm = warm_up(net, data, kwargs)
         dist.barrier()
         t = time.perf_counter()
         result = evaluate(net, 'fashion-mnist-linf', data=data, **kwargs)
         dist.barrier()
         seconds = time.perf_counter() - t
         if rank == 0:
-            Path(out).write_text(json.dumps(dict(seconds=seconds, result=result.to_dict())))
+            Path(out).write_text(json.dumps(dict(seconds=seconds, result=dict(result.to_dict(), warm_up_seconds=warm))))
     finally:
         dist.destroy_process_group()
 
@@ -102,10 +111,10 @@ def evaluate_single(threads: int, model: Tuple[str, Optional[str]], n: int,
     torch.set_num_threads(threads)
     try:
         net, data = build_model(*model), load_points(n)
-        warm_up(net, data, kwargs)
+        warm = warm_up(net, data, kwargs)
         t = time.perf_counter()
         result = evaluate(net, 'fashion-mnist-linf', data=data, **kwargs)
-        return time.perf_counter() - t, result.to_dict()
+        return time.perf_counter() - t, dict(result.to_dict(), warm_up_seconds=warm)
     finally:
         torch.set_num_threads(before)
 

@@ -74,7 +74,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         checks = dict(fast=True, full='full', none=False)[args.checks]
         result = evaluate(model, threat, data=data, attacks=args.attacks.split(',') if args.attacks else None,
                           n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name,
-                          checks=checks, probe=args.probe, state_path=args.state, amp=args.amp)
+                          checks=checks, probe=args.probe, state_path=args.state, amp=args.amp,
+                          compile=args.compile)
         if rank != 0:
             return 0
         t = result.threat_model
@@ -238,6 +239,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'this JSON file; rerun the same command to continue after an interruption')
     p.add_argument('--amp', action='store_true', help='run the attacks under bf16 autocast (decisions are re-made '
                    'in fp32; numbers can differ from fp32 ones)')
+    p.add_argument('--compile', action='store_true', help='attacks query torch.compile(model): a minute or more of '
+                   'compilation, then faster attacks (worth it for AutoAttack on hundreds of points)')
     p.add_argument('--device', default='cpu', help="cpu, cuda or cuda:N (under torchrun, cuda is cuda:LOCAL_RANK; "
                    'default: %(default)s)')
     p.set_defaults(fn=_cmd_eval)

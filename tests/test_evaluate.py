@@ -309,3 +309,15 @@ def test_amp_reattacks_in_fp32_the_points_broken_only_in_bf16():
     assert result.clean_accuracy == 1.0 and result.attacks == {'pgd-10': 1.0}
     low = _check(result, 'low precision (pgd-10)')
     assert low['status'] == 'PASS' and '18 points broken in low precision but not in fp32' in low['detail']
+
+
+def test_compiled_attacks_give_the_eager_numbers_and_compile_once():
+    from robust_zoo.evaluate.evaluator import compiled_for_attacks
+    model = timm.create_model('robust_zoo/mlp3_relu_at')
+    keys = list(model.state_dict())
+    data = torch.rand(24, 1, 28, 28), torch.arange(24) % 10
+    eager = evaluate(model, 'fashion-mnist-linf', attacks=['pgd-3'], data=data, checks=False, batch_size=8)
+    fast = evaluate(model, 'fashion-mnist-linf', attacks=['pgd-3'], data=data, checks=False, batch_size=8, compile=True)
+    assert fast.attacks == eager.attacks and fast.clean_accuracy == eager.clean_accuracy
+    assert compiled_for_attacks(model) is compiled_for_attacks(model)  # later evaluations reuse the compilation
+    assert list(model.state_dict()) == keys  # the compiled copy is not a submodule of the model

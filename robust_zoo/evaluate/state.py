@@ -64,10 +64,12 @@ def data_digest(x: torch.Tensor, y: torch.Tensor) -> str:
 
 def fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: Dict[str, Any],
                 attacks: Sequence[str], batch_size: int, seed: int, checks: Sequence[str], probe: Optional[int],
-                amp: bool) -> Dict[str, Any]:
-    """What makes two evaluations the same: equal fingerprints, equal per-batch outcomes."""
+                amp: bool, **extra: Any) -> Dict[str, Any]:
+    """What makes two evaluations the same: equal fingerprints, equal per-batch outcomes. `extra`: further
+    settings that change outcomes (e.g. compile=True), recorded only when set, so older state files still match."""
     return dict(model=parameter_digest(model), data=data_digest(x, y), threat_model=threat, attacks=list(attacks),
-                n_examples=len(y), batch_size=batch_size, seed=seed, checks=list(checks), probe=probe, amp=amp)
+                n_examples=len(y), batch_size=batch_size, seed=seed, checks=list(checks), probe=probe, amp=amp,
+                **extra)
 
 
 def load_state(path: 'os.PathLike | str', expected: Dict[str, Any]) -> Optional[Dict[str, Any]]:
