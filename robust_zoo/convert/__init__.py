@@ -161,3 +161,17 @@ def missing_weights_message(name: str) -> Optional[str]:
 def list_targets() -> List[Target]:
     _load_sources()
     return [TARGETS[k] for k in sorted(TARGETS)]
+
+
+def targets_markdown() -> str:
+    """The README's table of conversion targets: name, source, the source's REPORTED numbers, the command."""
+    from ..threat_models import get_threat_model
+    lines = ['| robust_zoo name | source (`robust-zoo convert SOURCE`) | paper | reported clean % | reported robust % '
+             '(attack, threat model) |', '|---|---|---|---|---|']
+    for t in list_targets():
+        first = t.reported[0] if t.reported else None
+        robust = (f'{100 * first.robust:.2f} ({first.attack}, {get_threat_model(first.threat_model).id})'
+                  if first else '-')
+        lines.append(f'| `{t.name}` | `{t.source}` | {t.paper} | {f"{100 * first.clean:.2f}" if first else "-"} '
+                     f'| {robust} |')
+    return '\n'.join(lines)

@@ -137,7 +137,9 @@ def build_at_model(
 def _converted_target(variant: str, cfg: Any, overlay: Optional[Dict[str, Any]]) -> Optional[Tuple[str, Any]]:
     """For a conversion target (`robust_zoo.convert`): (the error text if its weights cannot be found, the cfg
     pointing at the converted weights in the model-cards folder when `robust-zoo convert --card` wrote them
-    there; else at the Hub repo). None for other models, or when the caller chose the weights (overlay)."""
+    there, else at the Hub repo `<org>/<name>`). None for other models, or when the caller chose the weights
+    (overlay). Targets' registered cfgs carry no Hub id: robust_zoo has not published them, so timm's
+    `list_models(pretrained=True)` leaves them out; the org is read at call time (ROBUST_ZOO_HF_ORG)."""
     if overlay and any(overlay.get(k) for k in ('file', 'url', 'hf_hub_id', 'state_dict')):
         return None
     from ..convert import missing_weights_message
@@ -145,11 +147,11 @@ def _converted_target(variant: str, cfg: Any, overlay: Optional[Dict[str, Any]])
     message = missing_weights_message(name)
     if message is None:
         return None
-    from ..hub import WEIGHTS_NAME, cards_dir
+    from ..hub import WEIGHTS_NAME, cards_dir, hf_org
     local = cards_dir() / name / WEIGHTS_NAME
     if local.is_file():
         return message, dataclasses.replace(cfg, file=str(local), hf_hub_id=None)
-    return message, cfg
+    return message, dataclasses.replace(cfg, hf_hub_id=cfg.hf_hub_id or f'{hf_org()}/{name}')
 
 
 def _adapt_normalize(state_dict: Dict[str, Any], model: nn.Module, filter_fn: Optional[Callable] = None):

@@ -1,12 +1,8 @@
-"""Pre-activation ResNets for 32x32 images: PreAct ResNet-18 and the robustness literature's Wide ResNets.
-
-* PreAct ResNet-18 (He et al. 2016, identity mappings): the network of Fast AT (Wong et al. 2020) and of
-  most CIFAR-10 adversarial-training baselines; 64-channel stem, stages of 64, 128, 256, 512.
-* WRN-d-k (Zagoruyko & Komodakis; Madry et al., TRADES, RobustBench): 16-channel stem, three stages of
-  n = (d - 4) / 6 blocks of widths 16k, 32k, 64k.
-
-Both: 3x3 stem, pre-activation blocks (BN-act-conv-BN-act-conv) with 1x1 projection shortcuts where the
-shape changes, a final BN-act, global average pooling, a linear classifier. Default cfg: CIFAR-10.
+"""Pre-activation ResNet-18 for 32x32 images (He et al. 2016, identity mappings): the network of Fast AT
+(Wong et al. 2020) and of most CIFAR-10 adversarial-training baselines; 64-channel stem, stages of 64, 128,
+256, 512, pre-activation blocks (BN-act-conv-BN-act-conv) with 1x1 projection shortcuts where the shape
+changes, a final BN-act, global average pooling, a linear classifier. Default cfg: CIFAR-10. The Wide
+ResNets of the robustness literature are in `rz_wide_resnet.py` (same module names).
 """
 from functools import partial
 from typing import Any, Callable, Sequence
@@ -71,17 +67,8 @@ class PreActResNet(SmallImageNet):
         return self.act(self.norm(x))
 
 
-def _wrn(depth: int, width: int) -> dict:
-    if (depth - 4) % 6:
-        raise ValueError(f'WideResNet depth must be 6n + 4 (28, 34, 70, ...), got {depth}.')
-    return dict(layers=((depth - 4) // 6,) * 3, widths=(16 * width, 32 * width, 64 * width), stem_width=16)
-
-
 _ARCHS = {
     'preact_resnet18': dict(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem_width=64),
-    'wrn_28_10': _wrn(28, 10),
-    'wrn_34_10': _wrn(34, 10),
-    'wrn_70_16': _wrn(70, 16),
 }
 
 
