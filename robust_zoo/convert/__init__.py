@@ -164,14 +164,13 @@ def list_targets() -> List[Target]:
 
 
 def targets_markdown() -> str:
-    """The README's table of conversion targets: name, source, the source's REPORTED numbers, the command."""
+    """The README's table of conversion targets: name, source, paper, the source's REPORTED numbers."""
     from ..threat_models import get_threat_model
     lines = ['| robust_zoo name | source (`robust-zoo convert SOURCE`) | paper | reported clean % | reported robust % '
-             '(attack, threat model) |', '|---|---|---|---|---|']
+             '(attack; threat model) |', '|---|---|---|---|---|']
     for t in list_targets():
-        first = t.reported[0] if t.reported else None
-        robust = (f'{100 * first.robust:.2f} ({first.attack}, {get_threat_model(first.threat_model).id})'
-                  if first else '-')
-        lines.append(f'| `{t.name}` | `{t.source}` | {t.paper} | {f"{100 * first.clean:.2f}" if first else "-"} '
-                     f'| {robust} |')
+        clean = '/'.join(dict.fromkeys(f'{100 * r.clean:.2f}' for r in t.reported)) or '-'
+        robust = ', '.join(f'{100 * r.robust:.2f} ({r.attack}; {get_threat_model(r.threat_model).id})'
+                           for r in t.reported) or '-'
+        lines.append(f'| `{t.name}` | `{t.source}` | {t.paper} | {clean} | {robust} |')
     return '\n'.join(lines)

@@ -19,7 +19,7 @@ def eval_command(target: Target, threat_model: str) -> str:
     """The `robust-zoo eval` command that re-measures a converted model under `threat_model`."""
     from ..threat_models import get_threat_model
     t = get_threat_model(threat_model)
-    data = 'IMAGENET_VAL_DIR' if t.dataset == 'imagenet' else 'CIFAR10_ROOT'
+    data = 'IMAGENET_DIR' if t.dataset.startswith('imagenet') else f'{t.dataset.upper().replace("-", "_")}_ROOT'
     return (f'robust-zoo eval robust_zoo/{target.name} --threat-model {t.id} --data-dir {data} '
             f'--output {target.name}.{t.id}.json')
 

@@ -231,9 +231,10 @@ def evaluate(
 
     Speed: `compile=True` lets the attacks query `torch.compile(model)` (the decisions stay with the eager
     model, in fp32). Compiling costs a minute or more once per model and process (a warm-up evaluation on a
-    few points pays it); after that, forwards and input gradients of small CNNs on a CPU run 1.5-1.7x faster
-    (`benchmarks/bench_autoattack.py`). Compiled kernels may round differently, so single points near a
-    decision boundary can come out differently from an eager run.
+    few points pays it); after that, PGD-k on a ResNet-20 runs about 1.7x faster on a CPU. AutoAttack gains
+    nothing: it calls the model with ever-changing batch sizes, grad modes and autocast states, each of which
+    compiles again (`benchmarks/bench_autoattack.py`). Compiled kernels may round differently, so single
+    points near a decision boundary can come out differently from an eager run.
 
     Resuming: with `state_path`, the per-example outcomes are written (JSON, atomically) after every batch,
     with a fingerprint of the run (the model's parameter digest, a digest of the data, the threat model,

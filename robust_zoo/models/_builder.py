@@ -109,7 +109,7 @@ def build_at_model(
             f'No pretrained weights are published for robust_zoo/{variant}{"." + cfg.tag if cfg.tag else ""} '
             f'yet. Models with weights: robust_zoo.list_models(pretrained=True). Use pretrained=False to '
             f'train it, or give weights with pretrained_cfg_overlay=dict(file="model.safetensors") '
-            f'(robust-zoo eval --checkpoint FILE).')
+            f'(robust-zoo eval --checkpoint FILE).' + _conversion_hint(variant))
     if pretrained:  # published weights: the checkout's model_cards/ copy or the Hub's, sha256-checked first
         cfg = resolve_published_weights(variant, cfg, cache_dir=kwargs.get('cache_dir'),
                                         overlay=kwargs.get('pretrained_cfg_overlay'))
@@ -152,6 +152,15 @@ def _converted_target(variant: str, cfg: Any, overlay: Optional[Dict[str, Any]])
     if local.is_file():
         return message, dataclasses.replace(cfg, file=str(local), hf_hub_id=None)
     return message, dataclasses.replace(cfg, hf_hub_id=cfg.hf_hub_id or f'{hf_org()}/{name}')
+
+
+def _conversion_hint(variant: str) -> str:
+    """For an untagged name whose weights exist elsewhere (e.g. resnet50_silu_at -> .sat_in1k): where they are."""
+    from ..convert import list_targets, missing_weights_message
+    tagged = [t.name for t in list_targets() if t.name.split('.')[0] == variant]
+    if not tagged:
+        return ''
+    return (f' Converted weights of other authors exist for {", ".join(tagged)}: ' + missing_weights_message(tagged[0]))
 
 
 def _adapt_normalize(state_dict: Dict[str, Any], model: nn.Module, filter_fn: Optional[Callable] = None):
