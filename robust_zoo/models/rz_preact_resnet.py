@@ -46,11 +46,12 @@ class PreActResNet(SmallImageNet):
     def __init__(self, layers: Sequence[int] = (2, 2, 2, 2), widths: Sequence[int] = (64, 128, 256, 512),
                  stem_width: int = 64, num_classes: int = 10, in_chans: int = 3, global_pool: str = 'avg',
                  drop_rate: float = 0.0, act_layer: Callable[..., nn.Module] = nn.ReLU,
-                 input_mean=CIFAR10_MEAN, input_std=CIFAR10_STD, shared_act=None):
+                 input_mean=CIFAR10_MEAN, input_std=CIFAR10_STD, shared_act=None,
+                 block: Callable[..., nn.Module] = PreActBlock):
         super().__init__(input_mean, input_std, in_chans, num_classes, shared_act)
         self.conv_stem = nn.Conv2d(in_chans, stem_width, 3, 1, 1, bias=False)
         self.stages, self.feature_info = make_stages(
-            partial(PreActBlock, act_layer=act_layer), layers, widths, stem_width)
+            partial(block, act_layer=act_layer), layers, widths, stem_width)
         self.norm = nn.BatchNorm2d(widths[-1])
         self.act = act_layer(inplace=True)
         self._init_head(widths[-1], global_pool, drop_rate)

@@ -43,12 +43,12 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..layers import ACTIVATIONS
-from ._base import SmallImageNet, make_stages
 from ._builder import build_at_model, register_act_variants, rz_cfg
+from .rz_preact_resnet import PreActResNet
 
 __all__ = ['WideResNet', 'WRN_STYLES', 'CIFAR10_MEAN', 'CIFAR10_STD']
 
@@ -82,38 +82,24 @@ class WideBasicBlock(nn.Module):
         return out + shortcut
 
 
-class WideResNet(SmallImageNet):
-    """WRN-depth-width taking images in [0, 1]; `style` 'wrn' or 'dm' (see the module docstring)."""
+class WideResNet(PreActResNet):
+    """WRN-depth-width taking images in [0, 1]; `style` 'wrn' or 'dm' (see the module docstring). The
+    pre-activation ResNet of `rz_preact_resnet.py` with WRN stages and blocks, hence the same module names."""
 
     def __init__(self, depth: int = 28, width: int = 10, style: str = 'wrn', num_classes: int = 10, in_chans: int = 3,
                  global_pool: str = 'avg', drop_rate: float = 0.0, act_layer: Callable[..., nn.Module] = nn.ReLU,
                  input_mean: Sequence[float] = CIFAR10_MEAN, input_std: Sequence[float] = CIFAR10_STD,
                  shared_act: Optional[nn.Module] = None):
-        super().__init__(input_mean, input_std, in_chans, num_classes, shared_act)
         if (depth - 4) % 6 or depth < 10:
             raise ValueError(f'WideResNet depth must be 6n + 4 (10, 16, 28, 34, 70, ...), got {depth}.')
         if style not in WRN_STYLES:
             raise ValueError(f'WideResNet style must be one of {WRN_STYLES}, got {style!r}.')
+        super().__init__(
+            layers=((depth - 4) // 6,) * 3, widths=(16 * width, 32 * width, 64 * width), stem_width=16,
+            num_classes=num_classes, in_chans=in_chans, global_pool=global_pool, drop_rate=drop_rate,
+            act_layer=act_layer, input_mean=input_mean, input_std=input_std, shared_act=shared_act,
+            block=partial(WideBasicBlock, style=style))
         self.style = style
-        n = (depth - 4) // 6
-        widths = (16 * width, 32 * width, 64 * width)
-        self.conv_stem = nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)
-        self.stages, self.feature_info = make_stages(
-            partial(WideBasicBlock, act_layer=act_layer, style=style), (n,) * 3, widths, 16)
-        self.norm = nn.BatchNorm2d(widths[-1])
-        self.act = act_layer(inplace=True)
-        self._init_head(widths[-1], global_pool, drop_rate)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_stem(self.normalize(x))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.stages, x)
-        else:
-            x = self.stages(x)
-        return self.act(self.norm(x))
 
 
 _ARCHS = {
