@@ -17,13 +17,13 @@ only inside a source's `load`, so listing sources never needs them.
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 __all__ = ['ConversionError', 'Reported', 'Source', 'Target', 'SOURCES', 'TARGETS', 'register_source',
-           'register_target', 'convert', 'check_state_dict', 'missing_weights_message']
+           'register_target', 'convert', 'check_state_dict', 'listing', 'missing_weights_message']
 
 PathLike = Union[str, Path]
 
@@ -96,6 +96,11 @@ def _load_sources() -> None:
                 raise
 
 
+def listing(names: Sequence[str], n: int = 8) -> str:
+    """The first `n` names, and how many there are in all: error messages name tensors without flooding."""
+    return ', '.join(names[:n]) + (f', ... ({len(names)} in all)' if len(names) > n else '')
+
+
 def check_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module, source: str) -> None:
     """Raise ConversionError unless `state` has exactly the model's keys with the model's shapes."""
     expected = model.state_dict()
@@ -105,13 +110,11 @@ def check_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module, source
               if k in state and tuple(state[k].shape) != tuple(v.shape)]
     problems = []
     if missing:
-        problems.append(f'{len(missing)} model tensors got no value ({", ".join(missing[:8])}'
-                        f'{", ..." if len(missing) > 8 else ""})')
+        problems.append(f'{len(missing)} model tensors got no value ({listing(missing)})')
     if unexpected:
-        problems.append(f'{len(unexpected)} converted tensors have no place in the model ({", ".join(unexpected[:8])}'
-                        f'{", ..." if len(unexpected) > 8 else ""})')
+        problems.append(f'{len(unexpected)} converted tensors have no place in the model ({listing(unexpected)})')
     if shapes:
-        problems.append(f'{len(shapes)} shapes differ ({"; ".join(shapes[:8])})')
+        problems.append(f'{len(shapes)} shapes differ ({listing(shapes)})')
     if problems:
         raise ConversionError(f'{source}: the checkpoint does not fit {type(model).__name__}: ' + '; '.join(problems))
 

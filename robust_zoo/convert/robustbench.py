@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Mapping, Sequence
 import torch
 from torch import nn
 
-from . import ConversionError, Reported, Source, Target, register_source, register_target
+from . import ConversionError, Reported, Source, Target, listing, register_source, register_target
 
 __all__ = ['read_state_dict', 'map_state_dict', 'PAF_SOURCE', 'DM_SOURCE']
 
@@ -137,11 +137,9 @@ def map_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module, source: 
     missing, unexpected = sorted(wanted - given), sorted(given - wanted)
     problems = []
     if missing:
-        problems.append(f'{len(missing)} tensors of {source} are missing ({", ".join(missing[:8])}'
-                        f'{", ..." if len(missing) > 8 else ""})')
+        problems.append(f'{len(missing)} tensors of {source} are missing ({listing(missing)})')
     if unexpected:
-        problems.append(f'{len(unexpected)} checkpoint tensors have no place in the model ({", ".join(unexpected[:8])}'
-                        f'{", ..." if len(unexpected) > 8 else ""})')
+        problems.append(f'{len(unexpected)} checkpoint tensors have no place in the model ({listing(unexpected)})')
     out: Dict[str, torch.Tensor] = {}
     shapes: List[str] = []
     for key, srcs in plan.items():

@@ -87,7 +87,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from . import ConversionError, Reported, Source, Target, register_source, register_target
+from . import ConversionError, Reported, Source, Target, listing, register_source, register_target
 
 __all__ = [
     'RESNET_IGNORED', 'EFFICIENTNET_IGNORED', 'EMA_SUFFIX', 'TFCheckpoint', 'checkpoint_prefix', 'load_sat_resnet',
@@ -198,10 +198,6 @@ def _apply_layout(kind: str, t: torch.Tensor) -> torch.Tensor:
 
 # --- planning: names and shapes only -----------------------------------------------------------------------------
 
-def _listing(names: Sequence[str], n: int = 8) -> str:
-    return ', '.join(names[:n]) + (f', ... ({len(names)} in all)' if len(names) > n else '')
-
-
 def _finish_plan(source: str, model: nn.Module, shapes: Mapping[str, Sequence[int]],
                  mapped: Dict[str, Tuple[str, str]], unmapped: List[str]) -> Plan:
     """Check a name mapping (TF name -> (model key, layout)) against the model; raise naming every problem."""
@@ -222,16 +218,16 @@ def _finish_plan(source: str, model: nn.Module, shapes: Mapping[str, Sequence[in
     missing = [k for k in expected if k not in plan]
     problems = []
     if unmapped:
-        problems.append(f'{len(unmapped)} checkpoint variables map to nothing: {_listing(sorted(unmapped))}')
+        problems.append(f'{len(unmapped)} checkpoint variables map to nothing: {listing(sorted(unmapped))}')
     if no_place:
         problems.append(f'{len(no_place)} variables have no place in {type(model).__name__} (another activation or '
-                        f'architecture?): {_listing(no_place)}')
+                        f'architecture?): {listing(no_place)}')
     if duplicate:
-        problems.append(f'variables map to the same tensor: {_listing(duplicate)}')
+        problems.append(f'variables map to the same tensor: {listing(duplicate)}')
     if wrong_shape:
-        problems.append(f'{len(wrong_shape)} shapes differ: {_listing(wrong_shape)}')
+        problems.append(f'{len(wrong_shape)} shapes differ: {listing(wrong_shape)}')
     if missing:
-        problems.append(f'{len(missing)} model tensors get no variable: {_listing(missing)}')
+        problems.append(f'{len(missing)} model tensors get no variable: {listing(missing)}')
     if problems:
         raise ConversionError(f'{source}: ' + '; '.join(problems) + '.')
     return plan
