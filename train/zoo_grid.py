@@ -1,56 +1,93 @@
 #!/usr/bin/env python3
-"""Train the project's experiment grids, restartable:
+"""Train and evaluate the project's experiment grids, restartable:
 
-    nohup python train/zoo_grid.py --grid zoo --root runs/fmnist-zoo > runs/fmnist-zoo.log 2>&1 &
-    nohup python train/zoo_grid.py --grid transfer --root runs/transfer > runs/transfer.log 2>&1 &
+    nohup python train/zoo_grid.py --grid all > runs/grids.log 2>&1 &
 
 `zoo` (issue 7): every activation of ResNet-20 on Fashion-MNIST under ONE recipe (fmnist_resnet20.yaml),
-the capped-ReLU small net, then the extra seeds of the claims under test.
+the capped-ReLU small net, then the extra seeds of the claims under test. Each finished zoo run is then
+evaluated with PGD-20 on all 10,000 test images (RUN/pgd20_10k.json, the cards' second record).
 `transfer` (issue 5): Sparta banks from the zoo's ResNet-20 Sparta runs (seed s), frozen, in ResNet-32/56 on
 Fashion-MNIST and in ResNet-20 on the digits, against ReLU and Sparta from scratch, same seeds and budget.
+`all`: both as one queue, ordered so that every session's end leaves complete results behind: seed 0 of
+every experiment first (each transfer run as soon as its bank exists), then seeds 1 and 2.
 
 Each run goes to ROOT/<name>/. A finished run (final_eval.json) is skipped, a started one is resumed from its
 last.ckpt, so killing and restarting this script loses at most --checkpoint-interval steps. A run whose
-inputs (a bank from an unfinished zoo run) are missing is skipped with a message.
+inputs (a bank from an unfinished zoo run) are missing is skipped with a message. Evaluations are resumable
+too (--state), so a killed one continues where it stopped.
 """
 import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import List, NamedTuple, Optional
 
 ACTIVATIONS = ('relu', 'softplus', 'smoothrelu', 'silu', 'gelu', 'elu', 'pssilu', 'psoftplus', 'sparta',
                'capped_relu', 'relu_smoothgrad')
 CLAIMS = ('relu', 'silu', 'pssilu', 'sparta', 'capped_relu', 'relu_smoothgrad')  # 3 seeds each
 SEEDS = (0, 1, 2)
 HERE = Path(__file__).resolve().parent
+EVAL_10K = 'pgd20_10k'
 
 
-def zoo_grid():
-    """(run name, recipe, model, seed, extra flags, bank source run or None)"""
-    runs = [(f'resnet20_{a}_at-s0', 'fmnist_resnet20.yaml', f'resnet20_{a}_at', 0, [], None) for a in ACTIVATIONS]
-    runs += [(f'mlp3_{a}_at-s0', 'capped_relu_mlp3_fmnist.yaml', f'mlp3_{a}_at', 0, [], None)
+class Run(NamedTuple):
+    name: str
+    recipe: str
+    model: str
+    seed: int
+    bank_run: Optional[Path] = None  # the zoo run whose Sparta bank is loaded (frozen)
+    eval_10k: bool = False  # follow with PGD-20 on all 10,000 test images
+
+
+def _zoo(act: str, seed: int) -> Run:
+    return Run(f'resnet20_{act}_at-s{seed}', 'fmnist_resnet20.yaml', f'resnet20_{act}_at', seed, eval_10k=True)
+
+
+def zoo_grid() -> List[Run]:
+    runs = [_zoo(a, 0) for a in ACTIVATIONS]
+    runs += [Run(f'mlp3_{a}_at-s0', 'capped_relu_mlp3_fmnist.yaml', f'mlp3_{a}_at', 0, eval_10k=True)
              for a in ('capped_relu', 'relu')]
-    runs += [(f'resnet20_{a}_at-s{s}', 'fmnist_resnet20.yaml', f'resnet20_{a}_at', s, [], None)
-             for s in SEEDS[1:] for a in CLAIMS]
+    runs += [_zoo(a, s) for s in SEEDS[1:] for a in CLAIMS]
     return runs
 
 
-def transfer_grid(zoo_root: Path):
-    runs = []
-    for s in SEEDS:  # the digits first: minutes per run
-        bank = zoo_root / f'resnet20_sparta_at-s{s}'
-        runs += [(f'digits-resnet20_relu_at-s{s}', 'digits_resnet20.yaml', 'resnet20_relu_at', s, [], None),
-                 (f'digits-resnet20_sparta_at-s{s}', 'digits_resnet20.yaml', 'resnet20_sparta_at', s, [], None),
-                 (f'digits-resnet20_sparta_at-bank-s{s}', 'digits_resnet20.yaml', 'resnet20_sparta_at', s, [], bank)]
-    for depth in (32, 56):
-        for s in SEEDS:
-            bank = zoo_root / f'resnet20_sparta_at-s{s}'
-            runs += [(f'resnet{depth}_relu_at-s{s}', 'fmnist_resnet_transfer.yaml', f'resnet{depth}_relu_at', s, [], None),
-                     (f'resnet{depth}_sparta_at-s{s}', 'fmnist_resnet_transfer.yaml', f'resnet{depth}_sparta_at', s, [],
-                      None),
-                     (f'resnet{depth}_sparta_at-bank-s{s}', 'fmnist_resnet_transfer.yaml', f'resnet{depth}_sparta_at',
-                      s, [], bank)]
-    return runs
+def _digits(seed: int, zoo_root: Path) -> List[Run]:
+    bank = zoo_root / f'resnet20_sparta_at-s{seed}'
+    return [Run(f'digits-resnet20_relu_at-s{seed}', 'digits_resnet20.yaml', 'resnet20_relu_at', seed),
+            Run(f'digits-resnet20_sparta_at-s{seed}', 'digits_resnet20.yaml', 'resnet20_sparta_at', seed),
+            Run(f'digits-resnet20_sparta_at-bank-s{seed}', 'digits_resnet20.yaml', 'resnet20_sparta_at', seed, bank)]
+
+
+def _deeper(depth: int, seed: int, zoo_root: Path) -> List[Run]:
+    bank = zoo_root / f'resnet20_sparta_at-s{seed}'
+    recipe = 'fmnist_resnet_transfer.yaml'
+    return [Run(f'resnet{depth}_relu_at-s{seed}', recipe, f'resnet{depth}_relu_at', seed),
+            Run(f'resnet{depth}_sparta_at-s{seed}', recipe, f'resnet{depth}_sparta_at', seed),
+            Run(f'resnet{depth}_sparta_at-bank-s{seed}', recipe, f'resnet{depth}_sparta_at', seed, bank)]
+
+
+def transfer_grid(zoo_root: Path) -> List[Run]:
+    runs = [r for s in SEEDS for r in _digits(s, zoo_root)]  # the digits first: minutes per run
+    return runs + [r for depth in (32, 56) for s in SEEDS for r in _deeper(depth, s, zoo_root)]
+
+
+def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
+    """(root, Run) in session-friendly order: seed 0 of everything, the claims first, then seeds 1 and 2."""
+    def zoo(runs):
+        return [(zoo_root, r) for r in runs]
+
+    def transfer(runs):
+        return [(transfer_root, r) for r in runs]
+
+    first = ('relu', 'softplus', 'smoothrelu', 'sparta')
+    queue = zoo(_zoo(a, 0) for a in first) + transfer(_digits(0, zoo_root))
+    queue += zoo(_zoo(a, 0) for a in ACTIVATIONS if a not in first)
+    queue += zoo(r for r in zoo_grid() if r.name.startswith('mlp3_'))
+    queue += transfer(_deeper(32, 0, zoo_root) + _deeper(56, 0, zoo_root))
+    for s in SEEDS[1:]:
+        queue += zoo(_zoo(a, s) for a in ('sparta',) + tuple(a for a in CLAIMS if a != 'sparta'))
+        queue += transfer(_digits(s, zoo_root) + _deeper(32, s, zoo_root) + _deeper(56, s, zoo_root))
+    return queue
 
 
 def bank_of(run: Path) -> Path:
@@ -72,36 +109,67 @@ def bank_of(run: Path) -> Path:
     return path
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--grid', default='zoo', choices=('zoo', 'transfer'))
-    p.add_argument('--root', default=None, help='default: runs/fmnist-zoo or runs/transfer')
-    p.add_argument('--zoo-root', default='runs/fmnist-zoo', help='where the transfer grid finds the Sparta runs')
-    p.add_argument('--dry-run', action='store_true', help='list the runs and their state, train nothing')
-    p.add_argument('extra', nargs=argparse.REMAINDER, help='flags passed on to train_at.py')
-    args = p.parse_args()
-    root = Path(args.root or ('runs/fmnist-zoo' if args.grid == 'zoo' else 'runs/transfer'))
-    grid = zoo_grid() if args.grid == 'zoo' else transfer_grid(Path(args.zoo_root))
-    for name, recipe, model, seed, flags, bank_run in grid:
-        out = root / name
-        if (out / 'final_eval.json').exists():
-            print(f'done     {out}', flush=True)
-            continue
-        if bank_run is not None and not (bank_run / 'final_eval.json').exists():
-            print(f'waiting  {out}: its bank comes from {bank_run}, not finished yet', flush=True)
-            continue
-        if args.dry_run:
-            print(f'{"partial" if (out / "last.ckpt").exists() else "todo":8} {out}')
-            continue
-        cmd = [sys.executable, str(HERE / 'train_at.py'), '-c', str(HERE / 'configs' / recipe),
-               '--model', f'robust_zoo/{model}', '--seed', str(seed), *flags, *args.extra]
-        if bank_run is not None:
-            cmd += ['--model-kwargs', f'sparta_bank={bank_of(bank_run)}']
+def eval_10k_cmd(out: Path, model: str) -> List[str]:
+    """PGD-20 on all 10,000 test images with the full sanity checks, resumable: the cards' second record."""
+    return [sys.executable, '-m', 'robust_zoo.cli', 'eval', f'robust_zoo/{model}',
+            '--checkpoint', str(out / 'model.safetensors'), '--threat-model', 'fashion-mnist-linf',
+            '--attacks', 'pgd-20', '--n-examples', '10000', '--batch-size', '250', '--checks', 'full',
+            '--compile', '--state', str(out / f'{EVAL_10K}.state.json'), '--output', str(out / f'{EVAL_10K}.json')]
+
+
+def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
+    out = root / run.name
+    trained = (out / 'final_eval.json').exists()
+    evaluated = not run.eval_10k or (out / f'{EVAL_10K}.json').exists()
+    if trained and evaluated:
+        print(f'done     {out}', flush=True)
+        return
+    if run.bank_run is not None and not (run.bank_run / 'final_eval.json').exists():
+        print(f'waiting  {out}: its bank comes from {run.bank_run}, not finished yet', flush=True)
+        return
+    if dry_run:
+        state = 'evaluate' if trained else 'partial' if (out / 'last.ckpt').exists() else 'todo'
+        print(f'{state:8} {out}')
+        return
+    if not trained:
+        cmd = [sys.executable, str(HERE / 'train_at.py'), '-c', str(HERE / 'configs' / run.recipe),
+               '--model', f'robust_zoo/{run.model}', '--seed', str(run.seed), *extra]
+        if run.bank_run is not None:
+            cmd += ['--model-kwargs', f'sparta_bank={bank_of(run.bank_run)}']
         cmd += ['--resume', str(out)] if (out / 'last.ckpt').exists() else ['--output', str(out)]
         print(f'training {out}: {" ".join(cmd[1:])}', flush=True)
         rc = subprocess.call(cmd)
         if rc != 0:
             print(f'FAILED   {out} (exit {rc}); continuing with the next run', flush=True)
+            return
+    if not evaluated:
+        cmd = eval_10k_cmd(out, run.model)
+        print(f'evaluate {out}: {" ".join(cmd[1:])}', flush=True)
+        with open(out / f'{EVAL_10K}.log', 'a') as log:
+            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        if rc != 0:
+            print(f'FAILED   {out} evaluation (exit {rc}, see {out / EVAL_10K}.log); continuing', flush=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--grid', default='all', choices=('all', 'zoo', 'transfer'))
+    p.add_argument('--root', default=None, help='zoo or transfer grid: its run folder (default: runs/fmnist-zoo '
+                                                'or runs/transfer)')
+    p.add_argument('--zoo-root', default='runs/fmnist-zoo', help='the zoo runs, where the transfer runs find the banks')
+    p.add_argument('--transfer-root', default='runs/transfer')
+    p.add_argument('--dry-run', action='store_true', help='list the runs and their state, train nothing')
+    p.add_argument('extra', nargs=argparse.REMAINDER, help='flags passed on to train_at.py')
+    args = p.parse_args()
+    zoo_root, transfer_root = Path(args.zoo_root), Path(args.transfer_root)
+    if args.grid == 'all':
+        queue = all_grid(zoo_root, transfer_root)
+    elif args.grid == 'zoo':
+        queue = [(Path(args.root or zoo_root), r) for r in zoo_grid()]
+    else:
+        queue = [(Path(args.root or transfer_root), r) for r in transfer_grid(zoo_root)]
+    for root, run in queue:
+        run_one(root, run, args.extra, args.dry_run)
     return 0
 
 

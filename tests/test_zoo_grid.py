@@ -1,0 +1,48 @@
+"""train/zoo_grid.py: the experiment queue covers both grids once each, and a transfer run comes after its bank."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location('zoo_grid', ROOT / 'train' / 'zoo_grid.py')
+zoo_grid = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(zoo_grid)
+
+
+def test_all_grid_is_both_grids_once():
+    zoo, transfer = Path('z'), Path('t')
+    queue = zoo_grid.all_grid(zoo, transfer)
+    names = [(root, run.name) for root, run in queue]
+    assert len(names) == len(set(names))
+    assert sorted(n for r, n in names if r == zoo) == sorted(r.name for r in zoo_grid.zoo_grid())
+    assert sorted(n for r, n in names if r == transfer) == sorted(r.name for r in zoo_grid.transfer_grid(zoo))
+
+
+def test_bank_runs_come_after_their_bank_and_seed_0_comes_first():
+    zoo = Path('z')
+    queue = zoo_grid.all_grid(zoo, Path('t'))
+    position = {root / run.name: i for i, (root, run) in enumerate(queue)}
+    banked = [(i, run) for i, (_, run) in enumerate(queue) if run.bank_run is not None]
+    assert len(banked) == 9
+    for i, run in banked:
+        assert position[run.bank_run] < i, f'{run.name} is queued before its bank {run.bank_run}'
+    seeds = [run.seed for _, run in queue]
+    assert seeds.index(1) == seeds.count(0), 'every seed-0 run comes before the first seed-1 run'
+    assert all(run.eval_10k for root, run in queue if root == zoo)
+
+
+def test_dry_run_lists_states(tmp_path):
+    done = tmp_path / 'zoo' / 'resnet20_relu_at-s0'
+    done.mkdir(parents=True)
+    (done / 'final_eval.json').write_text('{}')
+    out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run',
+                          '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == f'evaluate {done}'  # trained, but PGD-20 on 10,000 images still to run
+    assert any(line.startswith('waiting ') and 'sparta_at-bank-s0' in line for line in out)
+    (done / 'pgd20_10k.json').write_text('{}')
+    out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run',
+                          '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == f'done     {done}'
