@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 __all__ = [
     'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'hf_org', 'index_path', 'leaderboard',
     'leaderboard_markdown', 'load_published', 'push_card_repo', 'register_published', 'repo_files',
-    'resolve_published_weights', 'sha256_file', 'with_published', 'write_card_repo', 'write_leaderboard',
+    'resolve_published_weights', 'sha256_file', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts',
+    'with_published', 'write_card_repo', 'write_leaderboard',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ PUBLISHED_INDEX = Path(os.environ.get('ROBUST_ZOO_PUBLISHED_INDEX') or Path(__fi
 DEFAULT_ORG = 'robust-zoo'
 WEIGHTS_NAME = 'model.safetensors'
 LEADERBOARD_START, LEADERBOARD_END = '<!-- leaderboard:start -->', '<!-- leaderboard:end -->'
+TRANSFER_START, TRANSFER_END = '<!-- transfer:start -->', '<!-- transfer:end -->'
 
 _TAG_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*$')
 _REPO_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$')
@@ -57,6 +59,10 @@ _DATASETS = {
     'cifar10': ('cifar10', 'CIFAR-10', 'CIFAR-10: 50,000 training and 10,000 test 32x32 colour images, 10 classes.'),
     'cifar100': ('cifar100', 'CIFAR-100', 'CIFAR-100: 50,000 training and 10,000 test 32x32 colour images, 100 '
                  'classes.'),
+    'digits': ('digits', 'digits',
+               "scikit-learn's bundled handwritten digits (`sklearn.datasets.load_digits`, 1,797 real 8x8 images of "
+               '10 classes, BSD-3-Clause), upsampled bilinearly to 28x28 by robust_zoo; fixed split (a permutation '
+               'seeded with 0): 1,297 training and 500 test images.'),
 }
 
 # --- the published index and timm's registry ----------------------------------------------------------------
@@ -590,10 +596,14 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         _logger.warning('no plots drawn: %s', e)
     sha = sha256_file(folder / WEIGHTS_NAME)
     from .sparta import BANK_FILE, save_bank, sparta_units
-    if sparta_units(model):  # a Sparta model also publishes its trained units as a reusable bank
+    bank = _bank_provenance(bank_args, model, out, name) if bank_args.get('sparta_bank') else None
+    if sparta_units(model) and not (bank and bank['frozen']):
+        # a Sparta model publishes its trained units as a reusable bank (a frozen one is its source's bank)
         save_bank(model, folder / BANK_FILE, source_model=arch, dataset=dataset, threat_model=threat['id'],
                   recipe=str(args.get('config') or ''), repo=name,
                   **({'loaded_bank': json.dumps(bank_args)} if bank_args else {}))
+    elif (folder / BANK_FILE).is_file():
+        (folder / BANK_FILE).unlink()
 
     if recipe is None and args.get('config') and Path(args['config']).is_file():
         recipe = args['config']  # train_at.py records the recipe it started from
@@ -606,7 +616,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
               dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
               train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
-              recipe=_repo_relative(recipe_path) if recipe_path else None, sha256=sha)
+              recipe=_repo_relative(recipe_path) if recipe_path else None, sha256=sha,
+              **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}))
     card_data = ModelCardData(
         model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
         datasets=[_DATASETS.get(dataset, (dataset,))[0]],
@@ -615,7 +626,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         eval_results=_eval_results(records, dataset), robust_zoo=rz)
     body = _card_body(name=name, hf_hub_id=hf_hub_id, arch=arch, activation=activation, model=model, args=args,
                       final=final, records=records, dataset=dataset, images=images, sha=sha, folder=folder,
-                      recipe_path=recipe_path, attack_cfg=attack_cfg, run=run)
+                      recipe_path=recipe_path, attack_cfg=attack_cfg, run=run, bank=bank)
     card = ModelCard.from_template(card_data, template_str='---\n{{ card_data }}\n---\n\n' + body)
     (folder / 'README.md').write_text(str(card).rstrip('\n') + '\n')
 
@@ -652,8 +663,42 @@ def _repo_relative(path: Path) -> str:
         return str(path)
 
 
+def _bank_provenance(bank_args: Mapping[str, Any], model: Any, cards_root: Path, name: str) -> Dict[str, Any]:
+    """Where a transferred model's Sparta units come from: the published bank they were loaded from (found by
+    equal tensors among the cards, so the card can name it), the mapping, and for a frozen bank a check that the
+    trained weights still hold exactly the bank's values."""
+    import torch
+
+    from .sparta import BANK_FILE, bank_mapping, read_bank, resolve_bank, sparta_units
+    path = resolve_bank(bank_args['sparta_bank'])
+    units, meta = read_bank(path)
+    source = None
+    for candidate in sorted(Path(cards_root).glob(f'*/{BANK_FILE}')):
+        other, other_meta = read_bank(candidate)
+        if candidate.parent.name != name and 'loaded_bank' not in other_meta and other.keys() == units.keys() \
+                and all(torch.equal(other[u][p], units[u][p]) for u in units for p in units[u]):
+            source, meta = candidate.parent.name, other_meta  # the published bank's own provenance
+            break
+    if source is None:
+        raise ValueError(f'the Sparta bank this run loaded ({path}) is not published under {cards_root}: publish the '
+                         f'run it comes from first (robust-zoo card RUN --tag ...), so that this card can name it.')
+    mapping = bank_args.get('sparta_bank_mapping', 'relative-depth')
+    frozen = bool(bank_args.get('sparta_bank_freeze', True))
+    targets = sparta_units(model)
+    pairs = bank_mapping(list(units), list(targets), mapping)
+    mean = {p: torch.stack([u[p] for u in units.values()]).mean(0) for p in ('beta', 'attn.weight', 'attn.bias')}
+    equal = all(torch.equal(targets[t].state_dict()[p], (mean if s == '*' else units[s])[p])
+                for t, s in pairs.items() for p in ('beta', 'attn.weight', 'attn.bias'))
+    if frozen and not equal:
+        raise ValueError(f"the run loaded {source}'s Sparta bank frozen, but its weights' Sparta units differ from the "
+                         f'bank: they were trained after all, so the card would misstate them.')
+    return dict(source=source, source_model=meta.get('source_model'), source_dataset=meta.get('dataset'),
+                source_threat_model=meta.get('threat_model'), mapping=mapping, frozen=frozen,
+                units_equal_bank=equal, n_units=len(pairs), pairs=pairs)
+
+
 def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records, dataset, images, sha, folder,
-               recipe_path, attack_cfg, run) -> str:
+               recipe_path, attack_cfg, run, bank=None) -> str:
     import timm
 
     _, display, data_text = _DATASETS.get(dataset, (dataset, dataset, f'{dataset}.'))
@@ -749,8 +794,9 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         '</details>',
         '',
         'Reproduce with `python train/train_at.py '
-        + (f'-c {_repo_relative(recipe_path)} --model {args.get("model")} --seed {args.get("seed", 0)}`'
-           if recipe_path else '-c args.yaml` (the args.yaml of this repo)') + '.',
+        + (f'-c {_repo_relative(recipe_path)} --model {args.get("model")} --seed {args.get("seed", 0)}'
+           if recipe_path else '-c args.yaml') + (f' --model-kwargs sparta_bank={bank["source"]}' if bank else '')
+        + '`' + ('' if recipe_path else ' (the args.yaml of this repo)') + '.',
         '',
         '## Data',
         '',
@@ -787,6 +833,19 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     if images:
         lines += ['', '## Plots', '']
         lines += [f'![{alt}]({file})' for file, alt in images]
+    if bank:
+        src_data = _DATASETS.get(bank['source_dataset'], (None, bank['source_dataset']))[1]
+        lines += ['', '## Sparta bank (transferred)', '',
+                  f"This model's {bank['n_units']} Sparta activations were not trained here: they were loaded from the "
+                  f"published bank of [`{bank['source']}`](../{bank['source']}) ({bank['source_model']} adversarially "
+                  f"trained on {src_data} under `{bank['source_threat_model']}`) with the `{bank['mapping']}` mapping "
+                  + ('and kept frozen while the rest of the network was trained. The shipped weights hold exactly the '
+                     "bank's values (checked when this card was written)." if bank['frozen'] else
+                     'and trained further with the rest of the network.'),
+                  '', '<details><summary>unit mapping (target unit: bank unit)</summary>', '',
+                  '| unit of this model | bank unit |', '|---|---|']
+        lines += [f'| `{t}` | `{s}` |' for t, s in bank['pairs'].items()]
+        lines += ['', '</details>']
     if (folder / 'sparta_bank.safetensors').is_file():
         lines += ['', '## Sparta bank', '',
                   f'`sparta_bank.safetensors` holds this model\'s trained Sparta units on their own, to reuse them '
@@ -900,18 +959,21 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     activation, threat model), over seeds. The source is each card's README.md metadata (model-index + the
     `robust_zoo` block), read with `huggingface_hub.ModelCard.load`.
 
-    Each row: base_architecture, activation, threat_model, seeds, repos, `clean` (the clean accuracy at the
+    A model whose Sparta units came frozen from another model's bank is its own row (`bank`: where from).
+    Each row: base_architecture, activation, bank, threat_model, seeds, repos, `clean` (the clean accuracy at the
     largest n) and `robust` ({protocol label: stat}); a stat holds mean, sd (sample sd over seeds; None for one
     seed), min, max, values, n_seeds, n_examples and wilson95 (the Wilson interval at the mean and n: the
     test-sample uncertainty of one seed)."""
     root = Path(cards_root) if cards_root is not None else cards_dir()
     cards = [_card_results(p / 'README.md') for p in sorted(root.iterdir())
              if (p / 'README.md').is_file()] if root.is_dir() else []
-    groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]] = defaultdict(list)
+    groups: Dict[Tuple[str, str, str, str], List[Dict[str, Any]]] = defaultdict(list)
     for card in cards:
-        groups[(card.get('base_architecture') or card['architecture'], card['activation'], card['threat_model'])].append(card)
+        groups[(card.get('base_architecture') or card['architecture'], card['activation'], _bank_label(card),
+                card['threat_model'])].append(card)
     rows = []
-    for (base, activation, threat), members in sorted(groups.items()):
+    for (base, activation, bank, threat), members in sorted(groups.items(), key=lambda kv: (
+            kv[0][0], kv[0][3], kv[0][1], kv[0][2])):
         clean: Dict[int, List[float]] = defaultdict(list)
         robust: Dict[Tuple[str, int], List[float]] = defaultdict(list)
         labels: Dict[Tuple[str, int], str] = {}
@@ -927,12 +989,24 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
                     labels[key] = _protocol_label(dict(r, kind='robust'))
         n_clean = max(clean) if clean else None
         rows.append(dict(
-            base_architecture=base, activation=activation, threat_model=threat,
+            base_architecture=base, activation=activation, bank=bank or None, threat_model=threat,
             seeds=sorted(c.get('seed') for c in members), repos=sorted(c['folder'] for c in members),
             clean=_stat(clean[n_clean], n_clean) if n_clean else None,
             robust={labels[k]: _stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
                 kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))}))
     return rows
+
+
+def _bank_label(card: Mapping[str, Any]) -> str:
+    """'' for a model that trained its own activations, else where its frozen Sparta bank comes from."""
+    bank = card.get('sparta_bank')
+    if not isinstance(bank, dict) or not bank.get('frozen', True):
+        return ''
+    return f"{bank.get('source_model')} on {bank.get('source_dataset')}"
+
+
+def _activation_cell(row: Mapping[str, Any]) -> str:
+    return f"`{row['activation']}`" + (f" (frozen bank: {row['bank']})" if row.get('bank') else '')
 
 
 def _fmt_stat(s: Optional[Mapping[str, Any]]) -> str:
@@ -953,7 +1027,7 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
     lines = ['| architecture | activation | threat model | seeds | ' + ' | '.join([clean_head, *protocols]) + ' |',
              '|' + '---|' * (5 + len(protocols))]
     for r in rows:
-        cells = [r['base_architecture'], f"`{r['activation']}`", f"`{r['threat_model']}`", str(len(r['seeds'])),
+        cells = [r['base_architecture'], _activation_cell(r), f"`{r['threat_model']}`", str(len(r['seeds'])),
                  _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
         cells += [_fmt_stat(r['robust'].get(p)) for p in protocols]
         lines.append('| ' + ' | '.join(cells) + ' |')
@@ -985,7 +1059,8 @@ def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
                 x = i + (j - (len(series) - 1) / 2) * width
                 ax.bar(x, s['mean'], width, yerr=s['sd'] or 0, capsize=2, color=f'C{j}', label=label if i == 0 else None)
                 ax.plot([x] * len(s['values']), s['values'], 'k.', markersize=3)
-        ax.set_xticks(range(len(members)), [r['activation'] for r in members], fontsize=8)
+        ax.set_xticks(range(len(members)), [r['activation'] + (' (bank)' if r.get('bank') else '') for r in members],
+                      fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_ylabel('accuracy')
         ax.set_title(f'{base}, {threat}\nbars: mean over seeds, whiskers: sd, dots: seeds', fontsize=9)
@@ -1022,7 +1097,8 @@ def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
     out = []
     by_arch: Dict[Tuple[str, str], Dict[str, Mapping[str, Any]]] = defaultdict(dict)
     for r in rows:
-        by_arch[(r['base_architecture'], r['threat_model'])][r['activation']] = r
+        if not r.get('bank'):  # transferred banks have their own verdicts (transfer_verdicts)
+            by_arch[(r['base_architecture'], r['threat_model'])][r['activation']] = r
     for (arch, threat), acts in sorted(by_arch.items()):
         for claim, better, base in CLAIMS:
             present = [a for a in better if a in acts]
@@ -1055,25 +1131,113 @@ def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
     return out
 
 
+def _sign(a: Mapping[str, Any], b: Mapping[str, Any]) -> Tuple[int, str]:
+    """(+1 / -1 / 0 when a - b is beyond / within 2 standard errors, 'diff ± se points')."""
+    diff, se = _difference(a, b)
+    return (0 if abs(diff) <= 2 * se else (1 if diff > 0 else -1)), f'{100 * diff:+.1f} ± {100 * se:.1f} points'
+
+
+def transfer_experiments(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """The Sparta transfer experiments among the leaderboard rows: for every (target architecture, threat model,
+    bank source) with a frozen-bank row, that row with the same target's ReLU and from-scratch Sparta rows, and
+    the strongest robust protocol all of them share."""
+    from .threat_models import get_threat_model
+    out = []
+    for r in rows:
+        if not r.get('bank') or r['activation'] != 'sparta':
+            continue
+        same = {x['activation']: x for x in rows if not x.get('bank') and x['base_architecture'] == r['base_architecture']
+                and x['threat_model'] == r['threat_model'] and x['activation'] in ('relu', 'sparta')}
+        arms = [a for a in (same.get('relu'), same.get('sparta'), r) if a]
+        common = [p for p in r['robust'] if all(p in a['robust'] for a in arms)]
+        source_dataset = r['bank'].rpartition(' on ')[2]
+        target_dataset = get_threat_model(r['threat_model']).dataset
+        out.append(dict(target=r['base_architecture'], threat_model=r['threat_model'], bank=r['bank'],
+                        across='datasets' if target_dataset != source_dataset else 'CNNs',
+                        relu=same.get('relu'), scratch=same.get('sparta'), transferred=r,
+                        protocol=common[-1] if common else None))
+    return out
+
+
+def transfer_markdown(experiments: Sequence[Mapping[str, Any]]) -> str:
+    """The transfer experiments as one markdown table (accuracies in %)."""
+    if not experiments:
+        return '_No transferred Sparta models published yet._'
+    lines = ['| transfer across | target | threat model | arm | seeds | clean | robust | protocol |',
+             '|---|---|---|---|---|---|---|---|']
+    for e in experiments:
+        for label, row in (('ReLU', e['relu']), ('Sparta from scratch', e['scratch']),
+                           (f"Sparta, frozen bank from {e['bank']}", e['transferred'])):
+            if row is None:
+                lines.append(f"| {e['across']} | {e['target']} | `{e['threat_model']}` | {label} | 0 | – | – | |")
+                continue
+            robust = row['robust'].get(e['protocol']) if e['protocol'] else None
+            lines.append(f"| {e['across']} | {e['target']} | `{e['threat_model']}` | {label} | {len(row['seeds'])} | "
+                         f"{_fmt_stat(row['clean'])} | {_fmt_stat(robust)} | {e['protocol'] or '–'} |")
+    lines += ['', 'Accuracy in %: mean ± sample standard deviation over seeds (no ± for one seed), then [the 95% Wilson '
+                  'interval at the mean and n test images]. Seed s of a transferred model loads the bank of seed s of '
+                  'its source. Generated from the model cards in `model_cards/` by `robust-zoo leaderboard`.']
+    return '\n'.join(lines)
+
+
+def transfer_verdicts(experiments: Sequence[Mapping[str, Any]]) -> List[str]:
+    """Two plain sentences per experiment: does the frozen bank beat ReLU (the paper's claim), and how does it
+    compare with Sparta trained from scratch in the target; 2 standard errors decide, as for the claims."""
+    out = []
+    for e in experiments:
+        where = f"{e['target']} on `{e['threat_model']}`, bank from {e['bank']}"
+        if e['protocol'] is None:
+            out.append(f"**Sparta transfers across {e['across']} (Guo et al.)** -- {where}: cannot tell yet (the arms "
+                       'share no robust protocol).')
+            continue
+        t = e['transferred']['robust'][e['protocol']]
+        for base, claim, words in (
+                ('relu', f"Sparta transfers across {e['across']} and beats ReLU (Guo et al.)",
+                 {1: 'agrees', -1: 'disagrees', 0: 'cannot tell'}),
+                ('scratch', 'a frozen transferred Sparta bank vs Sparta trained from scratch in the target',
+                 {1: 'the transferred bank is better', -1: 'the transferred bank is worse',
+                  0: 'cannot tell them apart'})):
+            if e[base] is None or e['protocol'] not in e[base]['robust']:
+                out.append(f'**{claim}** -- {where}: cannot tell yet (no {base} model published).')
+                continue
+            b = e[base]['robust'][e['protocol']]
+            sign, text = _sign(t, b)
+            out.append(f"**{claim}** -- {where}: this scale {'says ' if base == 'scratch' else ''}{words[sign]} "
+                       f"({e['protocol']}; robust accuracy vs {'ReLU' if base == 'relu' else 'from scratch'}: {text}; "
+                       f"seeds {t['n_seeds']} vs {b['n_seeds']}; 2 standard errors decide).")
+    return out
+
+
+def _replace_block(text: str, start: str, end: str, body: str, where: Path) -> str:
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f'{where} needs one {start} line followed by one {end} line where the table goes.')
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f'{head}{start}\n{body}\n{end}{tail}'
+
+
 def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None,
                       cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     """Replace the text between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->` in `readme_path`
-    with the leaderboard table of the cards, and draw it to `png_path` (linked from the table). Returns the rows."""
+    with the leaderboard table of the cards and the claims' verdicts, and draw it to `png_path` (linked from the
+    table). If the README also has `<!-- transfer:start -->` / `<!-- transfer:end -->`, the Sparta transfer table
+    and its verdicts go there. Returns the rows."""
     readme = Path(readme_path)
-    text = readme.read_text() if readme.is_file() else None
-    if text is None or text.count(LEADERBOARD_START) != 1 or text.count(LEADERBOARD_END) != 1 \
-            or text.index(LEADERBOARD_START) > text.index(LEADERBOARD_END):
-        raise ValueError(f'{readme} needs one {LEADERBOARD_START} line followed by one {LEADERBOARD_END} line '
-                         f'where the leaderboard goes.')
+    text = readme.read_text() if readme.is_file() else ''
+    _replace_block(text, LEADERBOARD_START, LEADERBOARD_END, '', readme)  # check the markers before any work
     rows = leaderboard(cards_root)
     image = None
     if png_path is not None and rows:
         png = _plot_leaderboard(rows, Path(png_path))
         image = os.path.relpath(png.resolve(), readme.resolve().parent)
-    head, rest = text.split(LEADERBOARD_START, 1)
-    _, tail = rest.split(LEADERBOARD_END, 1)
     verdicts = claim_verdicts(rows)
     body = leaderboard_markdown(rows, image) + ('\n\n' + '\n\n'.join(verdicts) if verdicts else '')
-    readme.write_text(f'{head}{LEADERBOARD_START}\n{body}\n{LEADERBOARD_END}{tail}')
+    text = _replace_block(text, LEADERBOARD_START, LEADERBOARD_END, body, readme)
+    if TRANSFER_START in text or TRANSFER_END in text:
+        experiments = transfer_experiments(rows)
+        verdicts = transfer_verdicts(experiments)
+        body = transfer_markdown(experiments) + ('\n\n' + '\n\n'.join(verdicts) if verdicts else '')
+        text = _replace_block(text, TRANSFER_START, TRANSFER_END, body, readme)
+    readme.write_text(text)
     return rows
 

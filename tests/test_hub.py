@@ -416,6 +416,141 @@ def test_leaderboard_needs_its_markers(tmp_path, capsys):
     assert hub.leaderboard(tmp_path / 'none') == [] and 'No published models yet' in hub.leaderboard_markdown([])
 
 
+
+# --- Sparta transfer: cards of models with a frozen bank, and the transfer table ---------------------------
+
+def _sparta_trained_like(arch, seed=0, **kwargs):
+    """A Sparta model whose units all differ (as after training), so a mapping or provenance mistake shows."""
+    torch.manual_seed(seed)
+    model = timm.create_model(f'robust_zoo/{arch}', **kwargs)
+    if 'sparta_bank' not in kwargs:
+        with torch.no_grad():
+            for i, unit in enumerate(robust_zoo.sparta.sparta_units(model).values()):
+                unit.beta.fill_(1 + i + seed)
+                unit.attn.weight.normal_()
+    return model
+
+
+def _transfer_card(run, tmp_path, cards, index, *, arch, tag, robust, clean, model=None, model_kwargs=None,
+                   seed=0):
+    """A card for `arch` with given numbers (n = 20) from a run folder holding `model`'s weights."""
+    src = tmp_path / f'run-{arch}-{tag}'
+    shutil.copytree(run['dir'], src)
+    model = model if model is not None else timm.create_model(f'robust_zoo/{arch}')
+    save_weights(model.state_dict(), src / 'model.safetensors', dict(arch=f'robust_zoo/{arch}', epoch='0'))
+    args = yaml.safe_load((src / 'args.yaml').read_text())
+    (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, model=f'robust_zoo/{arch}', seed=seed,
+                                                       model_kwargs=model_kwargs or {}), sort_keys=False))
+    record = copy.deepcopy(run['records'][1])
+    record.update(model=f'robust_zoo/{arch}', seed=seed, clean_accuracy=clean, robust_accuracy=robust,
+                  attacks={'pgd-20': robust}, confidence_interval=list(wilson_interval(round(robust * 20), 20)))
+    return hub.write_card_repo(src, tag=tag, evaluations=[record], out_root=cards, index_path=index)
+
+
+@pytest.fixture
+def source_card(run, tmp_path):
+    """A published ResNet-20 Sparta card (its folder ships sparta_bank.safetensors)."""
+    cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
+    folder = _transfer_card(run, tmp_path, cards, index, arch='resnet20_sparta_at', tag='fmnist_s0', robust=0.5,
+                            clean=0.8, model=_sparta_trained_like('resnet20_sparta_at'))
+    return dict(folder=folder, cards=cards, index=index)
+
+
+def test_a_transferred_model_card_names_its_published_bank(run, tmp_path, source_card):
+    bank_file = source_card['folder'] / 'sparta_bank.safetensors'
+    assert bank_file.is_file()
+    copy_elsewhere = tmp_path / 'runs' / 'sparta_bank.safetensors'  # as the grid loads it: a run's own bank file
+    copy_elsewhere.parent.mkdir()
+    robust_zoo.sparta.save_bank(_sparta_trained_like('resnet20_sparta_at'), copy_elsewhere, run='resnet20_sparta_at-s0')
+    model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(copy_elsewhere))
+    folder = _transfer_card(run, tmp_path, source_card['cards'], source_card['index'], arch='resnet32_sparta_at',
+                            tag='fmnist_bank_s0', robust=0.55, clean=0.8, model=model,
+                            model_kwargs={'sparta_bank': str(copy_elsewhere)})
+    card = hub._card_results(folder / 'README.md')
+    bank = card['sparta_bank']
+    assert bank['source'] == 'resnet20_sparta_at.fmnist_s0' and bank['frozen'] and bank['units_equal_bank']
+    assert (bank['source_model'], bank['source_dataset'], bank['mapping'], bank['n_units']) == (
+        'resnet20_sparta_at', 'fashion-mnist', 'relative-depth', 31)
+    text = (folder / 'README.md').read_text()
+    assert '## Sparta bank (transferred)' in text and '| `stages.2.4.act2` | `stages.2.2.act2` |' in text
+    assert '--model-kwargs sparta_bank=resnet20_sparta_at.fmnist_s0`' in text
+    assert not (folder / 'sparta_bank.safetensors').exists(), 'a frozen bank is published once, by its source'
+    # the published transferred model loads by name with the bank's values in it
+    hub.register_published(source_card['index'], source_card['cards'])
+    loaded = timm.create_model(f'local-dir:{folder}', pretrained=True)
+    units, _ = robust_zoo.sparta.read_bank(bank_file)
+    assert torch.equal(robust_zoo.sparta.sparta_units(loaded)['stages.2.4.act2'].attn.weight,
+                       units['stages.2.2.act2']['attn.weight'])
+
+
+def test_a_transferred_card_refuses_an_unpublished_or_retrained_bank(run, tmp_path, source_card):
+    other = robust_zoo.sparta.save_bank(_sparta_trained_like('resnet20_sparta_at', seed=5), tmp_path / 'b.safetensors')
+    model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(other))
+    with pytest.raises(ValueError, match='is not published .*publish the run it comes from first'):
+        _transfer_card(run, tmp_path, source_card['cards'], source_card['index'], arch='resnet32_sparta_at',
+                       tag='fmnist_bank_s0', robust=0.5, clean=0.8, model=model, model_kwargs={'sparta_bank': str(other)})
+    bank_file = source_card['folder'] / 'sparta_bank.safetensors'
+    model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(bank_file))
+    with torch.no_grad():
+        robust_zoo.sparta.sparta_units(model)['stages.1.0.act1'].beta.add_(0.01)  # "frozen" units that moved
+    with pytest.raises(ValueError, match="Sparta units differ from the bank"):
+        _transfer_card(run, tmp_path, source_card['cards'], source_card['index'], arch='resnet32_sparta_at',
+                       tag='fmnist_bank_s1', robust=0.5, clean=0.8, model=model,
+                       model_kwargs={'sparta_bank': str(bank_file)})
+
+
+def test_transfer_table_and_verdicts_are_generated_from_the_cards(run, tmp_path, source_card):
+    cards, index = source_card['cards'], source_card['index']
+    bank_file = source_card['folder'] / 'sparta_bank.safetensors'
+    for seed, (relu, scratch, banked) in enumerate(((0.20, 0.50, 0.90), (0.22, 0.48, 0.92), (0.18, 0.52, 0.91))):
+        _transfer_card(run, tmp_path, cards, index, arch='resnet32_relu_at', tag=f'x_s{seed}', robust=relu, clean=0.8,
+                       seed=seed)
+        _transfer_card(run, tmp_path, cards, index, arch='resnet32_sparta_at', tag=f'x_s{seed}', robust=scratch,
+                       clean=0.8, seed=seed, model=_sparta_trained_like('resnet32_sparta_at', seed=seed))
+        _transfer_card(run, tmp_path, cards, index, arch='resnet32_sparta_at', tag=f'x_bank_s{seed}', robust=banked,
+                       clean=0.8, seed=seed, model=timm.create_model('robust_zoo/resnet32_sparta_at',
+                                                                     sparta_bank=str(bank_file)),
+                       model_kwargs={'sparta_bank': str(bank_file)})
+    rows = hub.leaderboard(cards)
+    sparta_rows = [r for r in rows if r['base_architecture'] == 'resnet32' and r['activation'] == 'sparta']
+    assert [r['bank'] for r in sparta_rows] == [None, 'resnet20_sparta_at on fashion-mnist']
+    # the main claims compare ReLU with the from-scratch Sparta only
+    claim = [v for v in hub.claim_verdicts(rows) if v.startswith('**Sparta beats ReLU') and 'resnet32' in v]
+    assert len(claim) == 1 and 'sparta +30.0 ± ' in claim[0]
+
+    (experiment,) = hub.transfer_experiments(rows)
+    assert experiment['across'] == 'CNNs' and experiment['target'] == 'resnet32'
+    assert experiment['protocol'] == 'pgd-20, n=20'
+    table = hub.transfer_markdown([experiment])
+    assert '| CNNs | resnet32 | `fashion-mnist-linf` | Sparta, frozen bank from resnet20_sparta_at on fashion-mnist | 3 |' \
+        in table
+    assert '| CNNs | resnet32 | `fashion-mnist-linf` | ReLU | 3 | 80.0 ± 0.0 ' in table
+    beats_relu, vs_scratch = hub.transfer_verdicts([experiment])
+    assert 'beats ReLU' in beats_relu and 'this scale agrees' in beats_relu and '+71.0 ± ' in beats_relu
+    assert 'from scratch' in vs_scratch and 'the transferred bank is better' in vs_scratch
+
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'{hub.LEADERBOARD_START}\n{hub.LEADERBOARD_END}\n\n{hub.TRANSFER_START}\nold\n{hub.TRANSFER_END}\n')
+    hub.write_leaderboard(readme, cards_root=cards)
+    text = readme.read_text()
+    assert 'old' not in text and table in text and beats_relu in text and vs_scratch in text
+    assert '(frozen bank: resnet20_sparta_at on fashion-mnist)' in text.split(hub.LEADERBOARD_END)[0]
+
+
+def test_transfer_across_datasets_and_missing_arms():
+    def row(act, threat, robust, bank=None):
+        stat = hub._stat([robust], 500)
+        return dict(base_architecture='resnet20', activation=act, bank=bank, threat_model=threat, seeds=[0],
+                    clean=stat, robust={'pgd-20, n=500': stat})
+    rows = [row('sparta', 'digits-linf', 0.7, bank='resnet20_sparta_at on fashion-mnist'),
+            row('sparta', 'fashion-mnist-linf', 0.6)]
+    (experiment,) = hub.transfer_experiments(rows)
+    assert experiment['across'] == 'datasets' and experiment['relu'] is None and experiment['scratch'] is None
+    assert '| datasets | resnet20 | `digits-linf` | ReLU | 0 | – | – | |' in hub.transfer_markdown([experiment])
+    assert all('cannot tell yet (no ' in v for v in hub.transfer_verdicts([experiment]))
+    assert hub.transfer_markdown([]) == '_No transferred Sparta models published yet._'
+
+
 # --- the command --------------------------------------------------------------------------------------------
 
 def test_cli_card_writes_into_the_index_in_use(run, tmp_path, published, capsys):

@@ -54,3 +54,14 @@ def test_stated_clean_accuracy_reproduces_on_500_test_images(name):
         correct = sum(int((model(x[i:i + 250]).argmax(1) == y[i:i + 250]).sum()) for i in range(0, 500, 250))
     lo, hi = wilson_interval(correct, 500)
     assert lo <= entry['clean_accuracy'] <= hi, (name, correct / 500, entry['clean_accuracy'])
+
+
+def test_readme_leaderboard_and_transfer_tables_are_the_ones_the_cards_generate(tmp_path):
+    from pathlib import Path
+
+    from robust_zoo.hub import write_leaderboard
+    readme = Path(__file__).resolve().parents[1] / 'README.md'
+    copy = tmp_path / 'README.md'
+    copy.write_text(readme.read_text())
+    write_leaderboard(copy, tmp_path / 'model_cards' / 'leaderboard.png')  # same relative image link
+    assert copy.read_text() == readme.read_text(), 'stale README tables: run robust-zoo leaderboard --readme README.md'
