@@ -10,9 +10,13 @@ zoo_grid = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(zoo_grid)
 
 
-def test_all_grid_is_both_grids_once():
+def test_all_grid_is_both_grids_once_then_apgd_for_seed_0():
     zoo, transfer = Path('z'), Path('t')
     queue = zoo_grid.all_grid(zoo, transfer)
+    apgd = [run.name for _, run in queue if 'apgd_1k' in run.evals]
+    assert sorted(apgd) == sorted(f'resnet20_{a}_at-s0' for a in zoo_grid.ACTIVATIONS)
+    assert [run.name for _, run in queue[-len(apgd):]] == apgd, 'the APGD evaluations come after all training'
+    queue = queue[:-len(apgd)]
     names = [(root, run.name) for root, run in queue]
     assert len(names) == len(set(names))
     assert sorted(n for r, n in names if r == zoo) == sorted(r.name for r in zoo_grid.zoo_grid())
@@ -22,6 +26,7 @@ def test_all_grid_is_both_grids_once():
 def test_bank_runs_come_after_their_bank_and_seed_0_comes_first():
     zoo = Path('z')
     queue = zoo_grid.all_grid(zoo, Path('t'))
+    queue = [(root, run) for root, run in queue if 'apgd_1k' not in run.evals]  # the training part
     position = {root / run.name: i for i, (root, run) in enumerate(queue)}
     banked = [(i, run) for i, (_, run) in enumerate(queue) if run.bank_run is not None]
     assert len(banked) == 9
@@ -29,7 +34,9 @@ def test_bank_runs_come_after_their_bank_and_seed_0_comes_first():
         assert position[run.bank_run] < i, f'{run.name} is queued before its bank {run.bank_run}'
     seeds = [run.seed for _, run in queue]
     assert seeds.index(1) == seeds.count(0), 'every seed-0 run comes before the first seed-1 run'
-    assert all(run.eval_10k for root, run in queue if root == zoo)
+    assert all(zoo_grid.EVAL_10K in run.evals for root, run in queue if root == zoo)
+    tags = {(run.model, run.tag) for _, run in queue}
+    assert len(tags) == len({run.name for _, run in queue}), 'every run publishes under its own name'
 
 
 def test_dry_run_lists_states(tmp_path):

@@ -9,7 +9,12 @@ evaluated with PGD-20 on all 10,000 test images (RUN/pgd20_10k.json, the cards' 
 `transfer` (issue 5): Sparta banks from the zoo's ResNet-20 Sparta runs (seed s), frozen, in ResNet-32/56 on
 Fashion-MNIST and in ResNet-20 on the digits, against ReLU and Sparta from scratch, same seeds and budget.
 `all`: both as one queue, ordered so that every session's end leaves complete results behind: seed 0 of
-every experiment first (each transfer run as soon as its bank exists), then seeds 1 and 2.
+every experiment first (each transfer run as soon as its bank exists), then seeds 1 and 2, then APGD-CE +
+APGD-T on 1,000 test images for seed 0 of every zoo activation (RUN/apgd_1k.json).
+
+`--publish` trains nothing: it writes (or refreshes) the model card of every finished run, zoo first so that
+transferred models can name their published bank, then regenerates the README tables:
+    python train/zoo_grid.py --publish && git add model_cards robust_zoo/published.json README.md
 
 Each run goes to ROOT/<name>/. A finished run (final_eval.json) is skipped, a started one is resumed from its
 last.ckpt, so killing and restarting this script loses at most --checkpoint-interval steps. A run whose
@@ -20,7 +25,7 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 ACTIVATIONS = ('relu', 'softplus', 'smoothrelu', 'silu', 'gelu', 'elu', 'pssilu', 'psoftplus', 'sparta',
                'capped_relu', 'relu_smoothgrad')
@@ -28,6 +33,12 @@ CLAIMS = ('relu', 'silu', 'pssilu', 'sparta', 'capped_relu', 'relu_smoothgrad') 
 SEEDS = (0, 1, 2)
 HERE = Path(__file__).resolve().parent
 EVAL_10K = 'pgd20_10k'
+# evaluation records a finished run can get: file stem -> robust-zoo eval flags (all resumable with --state)
+EVALS = {
+    'pgd20_10k': ['--attacks', 'pgd-20', '--n-examples', '10000', '--batch-size', '250', '--compile'],
+    'apgd_1k': ['--attacks', 'apgd-ce+apgd-t', '--n-examples', '1000', '--batch-size', '100'],
+    'aa_500': ['--attacks', 'autoattack-standard', '--n-examples', '500', '--batch-size', '100'],
+}
 
 
 class Run(NamedTuple):
@@ -35,17 +46,19 @@ class Run(NamedTuple):
     recipe: str
     model: str
     seed: int
+    tag: str  # its card's tag: the model is published as <model>.<tag>
     bank_run: Optional[Path] = None  # the zoo run whose Sparta bank is loaded (frozen)
-    eval_10k: bool = False  # follow with PGD-20 on all 10,000 test images
+    evals: Tuple[str, ...] = ()  # EVALS to run once it is trained
 
 
 def _zoo(act: str, seed: int) -> Run:
-    return Run(f'resnet20_{act}_at-s{seed}', 'fmnist_resnet20.yaml', f'resnet20_{act}_at', seed, eval_10k=True)
+    return Run(f'resnet20_{act}_at-s{seed}', 'fmnist_resnet20.yaml', f'resnet20_{act}_at', seed, f'fmnist_s{seed}',
+               evals=(EVAL_10K,))
 
 
 def zoo_grid() -> List[Run]:
     runs = [_zoo(a, 0) for a in ACTIVATIONS]
-    runs += [Run(f'mlp3_{a}_at-s0', 'capped_relu_mlp3_fmnist.yaml', f'mlp3_{a}_at', 0, eval_10k=True)
+    runs += [Run(f'mlp3_{a}_at-s0', 'capped_relu_mlp3_fmnist.yaml', f'mlp3_{a}_at', 0, 'fmnist_s0', evals=(EVAL_10K,))
              for a in ('capped_relu', 'relu')]
     runs += [_zoo(a, s) for s in SEEDS[1:] for a in CLAIMS]
     return runs
@@ -53,17 +66,20 @@ def zoo_grid() -> List[Run]:
 
 def _digits(seed: int, zoo_root: Path) -> List[Run]:
     bank = zoo_root / f'resnet20_sparta_at-s{seed}'
-    return [Run(f'digits-resnet20_relu_at-s{seed}', 'digits_resnet20.yaml', 'resnet20_relu_at', seed),
-            Run(f'digits-resnet20_sparta_at-s{seed}', 'digits_resnet20.yaml', 'resnet20_sparta_at', seed),
-            Run(f'digits-resnet20_sparta_at-bank-s{seed}', 'digits_resnet20.yaml', 'resnet20_sparta_at', seed, bank)]
+    tag = f'digits_s{seed}'
+    return [Run(f'digits-resnet20_relu_at-s{seed}', 'digits_resnet20.yaml', 'resnet20_relu_at', seed, tag),
+            Run(f'digits-resnet20_sparta_at-s{seed}', 'digits_resnet20.yaml', 'resnet20_sparta_at', seed, tag),
+            Run(f'digits-resnet20_sparta_at-bank-s{seed}', 'digits_resnet20.yaml', 'resnet20_sparta_at', seed,
+                f'digits_bank_s{seed}', bank)]
 
 
 def _deeper(depth: int, seed: int, zoo_root: Path) -> List[Run]:
     bank = zoo_root / f'resnet20_sparta_at-s{seed}'
-    recipe = 'fmnist_resnet_transfer.yaml'
-    return [Run(f'resnet{depth}_relu_at-s{seed}', recipe, f'resnet{depth}_relu_at', seed),
-            Run(f'resnet{depth}_sparta_at-s{seed}', recipe, f'resnet{depth}_sparta_at', seed),
-            Run(f'resnet{depth}_sparta_at-bank-s{seed}', recipe, f'resnet{depth}_sparta_at', seed, bank)]
+    recipe, tag = 'fmnist_resnet_transfer.yaml', f'fmnist2ep_s{seed}'  # the 2-epoch transfer budget
+    return [Run(f'resnet{depth}_relu_at-s{seed}', recipe, f'resnet{depth}_relu_at', seed, tag),
+            Run(f'resnet{depth}_sparta_at-s{seed}', recipe, f'resnet{depth}_sparta_at', seed, tag),
+            Run(f'resnet{depth}_sparta_at-bank-s{seed}', recipe, f'resnet{depth}_sparta_at', seed,
+                f'fmnist2ep_bank_s{seed}', bank)]
 
 
 def transfer_grid(zoo_root: Path) -> List[Run]:
@@ -87,6 +103,8 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     for s in SEEDS[1:]:
         queue += zoo(_zoo(a, s) for a in ('sparta',) + tuple(a for a in CLAIMS if a != 'sparta'))
         queue += transfer(_digits(s, zoo_root) + _deeper(32, s, zoo_root) + _deeper(56, s, zoo_root))
+    queue += [(root, run._replace(evals=run.evals + ('apgd_1k',))) for root, run in queue
+              if root == zoo_root and run.seed == 0 and run.name.startswith('resnet20_')]
     return queue
 
 
@@ -109,19 +127,18 @@ def bank_of(run: Path) -> Path:
     return path
 
 
-def eval_10k_cmd(out: Path, model: str) -> List[str]:
-    """PGD-20 on all 10,000 test images with the full sanity checks, resumable: the cards' second record."""
+def eval_cmd(out: Path, model: str, kind: str) -> List[str]:
+    """One of EVALS on a finished run's weights, with the full sanity checks, resumable: a card record."""
     return [sys.executable, '-m', 'robust_zoo.cli', 'eval', f'robust_zoo/{model}',
-            '--checkpoint', str(out / 'model.safetensors'), '--threat-model', 'fashion-mnist-linf',
-            '--attacks', 'pgd-20', '--n-examples', '10000', '--batch-size', '250', '--checks', 'full',
-            '--compile', '--state', str(out / f'{EVAL_10K}.state.json'), '--output', str(out / f'{EVAL_10K}.json')]
+            '--checkpoint', str(out / 'model.safetensors'), '--threat-model', 'fashion-mnist-linf', *EVALS[kind],
+            '--checks', 'full', '--state', str(out / f'{kind}.state.json'), '--output', str(out / f'{kind}.json')]
 
 
 def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
     out = root / run.name
     trained = (out / 'final_eval.json').exists()
-    evaluated = not run.eval_10k or (out / f'{EVAL_10K}.json').exists()
-    if trained and evaluated:
+    todo = [kind for kind in run.evals if not (out / f'{kind}.json').exists()]
+    if trained and not todo:
         print(f'done     {out}', flush=True)
         return
     if run.bank_run is not None and not (run.bank_run / 'final_eval.json').exists():
@@ -142,13 +159,35 @@ def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
         if rc != 0:
             print(f'FAILED   {out} (exit {rc}); continuing with the next run', flush=True)
             return
-    if not evaluated:
-        cmd = eval_10k_cmd(out, run.model)
+    for kind in todo:
+        cmd = eval_cmd(out, run.model, kind)
         print(f'evaluate {out}: {" ".join(cmd[1:])}', flush=True)
-        with open(out / f'{EVAL_10K}.log', 'a') as log:
+        with open(out / f'{kind}.log', 'a') as log:
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
         if rc != 0:
-            print(f'FAILED   {out} evaluation (exit {rc}, see {out / EVAL_10K}.log); continuing', flush=True)
+            print(f'FAILED   {out} {kind} (exit {rc}, see {out / kind}.log); continuing', flush=True)
+
+
+def publish(queue: List[tuple], readme: Path) -> int:
+    """Write the card of every finished run whose card is missing or older than its records; then the README
+    tables. A run counts as finished once its final_eval.json and its PGD-20 on 10,000 images (zoo) exist."""
+    import robust_zoo  # noqa: F401
+    from robust_zoo.hub import cards_dir, write_leaderboard, write_card_repo
+    written = 0
+    for root, run in dict(((root, run.name), (root, run)) for root, run in queue).values():
+        out = root / run.name
+        if not (out / 'final_eval.json').exists() or (EVAL_10K in run.evals and not (out / f'{EVAL_10K}.json').exists()):
+            continue
+        records = [out / 'final_eval.json'] + [out / f'{k}.json' for k in EVALS if (out / f'{k}.json').exists()]
+        card = cards_dir() / f'{run.model}.{run.tag}' / 'README.md'
+        if card.exists() and card.stat().st_mtime >= max(r.stat().st_mtime for r in records):
+            continue
+        folder = write_card_repo(out, tag=run.tag, evaluations=records)
+        print(f'card     {folder} ({", ".join(r.stem for r in records)})', flush=True)
+        written += 1
+    rows = write_leaderboard(readme, cards_dir() / 'leaderboard.png')
+    print(f'{readme}: {len(rows)} leaderboard rows; {written} card(s) written', flush=True)
+    return 0
 
 
 def main() -> int:
@@ -159,6 +198,9 @@ def main() -> int:
     p.add_argument('--zoo-root', default='runs/fmnist-zoo', help='the zoo runs, where the transfer runs find the banks')
     p.add_argument('--transfer-root', default='runs/transfer')
     p.add_argument('--dry-run', action='store_true', help='list the runs and their state, train nothing')
+    p.add_argument('--publish', action='store_true', help="write the finished runs' model cards and the README "
+                                                          'tables, train nothing')
+    p.add_argument('--readme', default='README.md', help='with --publish: the README whose tables to regenerate')
     p.add_argument('extra', nargs=argparse.REMAINDER, help='flags passed on to train_at.py')
     args = p.parse_args()
     zoo_root, transfer_root = Path(args.zoo_root), Path(args.transfer_root)
@@ -168,6 +210,8 @@ def main() -> int:
         queue = [(Path(args.root or zoo_root), r) for r in zoo_grid()]
     else:
         queue = [(Path(args.root or transfer_root), r) for r in transfer_grid(zoo_root)]
+    if args.publish:
+        return publish(queue, Path(args.readme))
     for root, run in queue:
         run_one(root, run, args.extra, args.dry_run)
     return 0
