@@ -65,3 +65,31 @@ def test_readme_leaderboard_and_transfer_tables_are_the_ones_the_cards_generate(
     copy.write_text(readme.read_text())
     write_leaderboard(copy, tmp_path / 'model_cards' / 'leaderboard.png')  # same relative image link
     assert copy.read_text() == readme.read_text(), 'stale README tables: run robust-zoo leaderboard --readme README.md'
+
+
+BANKS = [n for n in PUBLISHED if (cards_dir() / n / 'sparta_bank.safetensors').is_file()]
+TRANSFERRED = [n for n in PUBLISHED if 'sparta_bank' in ModelCard.load(cards_dir() / n / 'README.md').data.to_dict()
+               .get('robust_zoo', {})]
+
+
+@pytest.mark.parametrize('name', BANKS)
+def test_published_bank_loads_by_name_into_a_deeper_net(name):
+    from robust_zoo.sparta import read_bank, sparta_units
+    units, meta = read_bank(cards_dir() / name / 'sparta_bank.safetensors')
+    assert meta['repo'] == name and meta['dataset'] == load_published()[name]['dataset']
+    model = timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank=name)
+    last = sparta_units(model)['stages.2.8.act2']
+    assert torch.equal(last.attn.weight, units['stages.2.2.act2']['attn.weight']) and not last.beta.requires_grad
+
+
+@pytest.mark.parametrize('name', TRANSFERRED)
+def test_transferred_model_holds_its_published_source_bank(name):
+    from robust_zoo.sparta import bank_mapping, read_bank, sparta_units
+    bank = ModelCard.load(cards_dir() / name / 'README.md').data.to_dict()['robust_zoo']['sparta_bank']
+    assert bank['source'] in PUBLISHED and bank['frozen']
+    units, _ = read_bank(cards_dir() / bank['source'] / 'sparta_bank.safetensors')
+    model = timm.create_model(f'robust_zoo/{name}', pretrained=True)
+    targets = sparta_units(model)
+    for target, source in bank_mapping(list(units), list(targets), bank['mapping']).items():
+        assert torch.equal(targets[target].beta, units[source]['beta']), target
+        assert torch.equal(targets[target].attn.weight, units[source]['attn.weight']), target
