@@ -1127,8 +1127,13 @@ def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
                 verdict = 'cannot tell'
             seeds = ', '.join(f"{a}: {acts[a]['robust'][protocol]['n_seeds']}" for a in [base, *present])
             out.append(f'**{claim}** -- {arch} on `{threat}`: this scale {verdict} ({protocol}; robust accuracy vs '
-                       f'{base}: {"; ".join(parts)}; seeds {seeds}; 2 standard errors decide).')
+                       f'{base}: {"; ".join(parts)}; seeds {seeds}; 2 standard errors decide'
+                       f'{_ONE_SEED if any(acts[a]["robust"][protocol]["n_seeds"] < 2 for a in [base, *present]) else ""}).')
     return out
+
+
+_ONE_SEED = ('; with one seed the error is only the test-sample error, not the seed-to-seed spread, so this is '
+             'provisional')
 
 
 def _sign(a: Mapping[str, Any], b: Mapping[str, Any]) -> Tuple[int, str]:
@@ -1204,7 +1209,8 @@ def transfer_verdicts(experiments: Sequence[Mapping[str, Any]]) -> List[str]:
             sign, text = _sign(t, b)
             out.append(f"**{claim}** -- {where}: this scale {'says ' if base == 'scratch' else ''}{words[sign]} "
                        f"({e['protocol']}; robust accuracy vs {'ReLU' if base == 'relu' else 'from scratch'}: {text}; "
-                       f"seeds {t['n_seeds']} vs {b['n_seeds']}; 2 standard errors decide).")
+                       f"seeds {t['n_seeds']} vs {b['n_seeds']}; 2 standard errors decide"
+                       f"{_ONE_SEED if min(t['n_seeds'], b['n_seeds']) < 2 else ''}).")
     return out
 
 

@@ -516,7 +516,7 @@ def test_transfer_table_and_verdicts_are_generated_from_the_cards(run, tmp_path,
     assert [r['bank'] for r in sparta_rows] == [None, 'resnet20_sparta_at on fashion-mnist']
     # the main claims compare ReLU with the from-scratch Sparta only
     claim = [v for v in hub.claim_verdicts(rows) if v.startswith('**Sparta beats ReLU') and 'resnet32' in v]
-    assert len(claim) == 1 and 'sparta +30.0 ± ' in claim[0]
+    assert len(claim) == 1 and 'sparta +30.0 ± ' in claim[0] and 'provisional' not in claim[0]
 
     (experiment,) = hub.transfer_experiments(rows)
     assert experiment['across'] == 'CNNs' and experiment['target'] == 'resnet32'
@@ -528,6 +528,7 @@ def test_transfer_table_and_verdicts_are_generated_from_the_cards(run, tmp_path,
     beats_relu, vs_scratch = hub.transfer_verdicts([experiment])
     assert 'beats ReLU' in beats_relu and 'this scale agrees' in beats_relu and '+71.0 ± ' in beats_relu
     assert 'from scratch' in vs_scratch and 'the transferred bank is better' in vs_scratch
+    assert 'provisional' not in beats_relu + vs_scratch  # three seeds per arm
 
     readme = tmp_path / 'README.md'
     readme.write_text(f'{hub.LEADERBOARD_START}\n{hub.LEADERBOARD_END}\n\n{hub.TRANSFER_START}\nold\n{hub.TRANSFER_END}\n')
@@ -630,3 +631,13 @@ def test_claim_verdicts_agree_disagree_or_cannot_tell():
     assert 'cannot tell' in verdicts["SAT sec. 3: ReLU's smooth backward alone helps"]  # +2 points, seed sd 5
     assert 'capped ReLU adds robustness (Sooksatra et al.)' not in verdicts  # no capped_relu card: no sentence
     assert hub.claim_verdicts([_row('silu', 0.8)]) == []  # no ReLU baseline, nothing to say
+
+
+def test_one_seed_verdicts_say_they_are_provisional():
+    def row(act, robust):
+        stat = hub._stat([robust], 10000)
+        return dict(base_architecture='resnet20', activation=act, bank=None, threat_model='fashion-mnist-linf',
+                    seeds=[0], clean=stat, robust={'pgd-20, n=10000': stat})
+    (verdict,) = hub.claim_verdicts([row('relu', 0.66), row('sparta', 0.75)])
+    assert 'this scale agrees' in verdict and 'seeds relu: 1, sparta: 1' in verdict
+    assert 'not the seed-to-seed spread, so this is provisional' in verdict
