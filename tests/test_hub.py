@@ -22,6 +22,7 @@ from huggingface_hub import constants as hf_constants
 from timm.models import get_pretrained_cfg
 
 import robust_zoo
+import robust_zoo.sparta
 from robust_zoo import hub
 from robust_zoo.cli import main
 from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
@@ -456,7 +457,7 @@ def source_card(run, tmp_path):
     return dict(folder=folder, cards=cards, index=index)
 
 
-def test_a_transferred_model_card_names_its_published_bank(run, tmp_path, source_card):
+def test_a_transferred_model_card_names_its_published_bank(run, tmp_path, source_card, published):
     bank_file = source_card['folder'] / 'sparta_bank.safetensors'
     assert bank_file.is_file()
     copy_elsewhere = tmp_path / 'runs' / 'sparta_bank.safetensors'  # as the grid loads it: a run's own bank file
@@ -476,7 +477,7 @@ def test_a_transferred_model_card_names_its_published_bank(run, tmp_path, source
     assert '--model-kwargs sparta_bank=resnet20_sparta_at.fmnist_s0`' in text
     assert not (folder / 'sparta_bank.safetensors').exists(), 'a frozen bank is published once, by its source'
     # the published transferred model loads by name with the bank's values in it
-    hub.register_published(source_card['index'], source_card['cards'])
+    published(source_card['index'], source_card['cards'])
     loaded = timm.create_model(f'local-dir:{folder}', pretrained=True)
     units, _ = robust_zoo.sparta.read_bank(bank_file)
     assert torch.equal(robust_zoo.sparta.sparta_units(loaded)['stages.2.4.act2'].attn.weight,
@@ -581,15 +582,15 @@ def test_a_sparta_card_publishes_its_bank_loadable_by_name(tmp_path, monkeypatch
         for unit in sparta_units(model).values():
             unit.beta.fill_(3.0)
     save_weights(model.state_dict(), run_dir / 'model.safetensors', dict(arch=f'robust_zoo/{arch}'))
-    (run_dir / 'args.yaml').write_text(_train_args(['--model', f'robust_zoo/{arch}', '--output', str(run_dir),
-                                                    '--model-kwargs', 'sparta_bank=some/bank.safetensors']))
+    (run_dir / 'args.yaml').write_text(_train_args(['--model', f'robust_zoo/{arch}', '--output', str(run_dir)]))
     x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
     record = evaluate(model, 'fashion-mnist-linf', data=(x, y), attacks=['fgsm'], n_examples=20, checks=False,
                       model_name=f'robust_zoo/{arch}').to_dict()
     folder = hub.write_card_repo(run_dir, tag=TAG, evaluations=[record], out_root=tmp_path / 'cards',
                                  index_path=tmp_path / 'published.json', org=ORG)
     units, meta = read_bank(folder / 'sparta_bank.safetensors')
-    assert meta['source_model'] == arch and meta['dataset'] == 'fashion-mnist' and 'some/bank' in meta['loaded_bank']
+    assert meta['source_model'] == arch and meta['dataset'] == 'fashion-mnist' and meta['repo'] == f'{arch}.{TAG}'
+    assert 'loaded_bank' not in meta  # trained from scratch: an original bank, which transferred cards can name
     assert all(float(u['beta']) == 3.0 for u in units.values())
     assert 'sparta_bank.safetensors' in (folder / 'README.md').read_text()
     monkeypatch.setitem(hub._state, 'cards_dir', str(tmp_path / 'cards'))
