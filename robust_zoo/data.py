@@ -29,8 +29,10 @@ from torch.utils.data import Dataset, Subset
 __all__ = [
     'DATASETS',
     'DEFAULT_ROOTS',
+    'DIGITS_CLASSES',
     'FASHION_MNIST_CLASSES',
     'FASHION_MNIST_DIR',
+    'LABEL_NAMES',
     'NUM_CLASSES',
     'DatasetError',
     'ImageTensorDataset',
@@ -52,6 +54,10 @@ CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog
 DATASETS = ('fashion-mnist', 'mnist', 'cifar10', 'cifar100', 'imagenet', 'digits')
 _ALIASES = {'imagenet-1k': 'imagenet', 'imagenet1k': 'imagenet', 'fashionmnist': 'fashion-mnist',
             'cifar-10': 'cifar10', 'cifar-100': 'cifar100'}
+DIGITS_CLASSES = tuple(str(d) for d in range(10))
+# class names a model card records as timm's label_names (datasets absent here get none)
+LABEL_NAMES = {'fashion-mnist': FASHION_MNIST_CLASSES, 'mnist': DIGITS_CLASSES, 'digits': DIGITS_CLASSES,
+               'cifar10': CIFAR10_CLASSES}
 NUM_CLASSES = {'fashion-mnist': 10, 'mnist': 10, 'cifar10': 10, 'cifar100': 100, 'imagenet': 1000, 'digits': 10}
 # Datasets with a known location on this machine; the others need `root`.
 DEFAULT_ROOTS = {'fashion-mnist': FASHION_MNIST_DIR, 'digits': Path('sklearn.datasets.load_digits')}

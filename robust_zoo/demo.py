@@ -79,12 +79,19 @@ def run_demo(model_name: str = 'resnet20_silu_at', train_samples: int = 12000, e
 
 
 def default_published_model() -> Optional[str]:
-    """The published model the main job evaluates: resnet20_silu_at's first tag if published, else the first
-    published name; None when nothing is published yet."""
+    """The published model the main job evaluates: the default tag (timm's, see robust_zoo.hub.with_published)
+    of resnet20_silu_at if it has weights, else of the first published architecture; None when nothing is
+    published yet."""
+    from timm.models import get_pretrained_cfg
+
     from .hub import load_published
-    names = sorted(load_published())
-    preferred = [n for n in names if n.startswith('resnet20_silu_at.')]
-    return (preferred or names or [None])[0]
+    index = load_published()
+    archs = sorted({e['architecture'] for e in index.values()}, key=lambda a: (a != 'resnet20_silu_at', a))
+    for arch in archs:
+        cfg = get_pretrained_cfg(arch)
+        if cfg is not None and f'{arch}.{cfg.tag}' in index:
+            return f'{arch}.{cfg.tag}'
+    return min(index) if index else None
 
 
 def run_published(name: Optional[str] = None, n_examples: int = 100, attacks=MAIN_JOB_ATTACKS, seed: int = 0,

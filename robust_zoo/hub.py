@@ -136,8 +136,10 @@ def _published_cfg(base: Any, name: str, entry: Mapping[str, Any], folder: Path)
 
 def with_published(cfgs: Dict[str, Any]) -> Dict[str, Any]:
     """For a family file's `generate_default_cfgs`: its untagged cfgs, with every published `<arch>.<tag>`
-    of the index in use first (the first published tag becomes the default). An architecture with published
-    weights loses its untagged, weightless cfg, as in timm; the others keep it."""
+    of the index in use first. The first becomes timm's default tag: weights for the family's own dataset
+    (its untagged cfg's) before weights for another (e.g. the digits transfer baselines), then the lowest
+    seed, then the tag. An architecture with published weights loses its untagged, weightless cfg, as in
+    timm; the others keep it."""
     out: Dict[str, Any] = {}
     published = defaultdict(list)
     for name, entry in _index().items():
@@ -146,7 +148,9 @@ def with_published(cfgs: Dict[str, Any]) -> Dict[str, Any]:
         arch = key.split('.', 1)[0]
         _BASE_CFGS.setdefault(arch, cfg)
         if arch in published:
-            for name, entry in published[arch]:
+            order = sorted(published[arch], key=lambda item: (
+                item[1]['dataset'] != getattr(cfg, 'dataset', None), item[1].get('seed', 0), item[1]['tag']))
+            for name, entry in order:
                 out[name] = _published_cfg(cfg, name, entry, cards_dir())
         else:
             out[key] = cfg
@@ -504,7 +508,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     from huggingface_hub import ModelCard, ModelCardData
     from timm.models._hub import save_config_for_hf
 
-    from .data import FASHION_MNIST_CLASSES, NUM_CLASSES
+    from .data import LABEL_NAMES, NUM_CLASSES
     from .training import AttackConfig, load_weights
 
     run = Path(run_dir)
@@ -562,7 +566,11 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     hf_hub_id = f'{org}/{name}'
     if not _REPO_ID_RE.match(hf_hub_id):
         raise ValueError(f'{hf_hub_id!r} is not a valid Hub repo id (ORG/NAME).')
-    label_names = list(FASHION_MNIST_CLASSES) if dataset == 'fashion-mnist' and model.num_classes == 10 else None
+    # the dataset's own class names, never ones inherited from the registry's default cfg (another dataset's)
+    label_names = LABEL_NAMES.get(dataset)
+    label_names = list(label_names) if label_names and len(label_names) == model.num_classes else None
+    model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items()
+                            if k not in ('label_names', 'label_descriptions', 'label_offset')}
     pretrained_cfg = dict(
         hf_hub_id=hf_hub_id, tag=tag, dataset=dataset, threat_model=threat['id'],
         input_mean=[float(f'{v:.7g}') for v in model.normalize.mean.flatten().tolist()],

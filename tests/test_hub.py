@@ -23,7 +23,7 @@ from timm.models import get_pretrained_cfg
 
 import robust_zoo
 import robust_zoo.sparta
-from robust_zoo import hub
+from robust_zoo import demo, hub
 from robust_zoo.cli import main
 from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
 from robust_zoo.evaluate import evaluate, wilson_interval
@@ -222,6 +222,30 @@ def test_registered_cfg_agrees_with_config_and_card(card, published):
     assert cfg.file == str(card['cards'] / NAME / 'model.safetensors')
     rz = ModelCard.load(card['folder'] / 'README.md').data.to_dict()['robust_zoo']
     assert (rz['threat_model'], rz['sha256']) == (cfg.threat_model, json.loads(card['index'].read_text())[NAME]['sha256'])
+
+
+def test_the_default_tag_is_the_familys_own_dataset_then_the_lowest_seed(run, tmp_path, published):
+    """Weights for another dataset never become `robust_zoo/<arch>`'s default, however their tags sort."""
+    cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
+    src = tmp_path / 'run-digits'
+    shutil.copytree(run['dir'], src)
+    args = yaml.safe_load((src / 'args.yaml').read_text())
+    (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, dataset='digits'), sort_keys=False))
+    record = copy.deepcopy(run['records'][1])
+    record['threat_model'] = dict(record['threat_model'], id='digits-linf', dataset='digits')
+    folder = hub.write_card_repo(src, tag='digits_s0', evaluations=[record], out_root=cards, index_path=index)
+    for seed in (1, 0):
+        _seed_card(run, tmp_path, cards, index, arch=ARCH, seed=seed, robust=0.5, clean=0.8)
+    assert sorted(json.loads(index.read_text()))[0] == f'{ARCH}.digits_s0'
+    published(index, cards)
+    cfg = get_pretrained_cfg(ARCH)
+    assert (cfg.tag, cfg.dataset, cfg.threat_model) == ('fmnist_s0', 'fashion-mnist', 'fashion-mnist-linf')
+    assert cfg.label_names == FASHION_MNIST_CLASSES
+    assert demo.default_published_model() == f'{ARCH}.fmnist_s0'  # the main job evaluates the default tag
+    # the digits card names the digits, not the class names its architecture's default cfg carries
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['label_names'] == [str(d) for d in range(10)]
+    assert get_pretrained_cfg(f'{ARCH}.digits_s0').label_names == tuple(str(d) for d in range(10))
 
 
 def test_three_routes_load_the_same_weights(card, run, published, tmp_path):
@@ -600,7 +624,6 @@ def test_a_sparta_card_publishes_its_bank_loadable_by_name(tmp_path, monkeypatch
 
 
 def test_main_job_evaluates_a_published_model_and_prints_its_table(card, published, run, monkeypatch):
-    from robust_zoo import demo
     monkeypatch.setitem(hub._state, 'index_path', str(card['index']))
     published(card['index'], card['cards'])
     assert demo.default_published_model() == NAME

@@ -168,9 +168,10 @@ def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
             print(f'FAILED   {out} {kind} (exit {rc}, see {out / kind}.log); continuing', flush=True)
 
 
-def publish(queue: List[tuple], readme: Path) -> int:
-    """Write the card of every finished run whose card is missing or older than its records; then the README
-    tables. A run counts as finished once its final_eval.json and its PGD-20 on 10,000 images (zoo) exist."""
+def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
+    """Write the card of every finished run whose card is missing or older than its records (every finished
+    run's with `force`, after the card writer changed); then the README tables. A run counts as finished
+    once its final_eval.json and its PGD-20 on 10,000 images (zoo) exist."""
     import robust_zoo  # noqa: F401
     from robust_zoo.hub import cards_dir, write_leaderboard, write_card_repo
     written = 0
@@ -180,7 +181,7 @@ def publish(queue: List[tuple], readme: Path) -> int:
             continue
         records = [out / 'final_eval.json'] + [out / f'{k}.json' for k in EVALS if (out / f'{k}.json').exists()]
         card = cards_dir() / f'{run.model}.{run.tag}' / 'README.md'
-        if card.exists() and card.stat().st_mtime >= max(r.stat().st_mtime for r in records):
+        if not force and card.exists() and card.stat().st_mtime >= max(r.stat().st_mtime for r in records):
             continue
         folder = write_card_repo(out, tag=run.tag, evaluations=records)
         print(f'card     {folder} ({", ".join(r.stem for r in records)})', flush=True)
@@ -200,6 +201,8 @@ def main() -> int:
     p.add_argument('--dry-run', action='store_true', help='list the runs and their state, train nothing')
     p.add_argument('--publish', action='store_true', help="write the finished runs' model cards and the README "
                                                           'tables, train nothing')
+    p.add_argument('--force', action='store_true', help='with --publish: rewrite every finished run\'s card, not '
+                                                        'only the missing or stale ones')
     p.add_argument('--readme', default='README.md', help='with --publish: the README whose tables to regenerate')
     p.add_argument('extra', nargs=argparse.REMAINDER, help='flags passed on to train_at.py')
     args = p.parse_args()
@@ -211,7 +214,7 @@ def main() -> int:
     else:
         queue = [(Path(args.root or transfer_root), r) for r in transfer_grid(zoo_root)]
     if args.publish:
-        return publish(queue, Path(args.readme))
+        return publish(queue, Path(args.readme), force=args.force)
     for root, run in queue:
         run_one(root, run, args.extra, args.dry_run)
     return 0
