@@ -65,6 +65,13 @@ _DATASETS = {
                'seeded with 0): 1,297 training and 500 test images.'),
 }
 
+# the training data's terms, for the card's License section (other datasets: "has its own license")
+_DATA_LICENSES = {
+    'fashion-mnist': 'Fashion-MNIST has its own license (MIT).',
+    'digits': "The digits are scikit-learn's copy (BSD-3-Clause) of the test part of UCI's Optical Recognition of "
+              'Handwritten Digits data set (Alpaydin and Kaynak 1998), which has its own terms.',
+}
+
 # --- the published index and timm's registry ----------------------------------------------------------------
 
 _state: Dict[str, Any] = dict(index_path=PUBLISHED_INDEX, cards_dir=MODEL_CARDS_DIR, index=None)
@@ -869,14 +876,17 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     ]
     if no_aa:
         lines.append('- No AutoAttack evaluation is in these records: stronger attacks can lower the numbers.')
+    for i, record in enumerate(records):  # a check that did not pass is a limitation of the numbers it checks
+        lines += [f"- Sanity check `{c.get('name')}` of record {i + 1} ({c.get('status')}): {c.get('detail')}"
+                  for c in record.get('checks', []) if c.get('status') in ('WARN', 'FAIL')]
     lines += [
-        f"- The evaluation covers the first {', '.join(sorted({str(r['n_examples']) for r in records}))} test images "
+        f"- The evaluation covers the first {', '.join(str(n) for n in sorted({r['n_examples'] for r in records}))} test images "
         '(see the Wilson intervals); one training seed.',
         f'- A small research model for {display}; not for deployment or other data.',
         '',
         '## License',
         '',
-        f'Apache-2.0 (weights and code). {display} has its own license' + (' (MIT).' if dataset == 'fashion-mnist' else '.'),
+        f'Apache-2.0 (weights and code). {_DATA_LICENSES.get(dataset, f"{display} has its own license.")}',
         '',
         '## Files',
         '',

@@ -246,6 +246,18 @@ def test_the_default_tag_is_the_familys_own_dataset_then_the_lowest_seed(run, tm
     config = json.loads((folder / 'config.json').read_text())
     assert config['label_names'] == [str(d) for d in range(10)]
     assert get_pretrained_cfg(f'{ARCH}.digits_s0').label_names == tuple(str(d) for d in range(10))
+    assert "UCI's Optical Recognition of Handwritten Digits" in (folder / 'README.md').read_text()
+
+
+def test_a_check_that_did_not_pass_is_listed_under_limitations(run, tmp_path):
+    record = copy.deepcopy(run['records'][0])
+    record['checks'] = [dict(name='black box', status='WARN', detail='Square breaks 5 points PGD missed'),
+                        dict(name='budget', status='PASS', detail='all within eps')]
+    folder = hub.write_card_repo(run['dir'], tag='warn_s0', evaluations=[record], out_root=tmp_path / 'cards',
+                                 index_path=tmp_path / 'published.json')
+    limits = (folder / 'README.md').read_text().split('## Limitations')[1].split('## License')[0]
+    assert '- Sanity check `black box` of record 1 (WARN): Square breaks 5 points PGD missed' in limits
+    assert 'budget' not in limits
 
 
 def test_three_routes_load_the_same_weights(card, run, published, tmp_path):

@@ -135,7 +135,7 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, flags, message):
     proc = run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '64', '-b', '32',
                '--output', tmp_path / 'x', *flags, check=False)
     assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr
-    assert not (tmp_path / 'x' / 'args.yaml').exists()
+    assert not (tmp_path / 'x').exists()  # no run folder, no log.txt: nothing to clean up or mistake for a run
 
 
 def test_existing_run_is_never_overwritten_and_resume_checks_the_architecture(tmp_path):

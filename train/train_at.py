@@ -3,7 +3,7 @@
 
     python train/train_at.py --model robust_zoo/resnet20_silu_at --dataset fashion-mnist \
         --attack fgsm-rs --attack-eps 0.1 --epochs 1 --train-samples 512 --val-samples 256 --output OUT
-    torchrun --nproc_per_node 2 train/train_at.py -c train/configs/fmnist_resnet20_fgsm.yaml --output OUT
+    torchrun --nproc_per_node 2 train/train_at.py -c train/configs/fmnist_resnet20.yaml --output OUT
 
 The heavy lifting lives in `robust_zoo.training` (the attack step, deterministic resumable epochs, atomic
 checkpoints); this script wires it to timm's optimizer, scheduler, EMA, distributed and summary helpers.
@@ -13,6 +13,7 @@ model.safetensors (+ model_best / model_ema), final_eval.json (robust_zoo.evalua
 import argparse
 import json
 import logging
+import logging.handlers
 import sys
 from pathlib import Path
 
@@ -43,7 +44,9 @@ config_parser = argparse.ArgumentParser(description='Training config', add_help=
 config_parser.add_argument('-c', '--config', default='', metavar='FILE', help='YAML config; flags override it')
 config_parser.add_argument('--resume', default='')
 
-parser = argparse.ArgumentParser(description='robust_zoo adversarial training (timm style)')
+parser = argparse.ArgumentParser(description='robust_zoo adversarial training (timm style)',
+                                 epilog='-c/--config FILE: a YAML recipe (train/configs/), read first; the flags '
+                                        'given on the command line override it.')
 g = parser.add_argument_group('Model')
 g.add_argument('--model', default='robust_zoo/resnet20_silu_at', help='timm model name (robust_zoo/ prefix ok)')
 g.add_argument('--pretrained', action='store_true', help='start from the published weights (fine-tuning)')
@@ -228,13 +231,9 @@ def main(argv=None) -> int:
     if args.resume:
         resume_state = load_train_state(out / 'last.ckpt' if Path(args.resume).is_dir() else args.resume,
                                         arch=args.model)
-    if primary:
-        out.mkdir(parents=True, exist_ok=True)
-    if args.distributed:
-        torch.distributed.barrier()
+    early = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)  # for log.txt
     logging.basicConfig(level=logging.INFO if primary else logging.WARNING, format='%(message)s',
-                        handlers=[logging.StreamHandler(sys.stdout)]
-                        + ([logging.FileHandler(out / 'log.txt')] if primary else []), force=True)
+                        handlers=[logging.StreamHandler(sys.stdout), early], force=True)
     log = _logger.info
     torch.manual_seed(args.seed)
 
@@ -292,6 +291,19 @@ def main(argv=None) -> int:
                              (), n_val, 'none', step_size=None) if args.attack != 'none' else threat
     val_attack = None if args.val_attack in ('', 'none') else make_attack(args.val_attack, val_threat,
                                                                           seed=args.seed)
+
+    # every input is checked: only now does the run folder (and its log.txt) appear
+    if primary:
+        out.mkdir(parents=True, exist_ok=True)
+        file_log = logging.FileHandler(out / 'log.txt')
+        file_log.setFormatter(logging.Formatter('%(message)s'))
+        early.setTarget(file_log)
+        early.flush()
+        logging.getLogger().addHandler(file_log)
+    logging.getLogger().removeHandler(early)
+    early.close()
+    if args.distributed:
+        torch.distributed.barrier()
 
     start_epoch, start_step, global_step = 0, 0, 0
     best = dict(robust_acc=-1.0, epoch=-1)
