@@ -632,6 +632,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
               dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
               train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
               recipe=_repo_relative(recipe_path) if recipe_path else None, sha256=sha,
+              **({'checks_not_passed': not_passed} if (not_passed := _checks_not_passed(records)) else {}),
               **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}))
     card_data = ModelCardData(
         model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
@@ -966,6 +967,12 @@ def _card_results(readme: Path) -> Dict[str, Any]:
     return dict(rz, results=results, folder=readme.parent.name)
 
 
+def _checks_not_passed(records: Sequence[Mapping[str, Any]]) -> List[str]:
+    """'<check> <STATUS>' for every sanity check of the records that warned or failed (each once)."""
+    return list(dict.fromkeys(f"{c.get('name')} {c.get('status')}" for r in records for c in r.get('checks', [])
+                              if c.get('status') in ('WARN', 'FAIL')))
+
+
 def _stat(values: Sequence[float], n: int) -> Dict[str, Any]:
     mean = statistics.fmean(values)
     return dict(mean=mean, sd=statistics.stdev(values) if len(values) > 1 else None, min=min(values), max=max(values),
@@ -978,7 +985,8 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     `robust_zoo` block), read with `huggingface_hub.ModelCard.load`.
 
     A model whose Sparta units came frozen from another model's bank is its own row (`bank`: where from).
-    Each row: base_architecture, activation, bank, threat_model, seeds, repos, `clean` (the clean accuracy at the
+    Each row: base_architecture, activation, bank, threat_model, seeds, repos, `checks` ({repo: sanity checks
+    that warned or failed}, shown beneath the table), `clean` (the clean accuracy at the
     largest n) and `robust` ({protocol label: stat}); a stat holds mean, sd (sample sd over seeds; None for one
     seed), min, max, values, n_seeds, n_examples and wilson95 (the Wilson interval at the mean and n: the
     test-sample uncertainty of one seed)."""
@@ -1009,6 +1017,8 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
         rows.append(dict(
             base_architecture=base, activation=activation, bank=bank or None, threat_model=threat,
             seeds=sorted(c.get('seed') for c in members), repos=sorted(c['folder'] for c in members),
+            checks={c['folder']: c['checks_not_passed'] for c in sorted(members, key=lambda c: c['folder'])
+                    if c.get('checks_not_passed')},
             clean=_stat(clean[n_clean], n_clean) if n_clean else None,
             robust={labels[k]: _stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
                 kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))}))
@@ -1044,14 +1054,21 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
     clean_head = f"clean, n={clean_ns[0]}" if len(clean_ns) == 1 else 'clean'
     lines = ['| architecture | activation | threat model | seeds | ' + ' | '.join([clean_head, *protocols]) + ' |',
              '|' + '---|' * (5 + len(protocols))]
+    flagged = {repo: checks for r in rows for repo, checks in (r.get('checks') or {}).items()}
     for r in rows:
-        cells = [r['base_architecture'], _activation_cell(r), f"`{r['threat_model']}`", str(len(r['seeds'])),
+        cells = [r['base_architecture'], _activation_cell(r) + (' (!)' if r.get('checks') else ''),
+                 f"`{r['threat_model']}`", str(len(r['seeds'])),
                  _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
         cells += [_fmt_stat(r['robust'].get(p)) for p in protocols]
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', 'Accuracy in %: mean ± sample standard deviation over seeds (no ± for one seed), then [the 95% Wilson '
                   'interval at the mean and n test images]. Generated from the model cards in `model_cards/` by '
                   '`robust-zoo leaderboard`.']
+    if flagged:
+        lines += ['', '(!) A sanity check of the evaluator did not pass for ' + '; '.join(
+            f"`{repo}` ({', '.join(checks)})" for repo, checks in flagged.items())
+            + ': its robust accuracy may be overstated until a stronger attack (APGD, AutoAttack) confirms it; '
+              'see the card.']
     if image:
         lines += ['', f'![leaderboard]({image})']
     return '\n'.join(lines)

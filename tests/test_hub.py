@@ -444,6 +444,25 @@ def test_leaderboard_aggregates_seeds_per_activation(run, tmp_path):
     assert (tmp_path / 'lb.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_leaderboard_flags_models_whose_sanity_checks_did_not_pass(run, tmp_path):
+    cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
+    _seed_card(run, tmp_path, cards, index, arch='mlp3_relu_at', seed=0, robust=0.5, clean=0.8)
+    record = copy.deepcopy(run['records'][0])
+    record['model'] = 'robust_zoo/mlp3_silu_at'
+    record['checks'] = [dict(name='black box', status='WARN', detail='Square beat PGD'),
+                        dict(name='budget', status='PASS', detail='ok')]
+    src = tmp_path / 'run-silu'
+    shutil.copytree(run['dir'], src)
+    args = yaml.safe_load((src / 'args.yaml').read_text())
+    (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, model='robust_zoo/mlp3_silu_at'), sort_keys=False))
+    hub.write_card_repo(src, tag='fmnist_s0', evaluations=[record], out_root=cards, index_path=index)
+    relu, silu = hub.leaderboard(cards)
+    assert relu['checks'] == {} and silu['checks'] == {'mlp3_silu_at.fmnist_s0': ['black box WARN']}
+    table = hub.leaderboard_markdown([relu, silu])
+    assert '| mlp3 | `silu` (!) |' in table and '| mlp3 | `relu` |' in table
+    assert '(!) A sanity check of the evaluator did not pass for `mlp3_silu_at.fmnist_s0` (black box WARN)' in table
+
+
 def test_leaderboard_needs_its_markers(tmp_path, capsys):
     readme = tmp_path / 'README.md'
     readme.write_text('# no markers\n')
