@@ -1,5 +1,6 @@
 """train/zoo_grid.py: the experiment queue covers both grids once each, and a transfer run comes after its bank."""
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ def test_all_grid_is_both_grids_once_then_apgd_for_seed_0():
     apgd = [run.name for _, run in queue if 'apgd_1k' in run.evals]
     assert sorted(apgd) == sorted(f'resnet20_{a}_at-s0' for a in zoo_grid.ACTIVATIONS)
     assert [run.name for _, run in queue[-len(apgd):]] == apgd, 'the APGD evaluations come after all training'
+    assert not any('aa_500' in run.evals for _, run in queue), 'AutoAttack waits for every seed-0 number'
     queue = queue[:-len(apgd)]
     names = [(root, run.name) for root, run in queue]
     assert len(names) == len(set(names))
@@ -53,3 +55,22 @@ def test_dry_run_lists_states(tmp_path):
                           '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == f'done     {done}'
+
+
+def test_autoattack_goes_to_the_three_best_seed_0_activations_once_all_are_ranked(tmp_path):
+    zoo = tmp_path / 'zoo'
+    robust = {a: 0.5 + i / 100 for i, a in enumerate(zoo_grid.ACTIVATIONS)}  # the last three are best
+    robust['relu'] = 0.9
+    for act, acc in robust.items():
+        folder = zoo / f'resnet20_{act}_at-s0'
+        folder.mkdir(parents=True)
+        if act != 'gelu':
+            (folder / 'pgd20_10k.json').write_text(json.dumps({'robust_accuracy': acc}))
+    queue = zoo_grid.all_grid(zoo, tmp_path / 't')
+    assert not any('aa_500' in run.evals for _, run in queue), 'no ranking until every activation is evaluated'
+    (zoo / 'resnet20_gelu_at-s0' / 'pgd20_10k.json').write_text(json.dumps({'robust_accuracy': 0.1}))
+    queue = zoo_grid.all_grid(zoo, tmp_path / 't')
+    aa = [run.name for _, run in queue if 'aa_500' in run.evals]
+    assert sorted(aa) == sorted(['resnet20_relu_at-s0', 'resnet20_relu_smoothgrad_at-s0', 'resnet20_capped_relu_at-s0'])
+    assert [run.name for _, run in queue[-3:]] == aa, 'AutoAttack comes last'
+    assert all('apgd_1k' in run.evals for _, run in queue[-3:])

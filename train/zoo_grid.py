@@ -10,7 +10,9 @@ evaluated with PGD-20 on all 10,000 test images (RUN/pgd20_10k.json, the cards' 
 Fashion-MNIST and in ResNet-20 on the digits, against ReLU and Sparta from scratch, same seeds and budget.
 `all`: both as one queue, ordered so that every session's end leaves complete results behind: seed 0 of
 every experiment first (each transfer run as soon as its bank exists), then seeds 1 and 2, then APGD-CE +
-APGD-T on 1,000 test images for seed 0 of every zoo activation (RUN/apgd_1k.json).
+APGD-T on 1,000 test images for seed 0 of every zoo activation (RUN/apgd_1k.json), and last AutoAttack
+standard on 500 test images (RUN/aa_500.json) for the three best of them by PGD-20 on 10,000 images, once
+every seed-0 activation has that number (the queue is rebuilt after each pass, so this stage appears then).
 
 `--publish` trains nothing: it writes (or refreshes) the model card of every finished run, zoo first so that
 transferred models can name their published bank, then regenerates the README tables:
@@ -103,9 +105,22 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     for s in SEEDS[1:]:
         queue += zoo(_zoo(a, s) for a in ('sparta',) + tuple(a for a in CLAIMS if a != 'sparta'))
         queue += transfer(_digits(s, zoo_root) + _deeper(32, s, zoo_root) + _deeper(56, s, zoo_root))
-    queue += [(root, run._replace(evals=run.evals + ('apgd_1k',))) for root, run in queue
-              if root == zoo_root and run.seed == 0 and run.name.startswith('resnet20_')]
-    return queue
+    apgd = [(root, run._replace(evals=run.evals + ('apgd_1k',))) for root, run in queue
+            if root == zoo_root and run.seed == 0 and run.name.startswith('resnet20_')]
+    best = best_three(zoo_root)
+    return queue + apgd + [(root, run._replace(evals=run.evals + ('aa_500',))) for root, run in apgd
+                           if run.name in best]
+
+
+def best_three(zoo_root: Path) -> List[str]:
+    """The three ResNet-20 seed-0 zoo runs with the highest PGD-20 robust accuracy on 10,000 test images;
+    empty until every activation has that record (a ranking of some would pick the best of the early ones)."""
+    import json
+    records = {_zoo(act, 0).name: zoo_root / _zoo(act, 0).name / f'{EVAL_10K}.json' for act in ACTIVATIONS}
+    if not all(r.exists() for r in records.values()):
+        return []
+    robust = {name: json.loads(r.read_text())['robust_accuracy'] for name, r in records.items()}
+    return sorted(robust, key=lambda name: (-robust[name], name))[:3]
 
 
 def bank_of(run: Path) -> Path:
@@ -215,9 +230,13 @@ def main() -> int:
         queue = [(Path(args.root or transfer_root), r) for r in transfer_grid(zoo_root)]
     if args.publish:
         return publish(queue, Path(args.readme), force=args.force)
-    for root, run in queue:
-        run_one(root, run, args.extra, args.dry_run)
-    return 0
+    while True:  # a pass can unlock queue entries (the AutoAttack stage): run again until it stops changing
+        for root, run in queue:
+            run_one(root, run, args.extra, args.dry_run)
+        again = all_grid(zoo_root, transfer_root) if args.grid == 'all' else queue
+        if args.dry_run or again == queue:
+            return 0
+        queue = again
 
 
 if __name__ == '__main__':
