@@ -140,7 +140,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .hub import cards_dir, leaderboard, leaderboard_markdown, write_leaderboard
+    from .hub import cards_dir
+    from .leaderboard import leaderboard, leaderboard_markdown, write_leaderboard
     cards = Path(args.cards) if args.cards else cards_dir()
     if args.readme:
         png = Path(args.png) if args.png else cards / 'leaderboard.png'

@@ -24,6 +24,7 @@ from timm.models import get_pretrained_cfg
 import robust_zoo
 import robust_zoo.sparta
 from robust_zoo import demo, hub
+from robust_zoo import leaderboard as lb
 from robust_zoo.cli import main
 from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
 from robust_zoo.evaluate import evaluate, wilson_interval
@@ -414,7 +415,7 @@ def test_leaderboard_aggregates_seeds_per_activation(run, tmp_path):
     for seed, robust, clean in ((0, 0.5, 0.8), (1, 0.6, 0.85), (2, 0.7, 0.9)):
         _seed_card(run, tmp_path, cards, index, arch='mlp3_relu_at', seed=seed, robust=robust, clean=clean)
     _seed_card(run, tmp_path, cards, index, arch='mlp3_silu_at', seed=0, robust=0.45, clean=0.75)
-    rows = hub.leaderboard(cards)
+    rows = lb.leaderboard(cards)
     assert [(r['base_architecture'], r['activation'], r['seeds']) for r in rows] == [
         ('mlp3', 'relu', [0, 1, 2]), ('mlp3', 'silu', [0])]
     relu, silu = rows
@@ -424,22 +425,22 @@ def test_leaderboard_aggregates_seeds_per_activation(run, tmp_path):
     assert (pgd['min'], pgd['max']) == (0.5, 0.7)
     assert pgd['wilson95'] == pytest.approx(wilson_interval(12, 20))
     # the interval is at the mean itself, also when the mean of the seeds is not k / n
-    assert hub._stat([0.5, 0.55], 20)['wilson95'] == pytest.approx(wilson_interval(10.5, 20))
-    assert hub._stat([0.5, 0.55], 20)['wilson95'] != pytest.approx(wilson_interval(10, 20))
+    assert lb._stat([0.5, 0.55], 20)['wilson95'] == pytest.approx(wilson_interval(10.5, 20))
+    assert lb._stat([0.5, 0.55], 20)['wilson95'] != pytest.approx(wilson_interval(10, 20))
     assert relu['clean']['mean'] == pytest.approx(0.85) and relu['clean']['n_examples'] == 20
     assert silu['robust']['pgd-20, n=20']['sd'] is None and silu['repos'] == ['mlp3_silu_at.fmnist_s0']
 
-    table = hub.leaderboard_markdown(rows)
+    table = lb.leaderboard_markdown(rows)
     lo, hi = wilson_interval(12, 20)
     assert '| mlp3 | `relu` | `fashion-mnist-linf` | 3 | 85.0 ± 5.0 ' in table
     assert f'60.0 ± 10.0 [{100 * lo:.1f}, {100 * hi:.1f}]' in table
     assert '| mlp3 | `silu` | `fashion-mnist-linf` | 1 | 75.0 [' in table
 
     readme = tmp_path / 'README.md'
-    readme.write_text(f'# top\n\n{hub.LEADERBOARD_START}\nold table\n{hub.LEADERBOARD_END}\n\n## after\n')
+    readme.write_text(f'# top\n\n{lb.LEADERBOARD_START}\nold table\n{lb.LEADERBOARD_END}\n\n## after\n')
     assert main(['leaderboard', '--cards', str(cards), '--readme', str(readme), '--png', str(tmp_path / 'lb.png')]) == 0
     text = readme.read_text()
-    assert text.startswith('# top\n\n') and text.endswith(f'{hub.LEADERBOARD_END}\n\n## after\n')
+    assert text.startswith('# top\n\n') and text.endswith(f'{lb.LEADERBOARD_END}\n\n## after\n')
     assert 'old table' not in text and table in text and '![leaderboard](lb.png)' in text
     assert (tmp_path / 'lb.png').read_bytes()[:4] == b'\x89PNG'
 
@@ -456,9 +457,9 @@ def test_leaderboard_flags_models_whose_sanity_checks_did_not_pass(run, tmp_path
     args = yaml.safe_load((src / 'args.yaml').read_text())
     (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, model='robust_zoo/mlp3_silu_at'), sort_keys=False))
     hub.write_card_repo(src, tag='fmnist_s0', evaluations=[record], out_root=cards, index_path=index)
-    relu, silu = hub.leaderboard(cards)
+    relu, silu = lb.leaderboard(cards)
     assert relu['checks'] == {} and silu['checks'] == {'mlp3_silu_at.fmnist_s0': ['black box WARN']}
-    table = hub.leaderboard_markdown([relu, silu])
+    table = lb.leaderboard_markdown([relu, silu])
     assert '| mlp3 | `silu` (!) |' in table and '| mlp3 | `relu` |' in table
     assert '(!) A sanity check of the evaluator did not pass for `mlp3_silu_at.fmnist_s0` (black box WARN)' in table
 
@@ -469,7 +470,7 @@ def test_leaderboard_needs_its_markers(tmp_path, capsys):
     assert main(['leaderboard', '--cards', str(tmp_path), '--readme', str(readme)]) == 2
     assert 'leaderboard:start' in capsys.readouterr().err
     assert readme.read_text() == '# no markers\n'
-    assert hub.leaderboard(tmp_path / 'none') == [] and 'No published models yet' in hub.leaderboard_markdown([])
+    assert lb.leaderboard(tmp_path / 'none') == [] and 'No published models yet' in lb.leaderboard_markdown([])
 
 
 
@@ -522,7 +523,7 @@ def test_a_transferred_model_card_names_its_published_bank(run, tmp_path, source
     folder = _transfer_card(run, tmp_path, source_card['cards'], source_card['index'], arch='resnet32_sparta_at',
                             tag='fmnist_bank_s0', robust=0.55, clean=0.8, model=model,
                             model_kwargs={'sparta_bank': str(copy_elsewhere)})
-    card = hub._card_results(folder / 'README.md')
+    card = lb._card_results(folder / 'README.md')
     bank = card['sparta_bank']
     assert bank['source'] == 'resnet20_sparta_at.fmnist_s0' and bank['frozen'] and bank['units_equal_bank']
     assert (bank['source_model'], bank['source_dataset'], bank['mapping'], bank['n_units']) == (
@@ -567,45 +568,45 @@ def test_transfer_table_and_verdicts_are_generated_from_the_cards(run, tmp_path,
                        clean=0.8, seed=seed, model=timm.create_model('robust_zoo/resnet32_sparta_at',
                                                                      sparta_bank=str(bank_file)),
                        model_kwargs={'sparta_bank': str(bank_file)})
-    rows = hub.leaderboard(cards)
+    rows = lb.leaderboard(cards)
     sparta_rows = [r for r in rows if r['base_architecture'] == 'resnet32' and r['activation'] == 'sparta']
     assert [r['bank'] for r in sparta_rows] == [None, 'resnet20_sparta_at on fashion-mnist']
     # the main claims compare ReLU with the from-scratch Sparta only
-    claim = [v for v in hub.claim_verdicts(rows) if v.startswith('**Sparta beats ReLU') and 'resnet32' in v]
+    claim = [v for v in lb.claim_verdicts(rows) if v.startswith('**Sparta beats ReLU') and 'resnet32' in v]
     assert len(claim) == 1 and 'sparta +30.0 ± ' in claim[0] and 'provisional' not in claim[0]
 
-    (experiment,) = hub.transfer_experiments(rows)
+    (experiment,) = lb.transfer_experiments(rows)
     assert experiment['across'] == 'CNNs' and experiment['target'] == 'resnet32'
     assert experiment['protocol'] == 'pgd-20, n=20'
-    table = hub.transfer_markdown([experiment])
+    table = lb.transfer_markdown([experiment])
     assert '| CNNs | resnet32 | `fashion-mnist-linf` | Sparta, frozen bank from resnet20_sparta_at on fashion-mnist | 3 |' \
         in table
     assert '| CNNs | resnet32 | `fashion-mnist-linf` | ReLU | 3 | 80.0 ± 0.0 ' in table
-    beats_relu, vs_scratch = hub.transfer_verdicts([experiment])
+    beats_relu, vs_scratch = lb.transfer_verdicts([experiment])
     assert 'beats ReLU' in beats_relu and 'this scale agrees' in beats_relu and '+71.0 ± ' in beats_relu
     assert 'from scratch' in vs_scratch and 'the transferred bank is better' in vs_scratch
     assert 'provisional' not in beats_relu + vs_scratch  # three seeds per arm
 
     readme = tmp_path / 'README.md'
-    readme.write_text(f'{hub.LEADERBOARD_START}\n{hub.LEADERBOARD_END}\n\n{hub.TRANSFER_START}\nold\n{hub.TRANSFER_END}\n')
-    hub.write_leaderboard(readme, cards_root=cards)
+    readme.write_text(f'{lb.LEADERBOARD_START}\n{lb.LEADERBOARD_END}\n\n{lb.TRANSFER_START}\nold\n{lb.TRANSFER_END}\n')
+    lb.write_leaderboard(readme, cards_root=cards)
     text = readme.read_text()
     assert 'old' not in text and table in text and beats_relu in text and vs_scratch in text
-    assert '(frozen bank: resnet20_sparta_at on fashion-mnist)' in text.split(hub.LEADERBOARD_END)[0]
+    assert '(frozen bank: resnet20_sparta_at on fashion-mnist)' in text.split(lb.LEADERBOARD_END)[0]
 
 
 def test_transfer_across_datasets_and_missing_arms():
     def row(act, threat, robust, bank=None):
-        stat = hub._stat([robust], 500)
+        stat = lb._stat([robust], 500)
         return dict(base_architecture='resnet20', activation=act, bank=bank, threat_model=threat, seeds=[0],
                     clean=stat, robust={'pgd-20, n=500': stat})
     rows = [row('sparta', 'digits-linf', 0.7, bank='resnet20_sparta_at on fashion-mnist'),
             row('sparta', 'fashion-mnist-linf', 0.6)]
-    (experiment,) = hub.transfer_experiments(rows)
+    (experiment,) = lb.transfer_experiments(rows)
     assert experiment['across'] == 'datasets' and experiment['relu'] is None and experiment['scratch'] is None
-    assert '| datasets | resnet20 | `digits-linf` | ReLU | 0 | – | – | |' in hub.transfer_markdown([experiment])
-    assert all('cannot tell yet (no ' in v for v in hub.transfer_verdicts([experiment]))
-    assert hub.transfer_markdown([]) == '_No transferred Sparta models published yet._'
+    assert '| datasets | resnet20 | `digits-linf` | ReLU | 0 | – | – | |' in lb.transfer_markdown([experiment])
+    assert all('cannot tell yet (no ' in v for v in lb.transfer_verdicts([experiment]))
+    assert lb.transfer_markdown([]) == '_No transferred Sparta models published yet._'
 
 
 # --- the command --------------------------------------------------------------------------------------------
@@ -678,21 +679,21 @@ def _row(act, mean, sd=None, seeds=1, n=1000):
 def test_claim_verdicts_agree_disagree_or_cannot_tell():
     rows = [_row('relu', 0.70, 0.01, 3), _row('silu', 0.75, 0.01, 3), _row('gelu', 0.76), _row('pssilu', 0.705, 0.02, 3),
             _row('sparta', 0.60, 0.01, 3), _row('relu_smoothgrad', 0.72, 0.05, 3)]
-    verdicts = {v.split('**')[1]: v for v in hub.claim_verdicts(rows)}
+    verdicts = {v.split('**')[1]: v for v in lb.claim_verdicts(rows)}
     assert 'this scale agrees' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
     assert 'silu +5.0' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
     assert 'cannot tell' in verdicts['PSSiLU beats ReLU (Dai et al.)']
     assert 'this scale disagrees' in verdicts['Sparta beats ReLU (Guo et al.)']
     assert 'cannot tell' in verdicts["SAT sec. 3: ReLU's smooth backward alone helps"]  # +2 points, seed sd 5
     assert 'capped ReLU adds robustness (Sooksatra et al.)' not in verdicts  # no capped_relu card: no sentence
-    assert hub.claim_verdicts([_row('silu', 0.8)]) == []  # no ReLU baseline, nothing to say
+    assert lb.claim_verdicts([_row('silu', 0.8)]) == []  # no ReLU baseline, nothing to say
 
 
 def test_one_seed_verdicts_say_they_are_provisional():
     def row(act, robust):
-        stat = hub._stat([robust], 10000)
+        stat = lb._stat([robust], 10000)
         return dict(base_architecture='resnet20', activation=act, bank=None, threat_model='fashion-mnist-linf',
                     seeds=[0], clean=stat, robust={'pgd-20, n=10000': stat})
-    (verdict,) = hub.claim_verdicts([row('relu', 0.66), row('sparta', 0.75)])
+    (verdict,) = lb.claim_verdicts([row('relu', 0.66), row('sparta', 0.75)])
     assert 'this scale agrees' in verdict and 'seeds relu: 1, sparta: 1' in verdict
     assert 'not the seed-to-seed spread, so this is provisional' in verdict

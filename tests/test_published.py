@@ -59,7 +59,7 @@ def test_stated_clean_accuracy_reproduces_on_500_test_images(name):
 def test_readme_leaderboard_and_transfer_tables_are_the_ones_the_cards_generate(tmp_path):
     from pathlib import Path
 
-    from robust_zoo.hub import write_leaderboard
+    from robust_zoo.leaderboard import write_leaderboard
     readme = Path(__file__).resolve().parents[1] / 'README.md'
     copy = tmp_path / 'README.md'
     copy.write_text(readme.read_text())

@@ -188,7 +188,8 @@ def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
     run's with `force`, after the card writer changed); then the README tables. A run counts as finished
     once its final_eval.json and its PGD-20 on 10,000 images (zoo) exist."""
     import robust_zoo  # noqa: F401
-    from robust_zoo.hub import cards_dir, write_leaderboard, write_card_repo
+    from robust_zoo.hub import cards_dir, write_card_repo
+    from robust_zoo.leaderboard import write_leaderboard
     written = 0
     for root, run in dict(((root, run.name), (root, run)) for root, run in queue).values():
         out = root / run.name

@@ -1,0 +1,353 @@
+"""The README's leaderboard, claim verdicts and Sparta transfer table, generated from the model cards.
+
+Every number comes from a card's machine-readable metadata (its model-index results and `robust_zoo` block,
+read with huggingface_hub's `ModelCard`), aggregated over seeds per (architecture, activation, frozen bank,
+threat model). `write_leaderboard` replaces the README's marked blocks; `robust-zoo leaderboard` calls it.
+"""
+import math
+import os
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .hub import _protocol_label, _pyplot, _wilson, cards_dir
+
+__all__ = [
+    'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'TRANSFER_END', 'TRANSFER_START', 'claim_verdicts',
+    'leaderboard', 'leaderboard_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts',
+    'write_leaderboard',
+]
+
+PathLike = Union[str, os.PathLike]
+LEADERBOARD_START, LEADERBOARD_END = '<!-- leaderboard:start -->', '<!-- leaderboard:end -->'
+TRANSFER_START, TRANSFER_END = '<!-- transfer:start -->', '<!-- transfer:end -->'
+
+
+def _card_results(readme: Path) -> Dict[str, Any]:
+    """A card's machine-readable data: the `robust_zoo` metadata block and the model-index results."""
+    from huggingface_hub import ModelCard
+    data = ModelCard.load(readme).data
+    rz = data.to_dict().get('robust_zoo')
+    if not isinstance(rz, dict) or not rz.get('architecture'):
+        raise ValueError(f'{readme} has no robust_zoo metadata block: not a robust_zoo card (robust-zoo card).')
+    results = []
+    for r in data.eval_results or []:
+        args = r.metric_args or {}
+        if 'n_examples' not in args or 'attack' not in args:
+            raise ValueError(f'{readme}: result {r.metric_name!r} lacks n_examples/attack in its metric args.')
+        results.append(dict(kind='clean' if r.metric_type == 'accuracy' else 'robust', value=float(r.metric_value),
+                            threat_model=args.get('threat_model'), attack=args['attack'], attacks=args.get('attacks'),
+                            n_examples=int(args['n_examples']), norm=args.get('norm'), eps=args.get('eps')))
+    return dict(rz, results=results, folder=readme.parent.name)
+
+
+def _stat(values: Sequence[float], n: int) -> Dict[str, Any]:
+    mean = statistics.fmean(values)
+    return dict(mean=mean, sd=statistics.stdev(values) if len(values) > 1 else None, min=min(values), max=max(values),
+                values=list(values), n_seeds=len(values), n_examples=n, wilson95=_wilson(mean, n))
+
+
+def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+    """Aggregate the cards under `cards_root` (default: the model-cards folder in use) per (architecture,
+    activation, threat model), over seeds. The source is each card's README.md metadata (model-index + the
+    `robust_zoo` block), read with `huggingface_hub.ModelCard.load`.
+
+    A model whose Sparta units came frozen from another model's bank is its own row (`bank`: where from).
+    Each row: base_architecture, activation, bank, threat_model, seeds, repos, `checks` ({repo: sanity checks
+    that warned or failed}, shown beneath the table), `clean` (the clean accuracy at the
+    largest n) and `robust` ({protocol label: stat}); a stat holds mean, sd (sample sd over seeds; None for one
+    seed), min, max, values, n_seeds, n_examples and wilson95 (the Wilson interval at the mean and n: the
+    test-sample uncertainty of one seed)."""
+    root = Path(cards_root) if cards_root is not None else cards_dir()
+    cards = [_card_results(p / 'README.md') for p in sorted(root.iterdir())
+             if (p / 'README.md').is_file()] if root.is_dir() else []
+    groups: Dict[Tuple[str, str, str, str], List[Dict[str, Any]]] = defaultdict(list)
+    for card in cards:
+        groups[(card.get('base_architecture') or card['architecture'], card['activation'], _bank_label(card),
+                card['threat_model'])].append(card)
+    rows = []
+    for (base, activation, bank, threat), members in sorted(groups.items(), key=lambda kv: (
+            kv[0][0], kv[0][3], kv[0][1], kv[0][2])):
+        clean: Dict[int, List[float]] = defaultdict(list)
+        robust: Dict[Tuple[str, int], List[float]] = defaultdict(list)
+        labels: Dict[Tuple[str, int], str] = {}
+        for card in members:
+            for r in card['results']:
+                if r['threat_model'] not in (None, threat):
+                    continue
+                if r['kind'] == 'clean':
+                    clean[r['n_examples']].append(r['value'])
+                else:
+                    key = (r['attack'], r['n_examples'])
+                    robust[key].append(r['value'])
+                    labels[key] = _protocol_label(dict(r, kind='robust'))
+        n_clean = max(clean) if clean else None
+        rows.append(dict(
+            base_architecture=base, activation=activation, bank=bank or None, threat_model=threat,
+            seeds=sorted(c.get('seed') for c in members), repos=sorted(c['folder'] for c in members),
+            checks={c['folder']: c['checks_not_passed'] for c in sorted(members, key=lambda c: c['folder'])
+                    if c.get('checks_not_passed')},
+            clean=_stat(clean[n_clean], n_clean) if n_clean else None,
+            robust={labels[k]: _stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
+                kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))}))
+    return rows
+
+
+def _bank_label(card: Mapping[str, Any]) -> str:
+    """'' for a model that trained its own activations, else where its frozen Sparta bank comes from."""
+    bank = card.get('sparta_bank')
+    if not isinstance(bank, dict) or not bank.get('frozen', True):
+        return ''
+    return f"{bank.get('source_model')} on {bank.get('source_dataset')}"
+
+
+def _activation_cell(row: Mapping[str, Any]) -> str:
+    return f"`{row['activation']}`" + (f" (frozen bank: {row['bank']})" if row.get('bank') else '')
+
+
+def _fmt_stat(s: Optional[Mapping[str, Any]]) -> str:
+    if not s:
+        return '–'
+    spread = f" ± {100 * s['sd']:.1f}" if s['sd'] is not None else ''
+    lo, hi = s['wilson95']
+    return f"{100 * s['mean']:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str] = None) -> str:
+    """The leaderboard rows as a markdown table (accuracies in %)."""
+    if not rows:
+        return '_No published models yet._'
+    protocols = list(dict.fromkeys(label for r in rows for label in r['robust']))
+    clean_ns = sorted({r['clean']['n_examples'] for r in rows if r['clean']})
+    clean_head = f"clean, n={clean_ns[0]}" if len(clean_ns) == 1 else 'clean'
+    lines = ['| architecture | activation | threat model | seeds | ' + ' | '.join([clean_head, *protocols]) + ' |',
+             '|' + '---|' * (5 + len(protocols))]
+    flagged = {repo: checks for r in rows for repo, checks in (r.get('checks') or {}).items()}
+    for r in rows:
+        cells = [r['base_architecture'], _activation_cell(r) + (' (!)' if r.get('checks') else ''),
+                 f"`{r['threat_model']}`", str(len(r['seeds'])),
+                 _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
+        cells += [_fmt_stat(r['robust'].get(p)) for p in protocols]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += ['', 'Accuracy in %: mean ± sample standard deviation over seeds (no ± for one seed), then [the 95% Wilson '
+                  'interval at the mean and n test images]. Generated from the model cards in `model_cards/` by '
+                  '`robust-zoo leaderboard`.']
+    if flagged:
+        lines += ['', '(!) A sanity check of the evaluator did not pass for ' + '; '.join(
+            f"`{repo}` ({', '.join(checks)})" for repo, checks in flagged.items())
+            + ': its robust accuracy may be overstated until a stronger attack (APGD, AutoAttack) confirms it; '
+              'see the card.']
+    if image:
+        lines += ['', f'![leaderboard]({image})']
+    return '\n'.join(lines)
+
+
+def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
+    plt = _pyplot()
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r['base_architecture'], r['threat_model'])].append(r)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(max(5.0, 1.1 * max(len(v) for v in groups.values())) + 3,
+                                                      3 * len(groups)), squeeze=False)
+    for ax, ((base, threat), members) in zip(axes[:, 0], sorted(groups.items())):
+        clean_label = 'clean' + (f", n={members[0]['clean']['n_examples']}" if members[0]['clean'] else '')
+        series = [(clean_label, lambda r: r['clean'])] + [
+            (p, lambda r, p=p: r['robust'].get(p)) for p in dict.fromkeys(k for r in members for k in r['robust'])]
+        width = 0.8 / len(series)
+        for j, (label, get) in enumerate(series):
+            for i, r in enumerate(members):
+                s = get(r)
+                if not s:
+                    continue
+                x = i + (j - (len(series) - 1) / 2) * width
+                ax.bar(x, s['mean'], width, yerr=s['sd'] or 0, capsize=2, color=f'C{j}', label=label if i == 0 else None)
+                ax.plot([x] * len(s['values']), s['values'], 'k.', markersize=3)
+        ax.set_xticks(range(len(members)), [r['activation'] + (' (bank)' if r.get('bank') else '') for r in members],
+                      fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel('accuracy')
+        ax.set_title(f'{base}, {threat}\nbars: mean over seeds, whiskers: sd, dots: seeds', fontsize=9)
+        ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+# The seed papers' claims, tested at this project's scale: (sentence, activations claimed better, baseline).
+CLAIMS = (
+    ('SAT (Xie et al.): smooth activations beat ReLU', ('softplus', 'smoothrelu', 'silu', 'gelu', 'elu'), 'relu'),
+    ("SAT sec. 3: ReLU's smooth backward alone helps", ('relu_smoothgrad',), 'relu'),
+    ('PSSiLU beats ReLU (Dai et al.)', ('pssilu',), 'relu'),
+    ('Sparta beats ReLU (Guo et al.)', ('sparta',), 'relu'),
+    ('capped ReLU adds robustness (Sooksatra et al.)', ('capped_relu',), 'relu'),
+)
+
+
+def _difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> Tuple[float, float]:
+    """(mean a - mean b, its standard error): seed spread where there are >= 2 seeds, else the binomial error of
+    one seed's accuracy on n test images (a lower bound on the real uncertainty)."""
+    def var(s):
+        binom = s['mean'] * (1 - s['mean']) / s['n_examples']
+        return max(binom, (s['sd'] ** 2) / s['n_seeds']) if s['sd'] is not None else binom
+    return a['mean'] - b['mean'], math.sqrt(var(a) + var(b))
+
+
+def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
+    """One plain sentence per claim and architecture: agrees / disagrees when the robust-accuracy difference to
+    ReLU (the table's strongest common protocol) is beyond 2 standard errors, else cannot tell."""
+    out = []
+    by_arch: Dict[Tuple[str, str], Dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        if not r.get('bank'):  # transferred banks have their own verdicts (transfer_verdicts)
+            by_arch[(r['base_architecture'], r['threat_model'])][r['activation']] = r
+    for (arch, threat), acts in sorted(by_arch.items()):
+        for claim, better, base in CLAIMS:
+            present = [a for a in better if a in acts]
+            if base not in acts or not present:
+                continue
+            common = [p for p in acts[base]['robust'] if all(p in acts[a]['robust'] for a in present)]
+            if not common:
+                continue
+            protocol = common[-1]
+            parts, signs = [], []
+            for a in present:
+                diff, se = _difference(acts[a]['robust'][protocol], acts[base]['robust'][protocol])
+                signs.append(0 if abs(diff) <= 2 * se else (1 if diff > 0 else -1))
+                parts.append(f'{a} {100 * diff:+.1f} ± {100 * se:.1f} points')
+            if all(x == 1 for x in signs):
+                verdict = 'agrees'
+            elif all(x == -1 for x in signs):
+                verdict = 'disagrees'
+            elif any(x == -1 for x in signs) and not any(x == 1 for x in signs):
+                verdict = 'disagrees in part'
+            elif any(x == 1 for x in signs) and not any(x == -1 for x in signs):
+                verdict = 'agrees in part, cannot tell for the rest'
+            elif any(x != 0 for x in signs):
+                verdict = 'is mixed'
+            else:
+                verdict = 'cannot tell'
+            seeds = ', '.join(f"{a}: {acts[a]['robust'][protocol]['n_seeds']}" for a in [base, *present])
+            out.append(f'**{claim}** -- {arch} on `{threat}`: this scale {verdict} ({protocol}; robust accuracy vs '
+                       f'{base}: {"; ".join(parts)}; seeds {seeds}; 2 standard errors decide'
+                       f'{_ONE_SEED if any(acts[a]["robust"][protocol]["n_seeds"] < 2 for a in [base, *present]) else ""}).')
+    return out
+
+
+_ONE_SEED = ('; with one seed the error is only the test-sample error, not the seed-to-seed spread, so this is '
+             'provisional')
+
+
+def _sign(a: Mapping[str, Any], b: Mapping[str, Any]) -> Tuple[int, str]:
+    """(+1 / -1 / 0 when a - b is beyond / within 2 standard errors, 'diff ± se points')."""
+    diff, se = _difference(a, b)
+    return (0 if abs(diff) <= 2 * se else (1 if diff > 0 else -1)), f'{100 * diff:+.1f} ± {100 * se:.1f} points'
+
+
+def transfer_experiments(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """The Sparta transfer experiments among the leaderboard rows: for every (target architecture, threat model,
+    bank source) with a frozen-bank row, that row with the same target's ReLU and from-scratch Sparta rows, and
+    the strongest robust protocol all of them share."""
+    from .threat_models import get_threat_model
+    out = []
+    for r in rows:
+        if not r.get('bank') or r['activation'] != 'sparta':
+            continue
+        same = {x['activation']: x for x in rows if not x.get('bank') and x['base_architecture'] == r['base_architecture']
+                and x['threat_model'] == r['threat_model'] and x['activation'] in ('relu', 'sparta')}
+        arms = [a for a in (same.get('relu'), same.get('sparta'), r) if a]
+        common = [p for p in r['robust'] if all(p in a['robust'] for a in arms)]
+        source_dataset = r['bank'].rpartition(' on ')[2]
+        target_dataset = get_threat_model(r['threat_model']).dataset
+        out.append(dict(target=r['base_architecture'], threat_model=r['threat_model'], bank=r['bank'],
+                        across='datasets' if target_dataset != source_dataset else 'CNNs',
+                        relu=same.get('relu'), scratch=same.get('sparta'), transferred=r,
+                        protocol=common[-1] if common else None))
+    return out
+
+
+def transfer_markdown(experiments: Sequence[Mapping[str, Any]]) -> str:
+    """The transfer experiments as one markdown table (accuracies in %)."""
+    if not experiments:
+        return '_No transferred Sparta models published yet._'
+    lines = ['| transfer across | target | threat model | arm | seeds | clean | robust | protocol |',
+             '|---|---|---|---|---|---|---|---|']
+    for e in experiments:
+        for label, row in (('ReLU', e['relu']), ('Sparta from scratch', e['scratch']),
+                           (f"Sparta, frozen bank from {e['bank']}", e['transferred'])):
+            if row is None:
+                lines.append(f"| {e['across']} | {e['target']} | `{e['threat_model']}` | {label} | 0 | – | – | |")
+                continue
+            robust = row['robust'].get(e['protocol']) if e['protocol'] else None
+            lines.append(f"| {e['across']} | {e['target']} | `{e['threat_model']}` | {label} | {len(row['seeds'])} | "
+                         f"{_fmt_stat(row['clean'])} | {_fmt_stat(robust)} | {e['protocol'] or '–'} |")
+    lines += ['', 'Accuracy in %: mean ± sample standard deviation over seeds (no ± for one seed), then [the 95% Wilson '
+                  'interval at the mean and n test images]. Seed s of a transferred model loads the bank of seed s of '
+                  'its source. Generated from the model cards in `model_cards/` by `robust-zoo leaderboard`.']
+    return '\n'.join(lines)
+
+
+def transfer_verdicts(experiments: Sequence[Mapping[str, Any]]) -> List[str]:
+    """Two plain sentences per experiment: does the frozen bank beat ReLU (the paper's claim), and how does it
+    compare with Sparta trained from scratch in the target; 2 standard errors decide, as for the claims."""
+    out = []
+    for e in experiments:
+        where = f"{e['target']} on `{e['threat_model']}`, bank from {e['bank']}"
+        if e['protocol'] is None:
+            out.append(f"**Sparta transfers across {e['across']} (Guo et al.)** -- {where}: cannot tell yet (the arms "
+                       'share no robust protocol).')
+            continue
+        t = e['transferred']['robust'][e['protocol']]
+        for base, claim, words in (
+                ('relu', f"Sparta transfers across {e['across']} and beats ReLU (Guo et al.)",
+                 {1: 'agrees', -1: 'disagrees', 0: 'cannot tell'}),
+                ('scratch', 'a frozen transferred Sparta bank vs Sparta trained from scratch in the target',
+                 {1: 'the transferred bank is better', -1: 'the transferred bank is worse',
+                  0: 'cannot tell them apart'})):
+            if e[base] is None or e['protocol'] not in e[base]['robust']:
+                out.append(f'**{claim}** -- {where}: cannot tell yet (no {base} model published).')
+                continue
+            b = e[base]['robust'][e['protocol']]
+            sign, text = _sign(t, b)
+            out.append(f"**{claim}** -- {where}: this scale {'says ' if base == 'scratch' else ''}{words[sign]} "
+                       f"({e['protocol']}; robust accuracy vs {'ReLU' if base == 'relu' else 'from scratch'}: {text}; "
+                       f"seeds {t['n_seeds']} vs {b['n_seeds']}; 2 standard errors decide"
+                       f"{_ONE_SEED if min(t['n_seeds'], b['n_seeds']) < 2 else ''}).")
+    return out
+
+
+def _replace_block(text: str, start: str, end: str, body: str, where: Path) -> str:
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f'{where} needs one {start} line followed by one {end} line where the table goes.')
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f'{head}{start}\n{body}\n{end}{tail}'
+
+
+def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None,
+                      cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
+    """Replace the text between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->` in `readme_path`
+    with the leaderboard table of the cards and the claims' verdicts, and draw it to `png_path` (linked from the
+    table). If the README also has `<!-- transfer:start -->` / `<!-- transfer:end -->`, the Sparta transfer table
+    and its verdicts go there. Returns the rows."""
+    readme = Path(readme_path)
+    text = readme.read_text() if readme.is_file() else ''
+    _replace_block(text, LEADERBOARD_START, LEADERBOARD_END, '', readme)  # check the markers before any work
+    rows = leaderboard(cards_root)
+    image = None
+    if png_path is not None and rows:
+        png = _plot_leaderboard(rows, Path(png_path))
+        image = os.path.relpath(png.resolve(), readme.resolve().parent)
+    verdicts = claim_verdicts(rows)
+    body = leaderboard_markdown(rows, image) + ('\n\n' + '\n\n'.join(verdicts) if verdicts else '')
+    text = _replace_block(text, LEADERBOARD_START, LEADERBOARD_END, body, readme)
+    if TRANSFER_START in text or TRANSFER_END in text:
+        experiments = transfer_experiments(rows)
+        verdicts = transfer_verdicts(experiments)
+        body = transfer_markdown(experiments) + ('\n\n' + '\n\n'.join(verdicts) if verdicts else '')
+        text = _replace_block(text, TRANSFER_START, TRANSFER_END, body, readme)
+    readme.write_text(text)
+    return rows
+
