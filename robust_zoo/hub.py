@@ -483,6 +483,27 @@ def _plot_evaluation(records: Sequence[Mapping[str, Any]], title: str, out: Path
     return out
 
 
+_CURVES = {'accuracy_vs_steps': 'robust accuracy vs PGD steps (the steps-convergence check)',
+           'accuracy_vs_eps': 'robust accuracy vs budget eps (the eps-sweep check)'}
+
+
+def _plot_curves(records: Sequence[Mapping[str, Any]], folder: Path) -> List[Tuple[str, str]]:
+    """The evaluator's accuracy-vs-steps and accuracy-vs-eps plots from the last record whose `checks='full'`
+    carry those curves; a plot no record supports is removed (a card never shows a stale one)."""
+    from .evaluate.plots import save_eval_plots
+    with_curves = [r for r in records if any(c.get('data') and c.get('name') in ('steps convergence', 'eps sweep')
+                                             for c in r.get('checks', []))]
+    written = save_eval_plots(with_curves[-1], out_dir=folder) if with_curves else {}
+    for stem in _CURVES:
+        if stem not in written and (folder / f'{stem}.png').exists():
+            (folder / f'{stem}.png').unlink()
+    probes = {c['name']: c['data'].get('n') for c in (with_curves[-1]['checks'] if with_curves else [])
+              if c.get('data')}
+    check = {'accuracy_vs_steps': 'steps convergence', 'accuracy_vs_eps': 'eps sweep'}
+    return [(f'{stem}.png', f'{text}, on its {probes.get(check[stem])} probe points')
+            for stem, text in _CURVES.items() if stem in written]
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -603,6 +624,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         _plot_evaluation(records, f'{name}: {threat["id"]}', folder / 'evaluation.png')
         images.insert(1 if images and images[0][0] == 'training_curves.png' else 0,
                       ('evaluation.png', 'evaluation: accuracy per protocol with Wilson 95% intervals'))
+        images += _plot_curves(records, folder)
     except RuntimeError as e:  # matplotlib missing: the card says so
         _logger.warning('no plots drawn: %s', e)
     sha = sha256_file(folder / WEIGHTS_NAME)

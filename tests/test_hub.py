@@ -250,6 +250,24 @@ def test_the_default_tag_is_the_familys_own_dataset_then_the_lowest_seed(run, tm
     assert "UCI's Optical Recognition of Handwritten Digits" in (folder / 'README.md').read_text()
 
 
+def test_card_shows_the_evaluators_accuracy_vs_steps_and_eps_curves(run, tmp_path):
+    record = copy.deepcopy(run['records'][0])
+    record['checks'] = [
+        dict(name='steps convergence', status='PASS', detail='flat',
+             data=dict(steps=[10, 50, 200], accuracy=[0.6, 0.55, 0.55], n=40, eps=0.1, norm='Linf')),
+        dict(name='eps sweep', status='PASS', detail='falls to 0',
+             data=dict(eps=[0.0, 0.1, 0.5], accuracy=[1.0, 0.55, 0.0], threat_eps=0.1, norm='Linf', chance=0.1,
+                       clean=1.0, n=40, steps=20))]
+    kwargs = dict(tag='curves_s0', out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
+    folder = hub.write_card_repo(run['dir'], evaluations=[run['records'][1], record], **kwargs)
+    text = (folder / 'README.md').read_text()
+    for stem in ('accuracy_vs_steps', 'accuracy_vs_eps'):
+        assert (folder / f'{stem}.png').read_bytes()[:4] == b'\x89PNG' and f'({stem}.png)' in text
+    assert 'robust accuracy vs PGD steps (the steps-convergence check), on its 40 probe points' in text
+    folder = hub.write_card_repo(run['dir'], evaluations=[run['records'][1]], **kwargs)  # no curves: no stale plots
+    assert not (folder / 'accuracy_vs_steps.png').exists() and 'accuracy_vs_eps' not in (folder / 'README.md').read_text()
+
+
 def test_a_check_that_did_not_pass_is_listed_under_limitations(run, tmp_path):
     record = copy.deepcopy(run['records'][0])
     record['checks'] = [dict(name='black box', status='WARN', detail='Square breaks 5 points PGD missed'),
