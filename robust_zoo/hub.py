@@ -651,6 +651,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
               train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
               recipe=_repo_relative(recipe_path) if recipe_path else None, sha256=sha,
               **({'checks_not_passed': not_passed} if (not_passed := _checks_not_passed(records)) else {}),
+              **({'stopped_early': True, 'epochs_run': final.get('epochs_run'),
+                  'kept_epoch': (final.get('best') or {}).get('epoch')} if final.get('stopped_early') else {}),
               **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}))
     card_data = ModelCardData(
         model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
@@ -677,6 +679,17 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     if index_file.resolve() == Path(_state['index_path']).resolve() and folder.parent.resolve() == cards_dir().resolve():
         register_published(index_file, cards_dir())  # loadable at once in this process
     return folder
+
+
+def _kept(args: Mapping[str, Any], final: Mapping[str, Any]) -> str:
+    """Which epoch's weights the card ships, and why (epochs counted from 0, as in the run's log)."""
+    if not args.get('early_stop_robust'):
+        return 'last epoch'
+    best = final.get('best') or {}
+    if best.get('epoch') is None or best.get('epoch', -1) < 0:
+        return 'best validation robust accuracy (early stopping on)'
+    return (f"best validation robust accuracy (early stopping on): epoch {best['epoch']} (counted from 0), "
+            f"validation {args.get('val_attack', 'pgd-10')} accuracy {best['robust_acc']:.3f}")
 
 
 def _config_cfg(folder: Path) -> Dict[str, Any]:
@@ -816,7 +829,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         + (f", warmup {args.get('warmup_epochs')} epochs" if args.get('warmup_epochs') else '') + ' |',
         f"| precision | {(args.get('amp_dtype', 'bfloat16') + ' autocast') if args.get('amp') else 'fp32'} |",
         f"| EMA | {'decay ' + str(args.get('model_ema_decay')) if args.get('model_ema') else 'no'} |",
-        f"| checkpoint kept | {'best validation robust accuracy (early stopping on)' if args.get('early_stop_robust') else 'last epoch'} |",
+        f"| checkpoint kept | {_kept(args, final)} |",
         f"| seed | {args.get('seed', 0)} |",
         '',
         '<details><summary>args.yaml (every flag of the run)</summary>',

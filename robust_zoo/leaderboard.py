@@ -55,10 +55,10 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
 
     A model whose Sparta units came frozen from another model's bank is its own row (`bank`: where from).
     Each row: base_architecture, activation, bank, threat_model, seeds, repos, `checks` ({repo: sanity checks
-    that warned or failed}, shown beneath the table), `clean` (the clean accuracy at the
-    largest n) and `robust` ({protocol label: stat}); a stat holds mean, sd (sample sd over seeds; None for one
-    seed), min, max, values, n_seeds, n_examples and wilson95 (the Wilson interval at the mean and n: the
-    test-sample uncertainty of one seed)."""
+    that warned or failed}), `stopped_early` ({repo: (kept epoch, epochs run)}; both shown beneath the table),
+    `clean` (the clean accuracy at the largest n) and `robust` ({protocol label: stat}); a stat holds mean, sd
+    (sample sd over seeds; None for one seed), min, max, values, n_seeds, n_examples and wilson95 (the Wilson
+    interval at the mean and n: the test-sample uncertainty of one seed)."""
     root = Path(cards_root) if cards_root is not None else cards_dir()
     cards = [_card_results(p / 'README.md') for p in sorted(root.iterdir())
              if (p / 'README.md').is_file()] if root.is_dir() else []
@@ -88,6 +88,8 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
             seeds=sorted(c.get('seed') for c in members), repos=sorted(c['folder'] for c in members),
             checks={c['folder']: c['checks_not_passed'] for c in sorted(members, key=lambda c: c['folder'])
                     if c.get('checks_not_passed')},
+            stopped_early={c['folder']: (c.get('kept_epoch'), c.get('epochs_run'))
+                           for c in sorted(members, key=lambda c: c['folder']) if c.get('stopped_early')},
             clean=_stat(clean[n_clean], n_clean) if n_clean else None,
             robust={labels[k]: _stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
                 kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))}))
@@ -125,7 +127,8 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
              '|' + '---|' * (5 + len(protocols))]
     flagged = {repo: checks for r in rows for repo, checks in (r.get('checks') or {}).items()}
     for r in rows:
-        cells = [r['base_architecture'], _activation_cell(r) + (' (!)' if r.get('checks') else ''),
+        cells = [r['base_architecture'], _activation_cell(r) + (' (!)' if r.get('checks') else '')
+                 + (' (e)' if r.get('stopped_early') else ''),
                  f"`{r['threat_model']}`", str(len(r['seeds'])),
                  _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
         cells += [_fmt_stat(r['robust'].get(p)) for p in protocols]
@@ -138,6 +141,12 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
             f"`{repo}` ({', '.join(checks)})" for repo, checks in flagged.items())
             + ': its robust accuracy may be overstated until a stronger attack (APGD, AutoAttack) confirms it; '
               'see the card.']
+    stopped = {repo: kept for r in rows for repo, kept in (r.get('stopped_early') or {}).items()}
+    if stopped:
+        lines += ['', '(e) Training stopped early on catastrophic overfitting (validation robust accuracy fell below '
+                      'half its best), and the best validation epoch was kept: ' + '; '.join(
+                          f'`{repo}` (epoch {kept} of {ran} run, counted from 0)' for repo, (kept, ran) in stopped.items())
+                  + '. These rows compare what the shared budget gave, not what the activation can reach.']
     if image:
         lines += ['', f'![leaderboard]({image})']
     return '\n'.join(lines)

@@ -482,6 +482,25 @@ def test_leaderboard_flags_models_whose_sanity_checks_did_not_pass(run, tmp_path
     assert '(!) A sanity check of the evaluator did not pass for `mlp3_silu_at.fmnist_s0` (black box WARN)' in table
 
 
+def test_a_run_stopped_early_says_which_epoch_it_kept_on_its_card_and_the_leaderboard(run, tmp_path):
+    src = tmp_path / 'run-early'
+    shutil.copytree(run['dir'], src)
+    args = yaml.safe_load((src / 'args.yaml').read_text())
+    (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, epochs=4, early_stop_robust=True), sort_keys=False))
+    final = json.loads((src / 'final_eval.json').read_text())
+    (src / 'final_eval.json').write_text(json.dumps(dict(final, epochs_run=3, stopped_early=True,
+                                                         best=dict(robust_acc=0.673, epoch=0))))
+    cards = tmp_path / 'model_cards'
+    folder = hub.write_card_repo(src, tag='fmnist_s0', out_root=cards, index_path=tmp_path / 'published.json')
+    text = (folder / 'README.md').read_text()
+    assert '| epochs | 4 (ran 3, stopped early: catastrophic overfitting) |' in text
+    assert 'early stopping on): epoch 0 (counted from 0), validation pgd-10 accuracy 0.673 |' in text
+    (row,) = lb.leaderboard(cards)
+    assert row['stopped_early'] == {NAME: (0, 3)}
+    table = lb.leaderboard_markdown([row])
+    assert '| mlp3 | `relu` (e) |' in table and f'`{NAME}` (epoch 0 of 3 run, counted from 0)' in table
+
+
 def test_leaderboard_needs_its_markers(tmp_path, capsys):
     readme = tmp_path / 'README.md'
     readme.write_text('# no markers\n')
