@@ -239,9 +239,12 @@ def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
             else:
                 verdict = 'cannot tell'
             seeds = ', '.join(f"{a}: {acts[a]['robust'][protocol]['n_seeds']}" for a in [base, *present])
+            flagged = [f'{a} (e)' for a in [base, *present] if acts[a].get('stopped_early')] + [
+                f'{a} (!)' for a in [base, *present] if acts[a].get('checks')]
             out.append(f'**{claim}** -- {arch} on `{threat}`: this scale {verdict} ({protocol}; robust accuracy vs '
                        f'{base}: {"; ".join(parts)}; seeds {seeds}; 2 standard errors decide'
-                       f'{_ONE_SEED if any(acts[a]["robust"][protocol]["n_seeds"] < 2 for a in [base, *present]) else ""}).')
+                       f'{_ONE_SEED if any(acts[a]["robust"][protocol]["n_seeds"] < 2 for a in [base, *present]) else ""}'
+                       + (f'; read with the notes on {", ".join(flagged)} beneath the table' if flagged else '') + ').')
     return out
 
 

@@ -499,6 +499,9 @@ def test_a_run_stopped_early_says_which_epoch_it_kept_on_its_card_and_the_leader
     assert row['stopped_early'] == {NAME: (0, 3)}
     table = lb.leaderboard_markdown([row])
     assert '| mlp3 | `relu` (e) |' in table and f'`{NAME}` (epoch 0 of 3 run, counted from 0)' in table
+    silu = dict(row, activation='silu', stopped_early={}, repos=['mlp3_silu_at.fmnist_s0'])
+    (verdict,) = [v for v in lb.claim_verdicts([row, silu]) if v.startswith('**SAT (Xie et al.): smooth')]
+    assert verdict.endswith('; read with the notes on relu (e) beneath the table).')
 
 
 def test_leaderboard_needs_its_markers(tmp_path, capsys):
