@@ -810,7 +810,8 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     if attack_cfg:
         lines += [
             f"| attack | {args['attack']}, {attack_cfg.norm} eps {attack_cfg.eps:g}, step {attack_cfg.resolved_step_size:.4g}"
-            + (f", {attack_cfg.steps} steps" if args['attack'] != 'fgsm-rs' else '')
+            + (f", {attack_cfg.steps} steps" if args['attack'] not in ('fgsm-rs', 'n-fgsm') else '')
+            + (', noise 2 eps, no projection' if args['attack'] == 'n-fgsm' else '')
             + (f", TRADES beta {args.get('trades_beta')}" if args['attack'] == 'trades' else '') + ' |',
             f"| batch norm during the attack | {args.get('bn_mode', 'train')} |",
         ]

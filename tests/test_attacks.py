@@ -1,11 +1,11 @@
-"""PGD / FGSM-RS: budgets, valid images, input-only gradients, and that they actually attack."""
+"""PGD / FGSM-RS / N-FGSM: budgets, valid images, input-only gradients, and that they actually attack."""
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
 
 import robust_zoo  # noqa: F401
-from robust_zoo.attacks import fgsm_rs, pgd
+from robust_zoo.attacks import fgsm_rs, n_fgsm, pgd
 
 
 @pytest.fixture(scope='module')
@@ -50,6 +50,29 @@ def test_fgsm_rs_default_step_is_1_25_eps(model_and_batch):
     x = x.clamp(0.2, 0.8)  # away from the [0, 1] clipping
     x_adv = fgsm_rs(model, x, y, eps=0.1)
     assert ((x_adv - x).abs() > 0.1 - 1e-6).float().mean() > 0.5
+
+
+def test_n_fgsm_is_not_projected_onto_the_eps_ball(model_and_batch):
+    """N-FGSM: noise up to 2 eps plus an eps step, no clip to the eps ball, so pixels move up to 3 eps."""
+    model, x, y = model_and_batch
+    x = x.clamp(0.35, 0.65)  # away from the [0, 1] clipping
+    torch.manual_seed(1)
+    delta = (n_fgsm(model, x, y, eps=0.1) - x).abs()
+    assert delta.max() <= 0.3 + 1e-6
+    assert (delta > 0.1 + 1e-3).float().mean() > 0.25
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_n_fgsm_steps_along_the_gradient_sign_from_its_noise(model_and_batch):
+    """Without noise N-FGSM is plain FGSM with step eps; it stays in the image range."""
+    model, x, y = model_and_batch
+    x_adv = n_fgsm(model, x, y, eps=0.1, noise=0.0)
+    xg = x.clone().requires_grad_(True)
+    grad = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction='sum'), xg)[0]
+    assert torch.allclose(x_adv, (x + 0.1 * grad.sign()).clamp(0, 1))
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    with pytest.raises(ValueError, match='noise must be >= 0'):
+        n_fgsm(model, x, y, eps=0.1, noise=-1)
 
 
 def test_unknown_norm():

@@ -91,7 +91,7 @@ def test_attack_none_returns_the_batch_itself(resnet):
 
 # --- input gradients only ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('attack', ['fgsm-rs', 'pgd', 'trades'])
+@pytest.mark.parametrize('attack', ['fgsm-rs', 'n-fgsm', 'pgd', 'trades'])
 def test_attack_leaves_parameter_grads_untouched(resnet, attack):
     x, y = _batch()
     make_adversarial(resnet, x, y, AttackConfig(attack=attack, steps=2))
@@ -105,7 +105,7 @@ def test_attack_leaves_parameter_grads_untouched(resnet, attack):
 
 # --- BN policy during the attack ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize('attack', ['fgsm-rs', 'pgd', 'trades'])
+@pytest.mark.parametrize('attack', ['fgsm-rs', 'n-fgsm', 'pgd', 'trades'])
 def test_bn_train_mode_attack_keeps_running_stats_and_modes(attack):
     model = _skew_running_stats(_small_net())
     bn1, bn2 = _bns(model)
@@ -197,7 +197,7 @@ def test_attack_mode_restores_momentum_when_the_attack_raises():
 
 # --- adversarial_step ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('attack', ['none', 'fgsm-rs', 'pgd', 'trades'])
+@pytest.mark.parametrize('attack', ['none', 'fgsm-rs', 'n-fgsm', 'pgd', 'trades'])
 def test_adversarial_step_updates_parameters_and_running_stats_once(resnet, attack):
     x, y = _batch()
     params, buffers = _params(resnet), _buffers(resnet)
@@ -349,6 +349,7 @@ def test_config_accepts_l2_budgets_above_one_and_any_eps_without_attack():
 
 def test_config_step_size_defaults():
     assert AttackConfig(attack='fgsm-rs', eps=0.1).resolved_step_size == pytest.approx(0.125)
+    assert AttackConfig(attack='n-fgsm', eps=0.1).resolved_step_size == pytest.approx(0.1)
     assert AttackConfig(attack='pgd', eps=0.1, steps=10).resolved_step_size == pytest.approx(0.025)
     assert AttackConfig(attack='pgd', eps=0.2, steps=5).resolved_step_size == pytest.approx(0.1)
     assert AttackConfig(attack='trades', eps=0.1, steps=10).resolved_step_size == pytest.approx(0.025)
@@ -363,6 +364,18 @@ def test_fgsm_rs_takes_one_step_of_its_own_size():
     x_adv = make_adversarial(model, x, y, AttackConfig(attack='fgsm-rs', eps=0.1, steps=10))
     assert len(calls) == 1
     assert (x_adv - x).abs().max() == pytest.approx(0.1, abs=1e-6)
+
+
+def test_n_fgsm_takes_one_gradient_and_is_linf_only():
+    model = _small_net()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    x, y = _batch()
+    x_adv = make_adversarial(model, x, y, AttackConfig(attack='n-fgsm', eps=0.1, steps=10))
+    assert len(calls) == 1
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6
+    with pytest.raises(ValueError, match='Linf only'):
+        AttackConfig(attack='n-fgsm', norm='L2', eps=1.0)
 
 
 # --- smooth backward switching ----------------------------------------------------------------------------------

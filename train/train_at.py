@@ -96,7 +96,7 @@ g = parser.add_argument_group('Adversarial training')
 g.add_argument('--attack', default='fgsm-rs', choices=ATTACKS)
 g.add_argument('--attack-eps', type=float, default=0.1, help='budget in [0, 1] pixel units (8/255, not 8)')
 g.add_argument('--attack-step', type=float, default=None, help='step size (default: 1.25 eps for fgsm-rs, '
-               '2.5 eps / steps for pgd and trades)')
+               'eps for n-fgsm, 2.5 eps / steps for pgd and trades)')
 g.add_argument('--attack-steps', type=int, default=10)
 g.add_argument('--attack-norm', default='Linf', choices=('Linf', 'L2'))
 g.add_argument('--trades-beta', type=float, default=6.0)

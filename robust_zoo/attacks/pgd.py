@@ -1,4 +1,5 @@
-"""PGD-k (Madry et al. 2018) and FGSM with random start (Wong et al. 2020), Linf and L2.
+"""PGD-k (Madry et al. 2018), FGSM with random start (Wong et al. 2020), Linf and L2, and N-FGSM (de Jorge
+et al. 2022), Linf.
 
 Gradients come from `torch.autograd.grad(loss, x)`: parameter `.grad` fields are never touched and
 autograd skips weight-gradient work. The model's train/eval mode is the caller's choice. Losses are computed
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['pgd', 'fgsm_rs', 'dlr_loss', 'LOSSES']
+__all__ = ['pgd', 'fgsm_rs', 'n_fgsm', 'dlr_loss', 'LOSSES']
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -119,3 +120,21 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
             step_size: float = None) -> torch.Tensor:
     """FGSM from a uniform random start, step 1.25 * eps by default (Wong et al. 2020), Linf."""
     return pgd(model, x, y, eps=eps, steps=1, step_size=1.25 * eps if step_size is None else step_size)
+
+
+def n_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float = None,
+           noise: float = 2.0) -> torch.Tensor:
+    """N-FGSM (de Jorge et al. 2022, "Make Some Noise"), Linf: one FGSM step of `step_size` (default eps)
+    from uniform noise in [-noise * eps, noise * eps], with NO projection back onto the eps ball.
+
+    The stronger noise and the missing clip are what keep single-step training from catastrophic
+    overfitting at large eps, where FGSM-RS collapses; the training perturbation may reach (noise + 1) * eps
+    (3 eps by default). Only the [0, 1] image range is enforced. Same cost as FGSM-RS.
+    """
+    if noise < 0:
+        raise ValueError(f'noise must be >= 0 (a multiple of eps), got {noise}.')
+    step_size = eps if step_size is None else step_size
+    x = x.detach()
+    x_noisy = (x + torch.empty_like(x).uniform_(-noise * eps, noise * eps)).clamp(0, 1)
+    grad = _input_grad(model, x_noisy, y)
+    return (x_noisy + step_size * grad.sign()).clamp(0, 1).detach()

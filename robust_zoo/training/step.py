@@ -17,20 +17,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..attacks import pgd, trades_adversary, trades_kl
+from ..attacks import n_fgsm, pgd, trades_adversary, trades_kl
 from ..layers.smooth import ReLUSmoothGrad
 
 __all__ = ['ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'StepOutput', 'adversarial_step', 'attack_mode',
            'make_adversarial', 'set_smooth_backward']
 
-ATTACKS = ('none', 'fgsm-rs', 'pgd', 'trades')
+ATTACKS = ('none', 'fgsm-rs', 'n-fgsm', 'pgd', 'trades')
 SMOOTH_BACKWARD = ('none', 'attack', 'update', 'both')
 
 
 @dataclass
 class AttackConfig:
     """How the training batch is attacked. `step_size` defaults per attack: 1.25 * eps for FGSM-RS (Wong et
-    al.), 2.5 * eps / steps for PGD and TRADES (Madry et al.)."""
+    al.), eps for N-FGSM (de Jorge et al.; noise 2 eps, Linf only), 2.5 * eps / steps for PGD and TRADES
+    (Madry et al.)."""
     attack: str = 'fgsm-rs'
     eps: float = 0.1
     steps: int = 10
@@ -45,6 +46,8 @@ class AttackConfig:
             raise ValueError(f'unknown training attack {self.attack!r}; choose one of {", ".join(ATTACKS)}.')
         if self.norm not in ('Linf', 'L2'):
             raise ValueError(f"norm must be 'Linf' or 'L2', got {self.norm!r}.")
+        if self.attack == 'n-fgsm' and self.norm != 'Linf':
+            raise ValueError("n-fgsm is defined for Linf only; use pgd or trades for L2.")
         if self.attack != 'none' and self.norm == 'Linf' and not 0 < self.eps <= 1:
             hint = f' It looks like 0..255 units: pass {self.eps:g}/255 = {self.eps / 255:.4f}.' if self.eps > 1 else ''
             raise ValueError(f'attack eps {self.eps} is outside (0, 1]: budgets are in [0, 1] pixel units.{hint}')
@@ -62,7 +65,9 @@ class AttackConfig:
     def resolved_step_size(self) -> float:
         if self.step_size is not None:
             return self.step_size
-        return 1.25 * self.eps if self.attack == 'fgsm-rs' else 2.5 * self.eps / self.steps
+        if self.attack == 'fgsm-rs':
+            return 1.25 * self.eps
+        return self.eps if self.attack == 'n-fgsm' else 2.5 * self.eps / self.steps
 
 
 def set_smooth_backward(model: nn.Module, enabled: bool) -> int:
@@ -113,6 +118,8 @@ def make_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: At
         if cfg.attack == 'trades':
             return trades_adversary(model, x, eps=cfg.eps, steps=cfg.steps, step_size=cfg.resolved_step_size,
                                     norm=cfg.norm)
+        if cfg.attack == 'n-fgsm':
+            return n_fgsm(model, x, y, eps=cfg.eps, step_size=cfg.resolved_step_size)
         steps = 1 if cfg.attack == 'fgsm-rs' else cfg.steps
         return pgd(model, x, y, eps=cfg.eps, steps=steps, step_size=cfg.resolved_step_size, norm=cfg.norm)
 
