@@ -74,3 +74,27 @@ def test_autoattack_goes_to_the_three_best_seed_0_activations_once_all_are_ranke
     assert sorted(aa) == sorted(['resnet20_relu_at-s0', 'resnet20_relu_smoothgrad_at-s0', 'resnet20_capped_relu_at-s0'])
     assert [run.name for _, run in queue[-3:]] == aa, 'AutoAttack comes last'
     assert all('apgd_1k' in run.evals for _, run in queue[-3:])
+
+
+def test_a_run_trained_under_another_budget_is_stale_neither_resumed_nor_ranked(tmp_path):
+    """After a recipe changes, the old runs must not mix into its tables: they are reported and skipped."""
+    import yaml
+    recipe = yaml.safe_load((ROOT / 'train' / 'configs' / 'fmnist_resnet20.yaml').read_text())
+    zoo = tmp_path / 'zoo'
+    for act in zoo_grid.ACTIVATIONS:
+        folder = zoo / f'resnet20_{act}_at-s0'
+        folder.mkdir(parents=True)
+        (folder / 'args.yaml').write_text(yaml.safe_dump({**recipe, 'model': f'robust_zoo/resnet20_{act}_at'}))
+        (folder / 'final_eval.json').write_text('{}')
+        (folder / 'pgd20_10k.json').write_text(json.dumps({'robust_accuracy': 0.5}))
+    old = zoo / 'resnet20_relu_at-s0'
+    assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == []
+    assert len(zoo_grid.best_three(zoo)) == 3
+    other = 'pgd' if recipe['attack'] != 'pgd' else 'fgsm-rs'
+    (old / 'args.yaml').write_text(yaml.safe_dump({**recipe, 'attack': other}))
+    assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == [f"attack: run {other!r}, recipe {recipe['attack']!r}"]
+    assert zoo_grid.best_three(zoo) == [], 'a stale record must not enter the ranking'
+    out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run', '--grid', 'zoo',
+                          '--root', str(zoo)], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith(f'stale    {old}: trained under another budget') and 'runs/superseded' in out[0]
+    assert out[1] == f'done     {zoo / "resnet20_softplus_at-s0"}'

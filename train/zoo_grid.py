@@ -19,9 +19,11 @@ transferred models can name their published bank, then regenerates the README ta
     python train/zoo_grid.py --publish && git add model_cards robust_zoo/published.json README.md
 
 Each run goes to ROOT/<name>/. A finished run (final_eval.json) is skipped, a started one is resumed from its
-last.ckpt, so killing and restarting this script loses at most --checkpoint-interval steps. A run whose
-inputs (a bank from an unfinished zoo run) are missing is skipped with a message. Evaluations are resumable
-too (--state), so a killed one continues where it stopped.
+last.ckpt; a run whose args.yaml disagrees with its recipe on any value the recipe sets (the recipe changed
+after it ran) is stale: it is neither resumed nor published, and must be moved away to be re-run, so that one
+table never mixes two budgets. Killing and restarting this script loses at most --checkpoint-interval steps.
+A run whose inputs (a bank from an unfinished zoo run) are missing is skipped with a message. Evaluations
+are resumable too (--state), so a killed one continues where it stopped.
 """
 import argparse
 import subprocess
@@ -117,10 +119,31 @@ def best_three(zoo_root: Path) -> List[str]:
     empty until every activation has that record (a ranking of some would pick the best of the early ones)."""
     import json
     records = {_zoo(act, 0).name: zoo_root / _zoo(act, 0).name / f'{EVAL_10K}.json' for act in ACTIVATIONS}
-    if not all(r.exists() for r in records.values()):
+    if not all(r.exists() and not recipe_mismatch(r.parent, 'fmnist_resnet20.yaml') for r in records.values()):
         return []
     robust = {name: json.loads(r.read_text())['robust_accuracy'] for name, r in records.items()}
     return sorted(robust, key=lambda name: (-robust[name], name))[:3]
+
+
+def recipe_mismatch(out: Path, recipe: str) -> List[str]:
+    """The values the recipe sets that a started run (its args.yaml) was not trained with, as
+    'key: run value, recipe value'; empty for a run that matches or has not started."""
+    import yaml
+    args_file = out / 'args.yaml'
+    if not args_file.exists():
+        return []
+    args = yaml.safe_load(args_file.read_text())
+    wanted = yaml.safe_load((HERE / 'configs' / recipe).read_text())
+    return [f'{k}: run {args.get(k)!r}, recipe {v!r}' for k, v in wanted.items()
+            if k != 'model' and args.get(k) != v]
+
+
+def _stale(out: Path, run: Run) -> bool:
+    diff = recipe_mismatch(out, run.recipe)
+    if diff:
+        print(f'stale    {out}: trained under another budget than {run.recipe} ({"; ".join(diff)}); move it '
+              'away (e.g. to runs/superseded/) to train it again under the current recipe', flush=True)
+    return bool(diff)
 
 
 def bank_of(run: Path) -> Path:
@@ -151,13 +174,17 @@ def eval_cmd(out: Path, model: str, kind: str) -> List[str]:
 
 def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
     out = root / run.name
+    if _stale(out, run):
+        return
     trained = (out / 'final_eval.json').exists()
     todo = [kind for kind in run.evals if not (out / f'{kind}.json').exists()]
     if trained and not todo:
         print(f'done     {out}', flush=True)
         return
-    if run.bank_run is not None and not (run.bank_run / 'final_eval.json').exists():
-        print(f'waiting  {out}: its bank comes from {run.bank_run}, not finished yet', flush=True)
+    if run.bank_run is not None and (not (run.bank_run / 'final_eval.json').exists()
+                                     or recipe_mismatch(run.bank_run, 'fmnist_resnet20.yaml')):
+        print(f'waiting  {out}: its bank comes from {run.bank_run}, not finished (under the current recipe) yet',
+              flush=True)
         return
     if dry_run:
         state = 'evaluate' if trained else 'partial' if (out / 'last.ckpt').exists() else 'todo'
@@ -194,6 +221,8 @@ def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
     for root, run in dict(((root, run.name), (root, run)) for root, run in queue).values():
         out = root / run.name
         if not (out / 'final_eval.json').exists() or (EVAL_10K in run.evals and not (out / f'{EVAL_10K}.json').exists()):
+            continue
+        if _stale(out, run):
             continue
         records = [out / 'final_eval.json'] + [out / f'{k}.json' for k in EVALS if (out / f'{k}.json').exists()]
         card = cards_dir() / f'{run.model}.{run.tag}' / 'README.md'
