@@ -137,6 +137,19 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_unpublish(args: argparse.Namespace) -> int:
+    from .hub import index_path, unpublish
+    for name in args.names:
+        try:
+            folder = unpublish(name, out_root=args.out)
+        except KeyError as e:
+            raise SystemExit(f'robust-zoo unpublish: {e.args[0]}') from None
+        print(f'removed {folder} and its entry in {index_path()}')
+    print('regenerate the README tables with `robust-zoo leaderboard --readme README.md`; a repo already pushed '
+          'to the Hub stays there until you delete it on the Hub.')
+    return 0
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -264,6 +277,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--no-dry-run', action='store_true', help='really upload (token from HF_TOKEN)')
     p.add_argument('--private', action='store_true', help='create the repo private')
     p.set_defaults(fn=_cmd_push)
+
+    p = sub.add_parser('unpublish', help='withdraw published models: delete their card folders and index entries')
+    p.add_argument('names', nargs='+', help='<arch>.<tag>, e.g. resnet20_silu_at.fmnist_s0')
+    p.add_argument('--out', default=None, help='folder of card repos (default: model_cards/ of the checkout)')
+    p.set_defaults(fn=_cmd_unpublish)
 
     p = sub.add_parser('leaderboard', help="the published models' results, aggregated over seeds")
     p.add_argument('--cards', default=None, help='folder of card repos (default: model_cards/)')

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 __all__ = [
     'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'hf_org', 'index_path',
     'load_published', 'push_card_repo', 'register_published', 'repo_files', 'resolve_published_weights',
-    'sha256_file', 'with_published', 'write_card_repo',
+    'sha256_file', 'unpublish', 'with_published', 'write_card_repo',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -678,6 +678,28 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     index_file.write_text(json.dumps(dict(sorted(index.items())), indent=2) + '\n')
     if index_file.resolve() == Path(_state['index_path']).resolve() and folder.parent.resolve() == cards_dir().resolve():
         register_published(index_file, cards_dir())  # loadable at once in this process
+    return folder
+
+
+def unpublish(name: str, *, index_path: Optional[PathLike] = None, out_root: Optional[PathLike] = None) -> Path:
+    """Withdraw a published model: delete its card folder `<out_root>/<name>/` and its index entry, e.g. when
+    its recipe was superseded (a table must never mix budgets). The Hub repo, if pushed, is not touched.
+    Raises KeyError naming the published models when `name` is not one of them. Returns the removed folder."""
+    import shutil
+
+    index_file = Path(index_path) if index_path is not None else Path(_state['index_path'])
+    root = Path(out_root) if out_root is not None else cards_dir()
+    index = load_published(index_file)
+    name = name.removeprefix('robust_zoo/')
+    if name not in index:
+        raise KeyError(f'{name!r} is not published in {index_file}; published: {", ".join(sorted(index)) or "none"}.')
+    del index[name]
+    index_file.write_text(json.dumps(dict(sorted(index.items())), indent=2) + '\n')
+    folder = root / name
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    if index_file.resolve() == Path(_state['index_path']).resolve() and root.resolve() == cards_dir().resolve():
+        register_published(index_file, cards_dir())
     return folder
 
 

@@ -667,6 +667,22 @@ def test_cli_card_writes_into_the_index_in_use(run, tmp_path, published, capsys)
     assert 'must be letters' in err and 'is not a finished train/train_at.py run' in err
 
 
+def test_cli_unpublish_withdraws_the_card_and_its_index_entry(run, tmp_path, published, capsys):
+    published(tmp_path / 'published.json', tmp_path / 'model_cards')
+    assert main(['card', str(run['dir']), '--tag', 'old_s0']) == 0
+    assert main(['card', str(run['dir']), '--tag', 'kept_s0']) == 0
+    capsys.readouterr()
+    assert main(['unpublish', f'robust_zoo/{ARCH}.old_s0']) == 0
+    assert f"removed {tmp_path / 'model_cards' / f'{ARCH}.old_s0'}" in capsys.readouterr().out
+    assert not (tmp_path / 'model_cards' / f'{ARCH}.old_s0').exists()
+    assert list(hub.load_published()) == [f'{ARCH}.kept_s0']
+    assert robust_zoo.list_models(pretrained=True) == [f'robust_zoo/{ARCH}.kept_s0']
+    with pytest.raises(RuntimeError):  # no weights under that tag any more
+        timm.create_model(f'robust_zoo/{ARCH}.old_s0', pretrained=True)
+    with pytest.raises(SystemExit, match=f'is not published .*published: {ARCH}.kept_s0'):
+        main(['unpublish', f'{ARCH}.old_s0'])
+
+
 def test_a_sparta_card_publishes_its_bank_loadable_by_name(tmp_path, monkeypatch):
     from robust_zoo.sparta import load_bank, read_bank, sparta_units
     arch = 'mlp3_sparta_at'
