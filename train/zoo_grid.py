@@ -99,7 +99,7 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     def transfer(runs):
         return [(transfer_root, r) for r in runs]
 
-    first = ('relu', 'softplus', 'smoothrelu', 'sparta')
+    first = ('relu', 'silu', 'sparta', 'softplus', 'smoothrelu')  # silu: the README's headline model
     queue = zoo(_zoo(a, 0) for a in first) + transfer(_digits(0, zoo_root))
     queue += zoo(_zoo(a, 0) for a in ACTIVATIONS if a not in first)
     queue += zoo(r for r in zoo_grid() if r.name.startswith('mlp3_'))
