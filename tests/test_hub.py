@@ -205,6 +205,16 @@ def test_card_refuses_runs_the_registry_name_would_not_rebuild(run, tmp_path):
     assert not (tmp_path / 'p.json').exists() and not (tmp_path / 'cards').exists()
 
 
+def test_card_states_the_n_fgsm_budget(run, tmp_path):
+    """The zoo's training attack: the card says it is N-FGSM with its noise and without the eps-ball clip."""
+    other = tmp_path / 'run'
+    shutil.copytree(run['dir'], other)
+    args = yaml.safe_load((other / 'args.yaml').read_text())
+    (other / 'args.yaml').write_text(yaml.safe_dump(dict(args, attack='n-fgsm')))
+    folder = hub.write_card_repo(other, tag=TAG, out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
+    assert '| attack | n-fgsm, Linf eps 0.1, step 0.1, noise 2 eps, no projection |' in (folder / 'README.md').read_text()
+
+
 # --- loading ------------------------------------------------------------------------------------------------
 
 def test_registered_cfg_agrees_with_config_and_card(card, published):
