@@ -98,3 +98,16 @@ def test_a_run_trained_under_another_budget_is_stale_neither_resumed_nor_ranked(
                           '--root', str(zoo)], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].startswith(f'stale    {old}: trained under another budget') and 'runs/superseded' in out[0]
     assert out[1] == f'done     {zoo / "resnet20_softplus_at-s0"}'
+
+
+def test_trained_runs_are_evaluated_before_new_training(tmp_path):
+    zoo = tmp_path / 'zoo'
+    queue = zoo_grid.all_grid(zoo, tmp_path / 't')
+    for name in ('resnet20_gelu_at-s0', 'resnet20_pssilu_at-s0', 'resnet20_elu_at-s0'):
+        (zoo / name).mkdir(parents=True)
+        (zoo / name / 'final_eval.json').write_text('{}')
+    (zoo / 'resnet20_elu_at-s0' / 'pgd20_10k.json').write_text('{}')  # fully evaluated: stays in place
+    ordered = zoo_grid.trained_first(queue)
+    assert [run.name for _, run in ordered[:2]] == ['resnet20_gelu_at-s0', 'resnet20_pssilu_at-s0']
+    assert ordered[2:] == [item for item in queue if item not in ordered[:2]], 'the rest (APGD stage too) in order'
+    assert all(run.evals == (zoo_grid.EVAL_10K,) for _, run in ordered[:2])

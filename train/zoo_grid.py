@@ -13,6 +13,7 @@ every experiment first (each transfer run as soon as its bank exists), then seed
 APGD-T on 1,000 test images for seed 0 of every zoo activation (RUN/apgd_1k.json), and last AutoAttack
 standard on 500 test images (RUN/aa_500.json) for the three best of them by PGD-20 on 10,000 images, once
 every seed-0 activation has that number (the queue is rebuilt after each pass, so this stage appears then).
+A trained run still lacking its PGD-20 on 10,000 images is evaluated before any new training starts.
 
 `--publish` trains nothing: it writes (or refreshes) the model card of every finished run, zoo first so that
 transferred models can name their published bank, then regenerates the README tables:
@@ -112,6 +113,17 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     best = best_three(zoo_root)
     return queue + apgd + [(root, run._replace(evals=run.evals + ('aa_500',))) for root, run in apgd
                            if run.name in best]
+
+
+def trained_first(queue: List[tuple]) -> List[tuple]:
+    """The queue with the trained runs that still lack their PGD-20 on 10,000 images moved to the front
+    (minutes each, and each makes a publishable model); otherwise in order."""
+    def waiting(item):
+        root, run = item
+        out = root / run.name
+        return (run.evals == (EVAL_10K,) and (out / 'final_eval.json').exists()  # not the later APGD/AA stages
+                and not (out / f'{EVAL_10K}.json').exists())
+    return sorted(queue, key=lambda item: not waiting(item))
 
 
 def best_three(zoo_root: Path) -> List[str]:
@@ -261,7 +273,7 @@ def main() -> int:
     if args.publish:
         return publish(queue, Path(args.readme), force=args.force)
     while True:  # a pass can unlock queue entries (the AutoAttack stage): run again until it stops changing
-        for root, run in queue:
+        for root, run in trained_first(queue):
             run_one(root, run, args.extra, args.dry_run)
         again = all_grid(zoo_root, transfer_root) if args.grid == 'all' else queue
         if args.dry_run or again == queue:
