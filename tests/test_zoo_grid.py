@@ -111,3 +111,37 @@ def test_trained_runs_are_evaluated_before_new_training(tmp_path):
     assert [run.name for _, run in ordered[:2]] == ['resnet20_gelu_at-s0', 'resnet20_pssilu_at-s0']
     assert ordered[2:] == [item for item in queue if item not in ordered[:2]], 'the rest (APGD stage too) in order'
     assert all(run.evals == (zoo_grid.EVAL_10K,) for _, run in ordered[:2])
+
+
+def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_the_same_card(tmp_path, monkeypatch):
+    """runs/ is not in git: on a new machine the published seed-0 runs come back from their cards instead of
+    being trained again, and their card written from the restored run says what the published one says."""
+    import yaml
+    from robust_zoo.hub import write_card_repo
+    run = zoo_grid._zoo('relu', 0)
+    out = tmp_path / 'zoo' / run.name
+    card = zoo_grid.restorable(out, run)
+    assert card == ROOT / 'model_cards' / 'resnet20_relu_at.fmnist_s0'
+    assert sorted(zoo_grid.restore_from_card(out, card)) == ['final_eval.json', 'pgd20_10k.json']
+    assert (out / 'model.safetensors').read_bytes() == (card / 'model.safetensors').read_bytes()
+    records = json.loads((card / 'eval_results.json').read_text())
+    assert json.loads((out / 'final_eval.json').read_text())['evaluation'] == records[0]
+    assert json.loads((out / 'pgd20_10k.json').read_text()) == records[1]
+    assert zoo_grid.restorable(out, run) is None, 'a restored (finished) run is not restored again'
+    folder = write_card_repo(out, tag=run.tag, evaluations=[out / 'final_eval.json', out / 'pgd20_10k.json'],
+                             out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
+    same = [line for line in (card / 'README.md').read_text().splitlines() if '`config.json`' not in line]
+    assert [line for line in (folder / 'README.md').read_text().splitlines() if '`config.json`' not in line] == same
+
+    started = tmp_path / 'zoo' / zoo_grid._zoo('silu', 0).name
+    started.mkdir()
+    (started / 'last.ckpt').write_bytes(b'')
+    assert zoo_grid.restorable(started, zoo_grid._zoo('silu', 0)) is None, 'a started run resumes, not restored'
+    stale = tmp_path / 'stale-card'
+    stale.mkdir()
+    for name in ('eval_results.json', 'README.md'):
+        (stale / name).write_text((card / name).read_text())
+    args = yaml.safe_load((card / 'args.yaml').read_text())
+    (stale / 'args.yaml').write_text(yaml.safe_dump({**args, 'epochs': args['epochs'] + 1}))
+    monkeypatch.setattr(zoo_grid, '_card_of', lambda run: stale)
+    assert zoo_grid.restorable(tmp_path / 'zoo' / 'other', run) is None, 'a card of another budget is not restored'

@@ -5,6 +5,6 @@
 set -u
 cd "$(dirname "$0")/.."
 mkdir -p runs
-# wait for a grid already running (e.g. started by hand) instead of racing it on the same run folders
-while pgrep -f "train/zoo_grid[.]py" > /dev/null; do sleep 60; done
+# wait for a grid or a training run already running (e.g. started by hand) instead of racing it on the same run folders
+while pgrep -f "train/(zoo_grid|train_at)[.]py" > /dev/null; do sleep 60; done
 exec nice -n 10 .venv/bin/python train/zoo_grid.py --grid all >> runs/grid-all.log 2>&1

@@ -25,6 +25,9 @@ after it ran) is stale: it is neither resumed nor published, and must be moved a
 table never mixes two budgets. Killing and restarting this script loses at most --checkpoint-interval steps.
 A run whose inputs (a bank from an unfinished zoo run) are missing is skipped with a message. Evaluations
 are resumable too (--state), so a killed one continues where it stopped.
+runs/ is not in git: on a new machine a run whose folder is missing but whose card is published (under the
+current recipe) is restored from its card (weights, args.yaml, summary.csv, evaluation records) instead of
+being trained again, so its later stages (APGD, AutoAttack, its Sparta bank) continue from the published model.
 """
 import argparse
 import subprocess
@@ -184,10 +187,77 @@ def eval_cmd(out: Path, model: str, kind: str) -> List[str]:
             '--checks', 'full', '--state', str(out / f'{kind}.state.json'), '--output', str(out / f'{kind}.json')]
 
 
+def _card_of(run: Run) -> Path:
+    from robust_zoo.hub import cards_dir
+    return cards_dir() / f'{run.model}.{run.tag}'
+
+
+def restorable(out: Path, run: Run) -> Optional[Path]:
+    """The published card a run can be restored from: its folder holds no run yet (no final_eval.json, no
+    last.ckpt) and the card was trained under the run's current recipe."""
+    card = _card_of(run)
+    if (out / 'final_eval.json').exists() or (out / 'last.ckpt').exists():
+        return None
+    if not (card / 'eval_results.json').is_file() or not (card / 'args.yaml').is_file():
+        return None
+    return None if recipe_mismatch(card, run.recipe) else card
+
+
+def restore_from_card(out: Path, card: Path) -> List[str]:
+    """Rebuild a finished run folder from its published card: the same weights, args.yaml and summary.csv, the
+    card's first record as final_eval.json and the later ones as their EVALS files (matched by their number of
+    examples). File times are the card's, so `--publish` does not rewrite an unchanged card. Returns the
+    record files written."""
+    import csv
+    import json
+    import os
+    import re
+    import shutil
+
+    import yaml
+    records = json.loads((card / 'eval_results.json').read_text())
+    text = (card / 'README.md').read_text()
+    meta = yaml.safe_load(text.split('---', 2)[1]).get('robust_zoo', {})
+    rows = list(csv.DictReader((card / 'summary.csv').open())) if (card / 'summary.csv').is_file() else []
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ('model.safetensors', 'args.yaml', 'summary.csv'):
+        if (card / name).is_file():
+            shutil.copy2(card / name, out / name)
+    final = dict(model=records[0]['model'], dataset=meta.get('dataset'), restored_from=str(card),
+                 epochs_run=meta.get('epochs_run', len(rows)), stopped_early=bool(meta.get('stopped_early')),
+                 world_size=int(m.group(1)) if (m := re.search(r'\| batch \| \d+ x (\d+) process', text)) else 1)
+    if rows:
+        kept = meta.get('kept_epoch')
+        row = next((r for r in rows if int(r['epoch']) == kept), None) if kept is not None else \
+            max(rows, key=lambda r: float(r['eval_robust_acc']))
+        final['best'] = dict(epoch=int(row['epoch']), robust_acc=float(row['eval_robust_acc']))
+    final['evaluation'] = records[0]
+    files = {out / 'final_eval.json': final}
+    sizes = {int(flags[flags.index('--n-examples') + 1]): kind for kind, flags in EVALS.items()}
+    for record in records[1:]:
+        kind = sizes.get(record['n_examples'])
+        if kind is None:
+            raise ValueError(f'{card}/eval_results.json: a record on {record["n_examples"]} examples is none of '
+                             f'{", ".join(EVALS)}')
+        files[out / f'{kind}.json'] = record
+    stamp = (card / 'README.md').stat().st_mtime
+    for path, record in files.items():
+        path.write_text(json.dumps(record, indent=2))
+        os.utime(path, (stamp, stamp))
+    return [p.name for p in files]
+
+
 def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
     out = root / run.name
     if _stale(out, run):
         return
+    card = restorable(out, run)
+    if card is not None:
+        if dry_run:
+            print(f'restore  {out}: from its published card {card}')
+            return
+        print(f'restored {out} from its published card {card} ({", ".join(restore_from_card(out, card))})',
+              flush=True)
     trained = (out / 'final_eval.json').exists()
     todo = [kind for kind in run.evals if not (out / f'{kind}.json').exists()]
     if trained and not todo:
