@@ -173,3 +173,29 @@ def test_unknown_config_key_is_rejected(tmp_path):
     cfg.write_text('attack_epsilon: 0.1\n')
     proc = run('-c', cfg, check=False)
     assert proc.returncode == 2 and 'attack_epsilon' in proc.stderr
+
+
+def test_amp_falls_back_to_fp32_where_bf16_is_emulated_and_says_so(monkeypatch):
+    """Emulated bf16 (an AVX2-only CPU) made a step ~7x slower than fp32: --amp trains in fp32 there and the
+    run's args.yaml records it; where bf16 is native, --amp stays on."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import train_at
+    finally:
+        sys.path.pop(0)
+    args = train_at.parse_args(['-c', str(ROOT / 'train' / 'configs' / 'fmnist_resnet20.yaml')])
+    assert args.amp
+    monkeypatch.setattr(train_at, 'native_autocast', lambda device, dtype: True)
+    assert train_at.resolve_amp(args, torch.device('cpu')) is None and args.amp
+    monkeypatch.setattr(train_at, 'native_autocast', lambda device, dtype: False)
+    message = train_at.resolve_amp(args, torch.device('cpu'))
+    assert not args.amp and 'fp32' in message and 'no native bfloat16' in message
+    assert train_at.resolve_amp(args, torch.device('cpu')) is None, 'without --amp nothing changes'
+
+
+def test_native_autocast_follows_onednn_on_cpu(monkeypatch):
+    from robust_zoo.training import native_autocast
+    monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: False, raising=False)
+    assert native_autocast('cpu') is False
+    monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: True, raising=False)
+    assert native_autocast('cpu', torch.bfloat16) is True

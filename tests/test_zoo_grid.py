@@ -90,6 +90,8 @@ def test_a_run_trained_under_another_budget_is_stale_neither_resumed_nor_ranked(
     old = zoo / 'resnet20_relu_at-s0'
     assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == []
     assert len(zoo_grid.best_three(zoo)) == 3
+    (old / 'args.yaml').write_text(yaml.safe_dump({**recipe, 'amp': False}))  # fp32 where bf16 is emulated
+    assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == [], 'precision is not part of the budget'
     other = 'pgd' if recipe['attack'] != 'pgd' else 'fgsm-rs'
     (old / 'args.yaml').write_text(yaml.safe_dump({**recipe, 'attack': other}))
     assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == [f"attack: run {other!r}, recipe {recipe['attack']!r}"]

@@ -140,9 +140,15 @@ def best_three(zoo_root: Path) -> List[str]:
     return sorted(robust, key=lambda name: (-robust[name], name))[:3]
 
 
+# recipe values that say how a run executes, not what it learns from: precision (train_at.py's --amp falls back to
+# fp32 where bf16 is emulated) and checkpoint frequency. Each card states its precision.
+EXECUTION_KEYS = ('amp', 'amp_dtype', 'checkpoint_interval')
+
+
 def recipe_mismatch(out: Path, recipe: str) -> List[str]:
     """The values the recipe sets that a started run (its args.yaml) was not trained with, as
-    'key: run value, recipe value'; empty for a run that matches or has not started."""
+    'key: run value, recipe value'; empty for a run that matches or has not started. EXECUTION_KEYS are not
+    compared: a run in fp32 on a CPU without native bf16 has the same budget as one under bf16 autocast."""
     import yaml
     args_file = out / 'args.yaml'
     if not args_file.exists():
@@ -150,7 +156,7 @@ def recipe_mismatch(out: Path, recipe: str) -> List[str]:
     args = yaml.safe_load(args_file.read_text())
     wanted = yaml.safe_load((HERE / 'configs' / recipe).read_text())
     return [f'{k}: run {args.get(k)!r}, recipe {v!r}' for k, v in wanted.items()
-            if k != 'model' and args.get(k) != v]
+            if k != 'model' and k not in EXECUTION_KEYS and args.get(k) != v]
 
 
 def _stale(out: Path, run: Run) -> bool:
