@@ -593,12 +593,14 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     # the dataset's own class names, never ones inherited from the registry's default cfg (another dataset's)
     label_names = LABEL_NAMES.get(dataset)
     label_names = list(label_names) if label_names and len(label_names) == model.num_classes else None
-    model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items()
-                            if k not in ('label_names', 'label_descriptions', 'label_offset')}
     pretrained_cfg = dict(
         hf_hub_id=hf_hub_id, tag=tag, dataset=dataset, threat_model=threat['id'],
         input_mean=[float(f'{v:.7g}') for v in model.normalize.mean.flatten().tolist()],
         input_std=[float(f'{v:.7g}') for v in model.normalize.std.flatten().tolist()])
+    # the keys set here always come last, in this order, whatever the registry's cfg held: config.json is
+    # byte-stable across rewrites
+    model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items()
+                            if k not in ('label_names', 'label_descriptions', 'label_offset', *pretrained_cfg)}
 
     out = Path(out_root) if out_root is not None else cards_dir()
     folder = out / name
@@ -649,6 +651,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
               dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
               train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
+              precision=f"{args.get('amp_dtype', 'bfloat16')} autocast" if args.get('amp') else 'fp32',
               recipe=_repo_relative(recipe_path) if recipe_path else None, sha256=sha,
               **({'checks_not_passed': not_passed} if (not_passed := _checks_not_passed(records)) else {}),
               **({'stopped_early': True, 'epochs_run': final.get('epochs_run'),

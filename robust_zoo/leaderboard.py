@@ -88,6 +88,8 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
             seeds=sorted(c.get('seed') for c in members), repos=sorted(c['folder'] for c in members),
             checks={c['folder']: c['checks_not_passed'] for c in sorted(members, key=lambda c: c['folder'])
                     if c.get('checks_not_passed')},
+            precision={c['folder']: c.get('precision') for c in sorted(members, key=lambda c: c['folder'])
+                       if c.get('precision')},
             stopped_early={c['folder']: (c.get('kept_epoch'), c.get('epochs_run'))
                            for c in sorted(members, key=lambda c: c['folder']) if c.get('stopped_early')},
             clean=_stat(clean[n_clean], n_clean) if n_clean else None,
@@ -147,6 +149,15 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
                       'half its best), and the best validation epoch was kept: ' + '; '.join(
                           f'`{repo}` (epoch {kept} of {ran} run, counted from 0)' for repo, (kept, ran) in stopped.items())
                   + '. These rows compare what the shared budget gave, not what the activation can reach.']
+    precisions: Dict[str, List[str]] = defaultdict(list)
+    for r in rows:
+        for repo, precision in (r.get('precision') or {}).items():
+            precisions[precision].append(repo)
+    if len(precisions) > 1:
+        lines += ['', 'Training precision differs between rows (the machine decided: `train_at.py --amp` trains in '
+                      'fp32 where bf16 is emulated; the budget is otherwise identical): ' + '; '.join(
+                          f"{precision}: " + ', '.join(f'`{repo}`' for repo in repos)
+                          for precision, repos in sorted(precisions.items())) + '.']
     if image:
         lines += ['', f'![leaderboard]({image})']
     return '\n'.join(lines)

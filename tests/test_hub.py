@@ -763,3 +763,26 @@ def test_one_seed_verdicts_say_they_are_provisional():
     (verdict,) = lb.claim_verdicts([row('relu', 0.66), row('sparta', 0.75)])
     assert 'this scale agrees' in verdict and 'seeds relu: 1, sparta: 1' in verdict
     assert 'not the seed-to-seed spread, so this is provisional' in verdict
+
+
+def test_cards_state_their_training_precision_and_the_leaderboard_notes_a_mix(run, tmp_path):
+    """train_at.py --amp falls back to fp32 where bf16 is emulated, so one table can mix precisions: each
+    card records its run's precision and the leaderboard says which rows used which."""
+    cards = tmp_path / 'model_cards'
+    for act, amp in (('relu', True), ('silu', False)):
+        src = tmp_path / f'run-{act}'
+        shutil.copytree(run['dir'], src)
+        args = yaml.safe_load((src / 'args.yaml').read_text())
+        (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, model=f'robust_zoo/mlp3_{act}_at', amp=amp),
+                                                      sort_keys=False))
+        for record in ('final_eval.json', 'pgd20_n20.json'):
+            text = (src / record).read_text().replace(f'robust_zoo/{ARCH}', f'robust_zoo/mlp3_{act}_at')
+            (src / record).write_text(text)
+        hub.write_card_repo(src, tag='fmnist_s0', out_root=cards, index_path=tmp_path / 'published.json')
+    rows = lb.leaderboard(cards)
+    assert [r['precision'] for r in rows] == [{'mlp3_relu_at.fmnist_s0': 'bfloat16 autocast'},
+                                             {'mlp3_silu_at.fmnist_s0': 'fp32'}]
+    table = lb.leaderboard_markdown(rows)
+    assert ('Training precision differs between rows' in table and 'bfloat16 autocast: `mlp3_relu_at.fmnist_s0`'
+            in table and 'fp32: `mlp3_silu_at.fmnist_s0`' in table)
+    assert 'precision differs' not in lb.leaderboard_markdown(rows[:1])

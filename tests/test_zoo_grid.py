@@ -132,8 +132,8 @@ def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_
     assert zoo_grid.restorable(out, run) is None, 'a restored (finished) run is not restored again'
     folder = write_card_repo(out, tag=run.tag, evaluations=[out / 'final_eval.json', out / 'pgd20_10k.json'],
                              out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
-    same = [line for line in (card / 'README.md').read_text().splitlines() if '`config.json`' not in line]
-    assert [line for line in (folder / 'README.md').read_text().splitlines() if '`config.json`' not in line] == same
+    for name in ('README.md', 'config.json', 'eval_results.json'):
+        assert (folder / name).read_text() == (card / name).read_text(), f'{name} differs'
 
     started = tmp_path / 'zoo' / zoo_grid._zoo('silu', 0).name
     started.mkdir()
