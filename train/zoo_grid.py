@@ -104,7 +104,8 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
         return [(transfer_root, r) for r in runs]
 
     first = ('relu', 'silu', 'sparta', 'softplus', 'smoothrelu')  # silu: the README's headline model
-    queue = zoo(_zoo(a, 0) for a in first) + transfer(_digits(0, zoo_root))
+    # the digits arms (minutes each) as soon as their bank exists: the first complete transfer experiment
+    queue = zoo(_zoo(a, 0) for a in first[:3]) + transfer(_digits(0, zoo_root)) + zoo(_zoo(a, 0) for a in first[3:])
     queue += zoo(_zoo(a, 0) for a in ACTIVATIONS if a not in first)
     queue += zoo(r for r in zoo_grid() if r.name.startswith('mlp3_'))
     queue += transfer(_deeper(32, 0, zoo_root) + _deeper(56, 0, zoo_root))
