@@ -416,6 +416,11 @@ def _md_cell(text: Any) -> str:
     return str(text).replace('|', '\\|').replace('\n', ' ')
 
 
+# recipe values that say how a run executes, not what it learns from: precision (train_at.py --amp falls back to
+# fp32 where bf16 is emulated) and checkpoint frequency; a run's card states its precision
+EXECUTION_KEYS = ('amp', 'amp_dtype', 'checkpoint_interval')
+
+
 def _find_recipe(args: Mapping[str, Any]) -> Optional[Path]:
     """The train/configs/*.yaml the run was trained with, as far as its args tell (args.yaml does not record -c):
     every recipe key except `model` equal to the run's, the same base architecture, the most keys; None when
@@ -430,7 +435,8 @@ def _find_recipe(args: Mapping[str, Any]) -> Optional[Path]:
         except (OSError, yaml.YAMLError):
             continue
         model = _arch_of(str(recipe.get('model', '')))
-        if recipe and all(args.get(k) == v for k, v in recipe.items() if k != 'model') \
+        if recipe and all(args.get(k) == v for k, v in recipe.items()
+                          if k != 'model' and k not in EXECUTION_KEYS) \
                 and (not model or _activation_of(model)[0] == base):
             fits.append((len(recipe), path))
     fits.sort(reverse=True)
@@ -640,8 +646,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     elif (folder / BANK_FILE).is_file():
         (folder / BANK_FILE).unlink()
 
-    if recipe is None and args.get('config') and Path(args['config']).is_file():
-        recipe = args['config']  # train_at.py records the recipe it started from
+    if recipe is None and args.get('config'):
+        recipe = _recorded_recipe(Path(args['config']))
     recipe_path = Path(recipe) if recipe is not None else _find_recipe(args)
     attack_cfg = None
     if args.get('attack', 'none') != 'none':
@@ -725,6 +731,17 @@ def _config_cfg(folder: Path) -> Dict[str, Any]:
         if key in config:
             cfg[key] = config[key]
     return cfg
+
+
+def _recorded_recipe(config: Path) -> Optional[Path]:
+    """The recipe train_at.py recorded (an absolute path on the training machine): that file inside this
+    checkout, else this checkout's train/configs/ file of the same name (a run made in another clone), else the
+    file itself where it exists."""
+    root = Path(__file__).resolve().parents[1]
+    if config.is_file() and config.resolve().is_relative_to(root):
+        return config
+    local = root / 'train' / 'configs' / config.name
+    return local if local.is_file() else config if config.is_file() else None
 
 
 def _repo_relative(path: Path) -> str:

@@ -786,3 +786,22 @@ def test_cards_state_their_training_precision_and_the_leaderboard_notes_a_mix(ru
     assert ('Training precision differs between rows' in table and 'bfloat16 autocast: `mlp3_relu_at.fmnist_s0`'
             in table and 'fp32: `mlp3_silu_at.fmnist_s0`' in table)
     assert 'precision differs' not in lb.leaderboard_markdown(rows[:1])
+
+
+def test_a_card_names_the_checkouts_recipe_whatever_clone_or_precision_the_run_came_from(run, tmp_path):
+    """train_at.py records the recipe as an absolute path of the machine it ran on; a card written in another
+    clone names this checkout's file of that name. An fp32 run (--amp fell back) still matches its recipe."""
+    recipe = Path(hub.__file__).resolve().parents[1] / 'train' / 'configs' / 'fmnist_resnet20.yaml'
+    assert hub._recorded_recipe(Path('/elsewhere/clone/train/configs/fmnist_resnet20.yaml')) == recipe
+    assert hub._recorded_recipe(recipe) == recipe
+    assert hub._recorded_recipe(Path('/elsewhere/custom.yaml')) is None
+    args = dict(yaml.safe_load(recipe.read_text()), model='robust_zoo/resnet20_relu_at')
+    assert hub._find_recipe(args) == recipe
+    assert hub._find_recipe(dict(args, amp=False)) == recipe, 'precision is not part of the recipe'
+    assert hub._find_recipe(dict(args, epochs=args['epochs'] + 1)) is None
+    src = tmp_path / 'run-elsewhere'
+    shutil.copytree(run['dir'], src)
+    run_args = yaml.safe_load((src / 'args.yaml').read_text())
+    (src / 'args.yaml').write_text(yaml.safe_dump(dict(run_args, config=f'/elsewhere/clone/{recipe.relative_to(recipe.parents[2])}')))
+    folder = hub.write_card_repo(src, tag='fmnist_s0', out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
+    assert '  recipe: train/configs/fmnist_resnet20.yaml\n' in (folder / 'README.md').read_text()

@@ -141,16 +141,13 @@ def best_three(zoo_root: Path) -> List[str]:
     return sorted(robust, key=lambda name: (-robust[name], name))[:3]
 
 
-# recipe values that say how a run executes, not what it learns from: precision (train_at.py's --amp falls back to
-# fp32 where bf16 is emulated) and checkpoint frequency. Each card states its precision.
-EXECUTION_KEYS = ('amp', 'amp_dtype', 'checkpoint_interval')
-
-
 def recipe_mismatch(out: Path, recipe: str) -> List[str]:
     """The values the recipe sets that a started run (its args.yaml) was not trained with, as
     'key: run value, recipe value'; empty for a run that matches or has not started. EXECUTION_KEYS are not
     compared: a run in fp32 on a CPU without native bf16 has the same budget as one under bf16 autocast."""
     import yaml
+
+    from robust_zoo.hub import EXECUTION_KEYS
     args_file = out / 'args.yaml'
     if not args_file.exists():
         return []
