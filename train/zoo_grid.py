@@ -218,10 +218,10 @@ def restore_from_card(out: Path, card: Path) -> List[str]:
     import re
     import shutil
 
-    import yaml
+    from huggingface_hub import ModelCard
     records = json.loads((card / 'eval_results.json').read_text())
     text = (card / 'README.md').read_text()
-    meta = yaml.safe_load(text.split('---', 2)[1]).get('robust_zoo', {})
+    meta = ModelCard.load(card / 'README.md').data.to_dict().get('robust_zoo', {})
     rows = list(csv.DictReader((card / 'summary.csv').open())) if (card / 'summary.csv').is_file() else []
     out.mkdir(parents=True, exist_ok=True)
     for name in ('model.safetensors', 'args.yaml', 'summary.csv'):
