@@ -54,14 +54,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import logging
 
     import timm
+    import torch
     import torch.distributed as dist
 
     from .evaluate import evaluate, save_eval_plots
     from .evaluate.evaluator import load_eval_data
     from .threat_models import get_threat_model
+    from .training import native_autocast
     rank, world, device = _init_distributed(args.device)
     try:
         logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format='%(message)s')
+        if args.amp and not native_autocast(device):
+            # as train_at.py --amp: emulated bf16 (an AVX2-only CPU) is several times slower than fp32, never faster
+            args.amp = False
+            logging.getLogger(__name__).info(f'--amp: this {torch.device(device).type} has no native bf16 (oneDNN '
+                                             'reports it emulated, several times slower than fp32): attacks run in fp32')
         name = args.model if ':' in args.model or '/' in args.model else f'robust_zoo/{args.model}'
         overlay = dict(file=args.checkpoint) if args.checkpoint else None
         # the published weights by default (robust_zoo/<arch>[.<tag>]); --checkpoint for your own
@@ -252,8 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    '(with --checks full) and loss_landscape.png into DIR')
     p.add_argument('--state', default=None, metavar='PATH', help='resumable run: per-batch outcomes are saved to '
                    'this JSON file; rerun the same command to continue after an interruption')
-    p.add_argument('--amp', action='store_true', help='run the attacks under bf16 autocast (decisions are re-made '
-                   'in fp32; numbers can differ from fp32 ones)')
+    p.add_argument('--amp', action='store_true', help='run the attacks under bf16 autocast where bf16 is native '
+                   '(fp32 elsewhere, saying so; decisions are re-made in fp32; numbers can differ from fp32 ones)')
     p.add_argument('--compile', action='store_true', help='attacks query torch.compile(model): a minute or more of '
                    'compilation, then ~1.7x faster PGD on a CPU (no gain for AutoAttack: see the README)')
     p.add_argument('--device', default='cpu', help="cpu, cuda or cuda:N (under torchrun, cuda is cuda:LOCAL_RANK; "
