@@ -417,8 +417,9 @@ def _md_cell(text: Any) -> str:
 
 
 # recipe values that say how a run executes, not what it learns from: precision (train_at.py --amp falls back to
-# fp32 where bf16 is emulated) and checkpoint frequency; a run's card states its precision
-EXECUTION_KEYS = ('amp', 'amp_dtype', 'checkpoint_interval')
+# fp32 where bf16 is emulated), compiled activation kernels (same math) and checkpoint frequency; a run's card
+# states its precision
+EXECUTION_KEYS = ('amp', 'amp_dtype', 'fused_act', 'checkpoint_interval')
 
 
 def _find_recipe(args: Mapping[str, Any]) -> Optional[Path]:

@@ -193,6 +193,33 @@ def test_amp_falls_back_to_fp32_where_bf16_is_emulated_and_says_so(monkeypatch):
     assert train_at.resolve_amp(args, torch.device('cpu')) is None, 'without --amp nothing changes'
 
 
+def test_fused_act_turns_on_compiled_kernels_in_fp32_only(monkeypatch):
+    """--fused-act enables robust_zoo's compiled activation kernels; under --amp (never measured faster) or without
+    a C++ compiler it stays off, the log says why, and args.yaml records it."""
+    from robust_zoo.layers import fused_activations_enabled, set_fused_activations
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import train_at
+    finally:
+        sys.path.pop(0)
+    cpu = torch.device('cpu')
+    try:
+        args = train_at.parse_args(['--fused-act', '--amp'])
+        assert 'measured in fp32 only' in train_at.resolve_fused_act(args, cpu)
+        assert not args.fused_act and not fused_activations_enabled()
+        monkeypatch.setattr(train_at.shutil, 'which', lambda name: None)
+        args = train_at.parse_args(['--fused-act'])
+        assert 'no C++ compiler' in train_at.resolve_fused_act(args, cpu)
+        assert not args.fused_act and not fused_activations_enabled()
+        monkeypatch.setattr(train_at.shutil, 'which', lambda name: f'/usr/bin/{name}')
+        args = train_at.parse_args(['--fused-act'])
+        assert 'compiled kernels' in train_at.resolve_fused_act(args, cpu)
+        assert args.fused_act and fused_activations_enabled()
+        assert train_at.resolve_fused_act(train_at.parse_args([]), cpu) is None
+    finally:
+        set_fused_activations(False)
+
+
 def test_native_autocast_follows_onednn_on_cpu(monkeypatch):
     from robust_zoo.training import native_autocast
     monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: False, raising=False)
