@@ -57,6 +57,18 @@ def test_dry_run_lists_states(tmp_path):
     assert out[0] == f'done     {done}'
 
 
+def test_only_keeps_the_matching_runs_in_queue_order(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run', '--only', 'digits-*-s2',
+                          '--only', 'mlp3_*', '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line.split()[1].rstrip(':') for line in out] == [
+        str(tmp_path / 'zoo' / 'mlp3_capped_relu_at-s0'), str(tmp_path / 'zoo' / 'mlp3_relu_at-s0'),
+        str(tmp_path / 't' / 'digits-resnet20_relu_at-s2'), str(tmp_path / 't' / 'digits-resnet20_sparta_at-s2'),
+        str(tmp_path / 't' / 'digits-resnet20_sparta_at-bank-s2')]
+    queue = zoo_grid.all_grid(Path('z'), Path('t'))
+    assert zoo_grid.select(queue, None) == queue and zoo_grid.select(queue, ['no-such-run']) == []
+
+
 def test_autoattack_goes_to_the_three_best_seed_0_activations_once_all_are_ranked(tmp_path):
     zoo = tmp_path / 'zoo'
     robust = {a: 0.5 + i / 100 for i, a in enumerate(zoo_grid.ACTIVATIONS)}  # the last three are best

@@ -30,6 +30,7 @@ current recipe) is restored from its card (weights, args.yaml, summary.csv, eval
 being trained again, so its later stages (APGD, AutoAttack, its Sparta bank) continue from the published model.
 """
 import argparse
+import fnmatch
 import subprocess
 import sys
 from pathlib import Path
@@ -322,6 +323,14 @@ def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
     return 0
 
 
+def select(queue: List[tuple], patterns: Optional[List[str]]) -> List[tuple]:
+    """The queue entries whose run folder name matches one of the shell `patterns` (all of them without any),
+    in queue order."""
+    if not patterns:
+        return queue
+    return [(root, run) for root, run in queue if any(fnmatch.fnmatchcase(run.name, p) for p in patterns)]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--grid', default='all', choices=('all', 'zoo', 'transfer'))
@@ -335,6 +344,9 @@ def main() -> int:
     p.add_argument('--force', action='store_true', help='with --publish: rewrite every finished run\'s card, not '
                                                         'only the missing or stale ones')
     p.add_argument('--readme', default='README.md', help='with --publish: the README whose tables to regenerate')
+    p.add_argument('--only', action='append', default=None, metavar='PATTERN',
+                   help="only the runs whose folder name matches this shell pattern (repeatable), e.g. --only "
+                        "'digits-*-s2' --only 'mlp3_*': short runs that fit in the time left")
     p.add_argument('extra', nargs=argparse.REMAINDER, help='flags passed on to train_at.py')
     args = p.parse_args()
     zoo_root, transfer_root = Path(args.zoo_root), Path(args.transfer_root)
@@ -344,12 +356,13 @@ def main() -> int:
         queue = [(Path(args.root or zoo_root), r) for r in zoo_grid()]
     else:
         queue = [(Path(args.root or transfer_root), r) for r in transfer_grid(zoo_root)]
+    queue = select(queue, args.only)
     if args.publish:
         return publish(queue, Path(args.readme), force=args.force)
     while True:  # a pass can unlock queue entries (the AutoAttack stage): run again until it stops changing
         for root, run in trained_first(queue):
             run_one(root, run, args.extra, args.dry_run)
-        again = all_grid(zoo_root, transfer_root) if args.grid == 'all' else queue
+        again = select(all_grid(zoo_root, transfer_root), args.only) if args.grid == 'all' else queue
         if args.dry_run or again == queue:
             return 0
         queue = again
