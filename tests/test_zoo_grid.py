@@ -159,3 +159,23 @@ def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_
     (stale / 'args.yaml').write_text(yaml.safe_dump({**args, 'epochs': args['epochs'] + 1}))
     monkeypatch.setattr(zoo_grid, '_card_of', lambda run: stale)
     assert zoo_grid.restorable(tmp_path / 'zoo' / 'other', run) is None, 'a card of another budget is not restored'
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_set_aside_and_trained_again(tmp_path, monkeypatch):
+    """train_at.py refuses a folder that holds args.yaml (no overwriting), and without last.ckpt there is nothing to
+    resume: the grid used to fail on such a run forever. Now it is moved to superseded/ (its log kept) and rerun."""
+    root = tmp_path / 't'
+    run = next(r for r in zoo_grid.transfer_grid(tmp_path / 'zoo') if r.name == 'digits-resnet20_relu_at-s2')
+    out = root / run.name
+    out.mkdir(parents=True)
+    import yaml
+    recipe = yaml.safe_load((ROOT / 'train' / 'configs' / run.recipe).read_text())
+    (out / 'args.yaml').write_text(yaml.safe_dump({**recipe, 'model': f'robust_zoo/{run.model}', 'seed': 2}))
+    (out / 'log.txt').write_text('epoch 0\n')
+    calls = []
+    monkeypatch.setattr(zoo_grid.subprocess, 'call', lambda cmd, **kw: calls.append(cmd) or 1)
+    zoo_grid.run_one(root, run, [], dry_run=False)
+    moved = list((root / 'superseded').iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith(f'{run.name}-no-checkpoint-')
+    assert (moved[0] / 'log.txt').read_text() == 'epoch 0\n' and not out.exists()
+    assert calls and calls[0][-2:] == ['--output', str(out)], 'trained from scratch into the same folder'

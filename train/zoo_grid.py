@@ -23,7 +23,8 @@ Each run goes to ROOT/<name>/. A finished run (final_eval.json) is skipped, a st
 last.ckpt; a run whose args.yaml disagrees with its recipe on any value the recipe sets (the recipe changed
 after it ran) is stale: it is neither resumed nor published, and must be moved away to be re-run, so that one
 table never mixes two budgets. Killing and restarting this script loses at most --checkpoint-interval steps.
-A run whose inputs (a bank from an unfinished zoo run) are missing is skipped with a message. Evaluations
+A run whose inputs (a bank from an unfinished zoo run) are missing is skipped with a message. A run killed
+before its first checkpoint (args.yaml, no last.ckpt) is moved to ROOT/superseded/ and started over. Evaluations
 are resumable too (--state), so a killed one continues where it stopped.
 runs/ is not in git: on a new machine a run whose folder is missing but whose card is published (under the
 current recipe) is restored from its card (weights, args.yaml, summary.csv, evaluation records) instead of
@@ -252,6 +253,16 @@ def restore_from_card(out: Path, card: Path) -> List[str]:
     return [p.name for p in files]
 
 
+def set_aside(out: Path) -> Path:
+    """Move a run folder that cannot be resumed (train_at.py refuses to overwrite it) to ROOT/superseded/, with
+    the time in its name, so that nothing in it is lost; returns where it went."""
+    import time
+    dest = out.parent / 'superseded' / f'{out.name}-no-checkpoint-{time.strftime("%Y%m%d-%H%M%S")}'
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    out.rename(dest)
+    return dest
+
+
 def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
     out = root / run.name
     if _stale(out, run):
@@ -278,6 +289,9 @@ def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
         print(f'{state:8} {out}')
         return
     if not trained:
+        if not (out / 'last.ckpt').exists() and (out / 'args.yaml').exists():
+            print(f'set aside {out}: killed before its first checkpoint, nothing to resume; moved to '
+                  f'{set_aside(out)}, starting over', flush=True)
         cmd = [sys.executable, str(HERE / 'train_at.py'), '-c', str(HERE / 'configs' / run.recipe),
                '--model', f'robust_zoo/{run.model}', '--seed', str(run.seed), *extra]
         if run.bank_run is not None:
