@@ -59,7 +59,7 @@ def test_dry_run_lists_states(tmp_path):
 
 def test_only_keeps_the_matching_runs_in_queue_order(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run', '--only', 'digits-*-s2',
-                          '--only', 'mlp3_*', '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
+                          '--only', 'mlp3_*-s0', '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert [line.split()[1].rstrip(':') for line in out] == [
         str(tmp_path / 'zoo' / 'mlp3_capped_relu_at-s0'), str(tmp_path / 'zoo' / 'mlp3_relu_at-s0'),
