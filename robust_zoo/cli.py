@@ -60,15 +60,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, save_eval_plots
     from .evaluate.evaluator import load_eval_data
     from .threat_models import get_threat_model
-    from .training import native_autocast
+    from .training import resolve_autocast
     rank, world, device = _init_distributed(args.device)
     try:
         logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format='%(message)s')
-        if args.amp and not native_autocast(device):
-            # as train_at.py --amp: emulated bf16 (an AVX2-only CPU) is several times slower than fp32, never faster
-            args.amp = False
-            logging.getLogger(__name__).info(f'--amp: this {torch.device(device).type} has no native bf16 (oneDNN '
-                                             'reports it emulated, several times slower than fp32): attacks run in fp32')
+        args.amp, message = resolve_autocast(args.amp, device, what='the attacks run')
+        if message:
+            logging.getLogger(__name__).info(message)
         name = args.model if ':' in args.model or '/' in args.model else f'robust_zoo/{args.model}'
         overlay = dict(file=args.checkpoint) if args.checkpoint else None
         # the published weights by default (robust_zoo/<arch>[.<tag>]); --checkpoint for your own

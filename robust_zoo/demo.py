@@ -13,7 +13,7 @@ from .attacks import fgsm_rs
 from .evaluate import evaluate
 from .data import load_fashion_mnist
 from .threat_models import get_threat_model
-from .training import native_autocast
+from .training import resolve_autocast
 
 __all__ = ['MAIN_JOB_ATTACKS', 'default_published_model', 'run_demo', 'run_published']
 
@@ -27,9 +27,9 @@ def run_demo(model_name: str = 'resnet20_silu_at', train_samples: int = 12000, e
     PGD-20 accuracy on the first `eval_samples` test images through `robust_zoo.evaluate`. Returns the
     accuracies (fractions)."""
     torch.manual_seed(seed)
-    if amp and not native_autocast('cpu'):
-        amp = False
-        log('bf16 is emulated on this CPU (much slower than fp32): training in fp32')
+    amp, message = resolve_autocast(amp, 'cpu', what='the demo trains')
+    if message:
+        log(message)
     threat = get_threat_model('fashion-mnist-linf')
     x_train, y_train = load_fashion_mnist('train', data_dir, n=train_samples)
     x_test, y_test = load_fashion_mnist('test', data_dir, n=eval_samples)

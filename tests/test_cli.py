@@ -84,8 +84,8 @@ def test_eval_full_checks_plots_and_a_resumable_state(tmp_path, capsys):
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')
 def test_eval_without_checks_under_amp(tmp_path, capsys, monkeypatch):
-    import robust_zoo.training
-    monkeypatch.setattr(robust_zoo.training, 'native_autocast', lambda device: True)  # the bf16 path on any CPU
+    import robust_zoo.training.precision
+    monkeypatch.setattr(robust_zoo.training.precision, 'native_autocast', lambda device, dtype: True)  # the bf16 path on any CPU
     assert main(['eval', 'mlp3_relu_at', '--checkpoint', str(_weights(tmp_path)), '--n-examples', '10', '--attacks',
                  'pgd-3', '--checks', 'none', '--amp']) == 0
     out = capsys.readouterr().out
@@ -96,13 +96,13 @@ def test_eval_without_checks_under_amp(tmp_path, capsys, monkeypatch):
 def test_eval_amp_falls_back_to_fp32_where_bf16_is_emulated(tmp_path, capsys, caplog, monkeypatch):
     import logging
 
-    import robust_zoo.training
-    monkeypatch.setattr(robust_zoo.training, 'native_autocast', lambda device: False)  # an AVX2-only CPU
+    import robust_zoo.training.precision
+    monkeypatch.setattr(robust_zoo.training.precision, 'native_autocast', lambda device, dtype: False)  # an AVX2-only CPU
     with caplog.at_level(logging.INFO):
         assert main(['eval', 'mlp3_relu_at', '--checkpoint', str(_weights(tmp_path)), '--n-examples', '10',
                      '--attacks', 'pgd-3', '--checks', 'none', '--amp']) == 0
     assert 'attacks under bf16 autocast' not in capsys.readouterr().out
-    assert any('no native bf16' in r.getMessage() and 'attacks run in fp32' in r.getMessage() for r in caplog.records)
+    assert any('no native bfloat16' in r.getMessage() and 'the attacks run in fp32' in r.getMessage() for r in caplog.records)
 
 
 def _torchrun_rank(rank, port, args):

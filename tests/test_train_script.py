@@ -185,9 +185,10 @@ def test_amp_falls_back_to_fp32_where_bf16_is_emulated_and_says_so(monkeypatch):
         sys.path.pop(0)
     args = train_at.parse_args(['-c', str(ROOT / 'train' / 'configs' / 'fmnist_resnet20.yaml')])
     assert args.amp
-    monkeypatch.setattr(train_at, 'native_autocast', lambda device, dtype: True)
+    import robust_zoo.training.precision as precision
+    monkeypatch.setattr(precision, 'native_autocast', lambda device, dtype: True)
     assert train_at.resolve_amp(args, torch.device('cpu')) is None and args.amp
-    monkeypatch.setattr(train_at, 'native_autocast', lambda device, dtype: False)
+    monkeypatch.setattr(precision, 'native_autocast', lambda device, dtype: False)
     message = train_at.resolve_amp(args, torch.device('cpu'))
     assert not args.amp and 'fp32' in message and 'no native bfloat16' in message
     assert train_at.resolve_amp(args, torch.device('cpu')) is None, 'without --amp nothing changes'
@@ -226,3 +227,15 @@ def test_native_autocast_follows_onednn_on_cpu(monkeypatch):
     assert native_autocast('cpu') is False
     monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: True, raising=False)
     assert native_autocast('cpu', torch.bfloat16) is True
+
+
+def test_resolve_autocast_is_the_one_amp_decision(monkeypatch):
+    """train_at.py, robust-zoo eval and the demo all ask resolve_autocast: --amp stays where low precision is
+    native, becomes fp32 with a message naming what runs in fp32 where it is emulated, and no --amp says nothing."""
+    import robust_zoo.training.precision as precision
+    monkeypatch.setattr(precision, 'native_autocast', lambda device, dtype: True)
+    assert precision.resolve_autocast(True, 'cpu') == (True, None)
+    monkeypatch.setattr(precision, 'native_autocast', lambda device, dtype: False)
+    amp, message = precision.resolve_autocast(True, 'cpu', torch.float16, what='the attacks run')
+    assert amp is False and 'no native float16' in message and 'the attacks run in fp32' in message
+    assert precision.resolve_autocast(False, 'cpu') == (False, None)

@@ -161,7 +161,7 @@ def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_
     assert zoo_grid.restorable(tmp_path / 'zoo' / 'other', run) is None, 'a card of another budget is not restored'
 
 
-def test_a_run_killed_before_its_first_checkpoint_is_set_aside_and_trained_again(tmp_path, monkeypatch):
+def test_a_run_killed_before_its_first_checkpoint_is_set_aside_and_trained_again(tmp_path, monkeypatch, capsys):
     """train_at.py refuses a folder that holds args.yaml (no overwriting), and without last.ckpt there is nothing to
     resume: the grid used to fail on such a run forever. Now it is moved to superseded/ (its log kept) and rerun."""
     root = tmp_path / 't'
@@ -175,6 +175,8 @@ def test_a_run_killed_before_its_first_checkpoint_is_set_aside_and_trained_again
     calls = []
     monkeypatch.setattr(zoo_grid.subprocess, 'call', lambda cmd, **kw: calls.append(cmd) or 1)
     monkeypatch.setattr(zoo_grid, 'restorable', lambda out, run: None)  # whether or not this run is published yet
+    zoo_grid.run_one(root, run, [], dry_run=True)
+    assert 'restart' in capsys.readouterr().out and out.exists() and not calls, 'a dry run says so, moves nothing'
     zoo_grid.run_one(root, run, [], dry_run=False)
     moved = list((root / 'superseded').iterdir())
     assert len(moved) == 1 and moved[0].name.startswith(f'{run.name}-no-checkpoint-')

@@ -35,7 +35,7 @@ from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import THREAT_MODELS, ThreatModel, get_threat_model
 from robust_zoo.training import (
     ATTACKS, SMOOTH_BACKWARD, AttackConfig, CheckpointError, epoch_batches, freeze, load_model_state,
-    load_train_state, load_weights, native_autocast, ranks_identical, save_train_state, save_weights, set_smooth_backward,
+    load_train_state, load_weights, ranks_identical, resolve_autocast, save_train_state, save_weights, set_smooth_backward,
     subset, train_one_epoch, validate,
 )
 
@@ -230,14 +230,10 @@ def build_model(args, num_classes: int, in_chans: int):
 
 
 def resolve_amp(args: argparse.Namespace, device: torch.device) -> Optional[str]:
-    """--amp on a device without native low precision (an AVX2-only CPU) falls back to fp32: emulated bf16 made a
-    ResNet-20 step ~8x slower than fp32. args.amp becomes False, so args.yaml records what ran; returns the
-    message to log (None when nothing changed)."""
-    if args.amp and not native_autocast(device, getattr(torch, args.amp_dtype)):
-        args.amp = False
-        return (f'--amp: this {device.type} has no native {args.amp_dtype} (oneDNN reports it emulated: ~8x slower than fp32 '
-                f'on an AVX2 CPU), so this run trains in fp32; args.yaml records amp: false')
-    return None
+    """--amp where low precision is emulated becomes fp32 (resolve_autocast); args.amp is updated so that args.yaml
+    records what ran. Returns the message to log (None when nothing changed)."""
+    args.amp, message = resolve_autocast(args.amp, device, getattr(torch, args.amp_dtype), 'this run trains')
+    return message and f'{message}; args.yaml records amp: false'
 
 
 def resolve_fused_act(args: argparse.Namespace, device: torch.device) -> Optional[str]:

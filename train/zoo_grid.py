@@ -289,6 +289,10 @@ def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
               flush=True)
         return
     if dry_run:
+        if not trained and not (out / 'last.ckpt').exists() and (out / 'args.yaml').exists():
+            print(f'restart  {out}: started but no checkpoint yet; unless it is training now, it will be set aside '
+                  f'to {out.parent / "superseded"}/ and trained again')
+            return
         state = 'evaluate' if trained else 'partial' if (out / 'last.ckpt').exists() else 'todo'
         print(f'{state:8} {out}')
         return

@@ -7,7 +7,7 @@ from .loop import (
     epoch_batches, freeze, iterate_batches, parameter_digest, ranks_identical, step_seed, subset, train_one_epoch,
     validate,
 )
-from .precision import native_autocast
+from .precision import native_autocast, resolve_autocast
 from .step import (
     ATTACKS, SMOOTH_BACKWARD, AttackConfig, StepOutput, adversarial_step, attack_mode, make_adversarial,
     set_smooth_backward,
@@ -17,5 +17,5 @@ __all__ = [
     'ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'CheckpointError', 'StepOutput', 'adversarial_step',
     'atomic_write', 'attack_mode', 'epoch_batches', 'freeze', 'iterate_batches', 'load_model_state',
     'load_train_state', 'load_weights', 'make_adversarial', 'native_autocast', 'parameter_digest', 'ranks_identical',
-    'save_train_state', 'save_weights', 'set_smooth_backward', 'step_seed', 'subset', 'train_one_epoch', 'validate',
+    'resolve_autocast', 'save_train_state', 'save_weights', 'set_smooth_backward', 'step_seed', 'subset', 'train_one_epoch', 'validate',
 ]

@@ -5,11 +5,11 @@ adversarial training gains ~1.75x. On an AVX2-only CPU (e.g. an older AMD EPYC) 
 same training step measured ~8x SLOWER than fp32 (benchmarks/bench_precision.py). So `--amp` means "mixed
 precision where it is native", and falls back to fp32 elsewhere, saying so.
 """
-from typing import Union
+from typing import Optional, Tuple, Union
 
 import torch
 
-__all__ = ['native_autocast']
+__all__ = ['native_autocast', 'resolve_autocast']
 
 
 def native_autocast(device: Union[str, torch.device], dtype: torch.dtype = torch.bfloat16) -> bool:
@@ -25,3 +25,16 @@ def native_autocast(device: Union[str, torch.device], dtype: torch.dtype = torch
         return bool(getattr(torch.ops.mkldnn, check)())
     except (AttributeError, RuntimeError, TypeError):
         return False
+
+
+def resolve_autocast(amp: bool, device: Union[str, torch.device], dtype: torch.dtype = torch.bfloat16,
+                     what: str = 'this run') -> Tuple[bool, Optional[str]]:
+    """The one place that decides whether a requested `--amp` runs: (amp to use, message to log or None).
+
+    Emulated low precision is never faster than fp32, so a request on a device without native `dtype` becomes fp32
+    and the message says so, naming `what` runs in fp32 (e.g. 'this run trains', 'attacks run')."""
+    if not amp or native_autocast(device, dtype):
+        return amp, None
+    name = str(dtype).replace('torch.', '')
+    return False, (f'--amp: this {torch.device(device).type} has no native {name} (oneDNN reports it emulated: ~8x '
+                   f'slower than fp32 on an AVX2 CPU), so {what} in fp32')
