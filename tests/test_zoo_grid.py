@@ -1,6 +1,7 @@
 """train/zoo_grid.py: the experiment queue covers both grids once each, and a transfer run comes after its bank."""
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,26 @@ def test_a_run_killed_before_its_first_checkpoint_is_set_aside_and_trained_again
     assert len(moved) == 1 and moved[0].name.startswith(f'{run.name}-no-checkpoint-')
     assert (moved[0] / 'log.txt').read_text() == 'epoch 0\n' and not out.exists()
     assert calls and calls[0][-2:] == ['--output', str(out)], 'trained from scratch into the same folder'
+
+
+def test_parallel_workers_never_take_the_same_run(tmp_path, capsys, monkeypatch):
+    """run_grids.sh starts one grid worker per core on one queue: a run claimed by a live worker is skipped by the
+    others (and shown as running by --dry-run), released when done, and taken over when its worker died."""
+    out = tmp_path / 'zoo' / 'resnet20_relu_at-s1'
+    with zoo_grid.claim(out) as mine:
+        assert mine and zoo_grid.holder(out) == os.getpid()
+        with zoo_grid.claim(out) as other:
+            assert not other, 'a second claim on a held run is refused'
+        assert zoo_grid.holder(out) == os.getpid(), 'the refused claim left the holder\'s lock alone'
+        run = next(r for r in zoo_grid.zoo_grid() if r.name == out.name)
+        calls = []
+        monkeypatch.setattr(zoo_grid.subprocess, 'call', lambda cmd, **kw: calls.append(cmd) or 1)
+        monkeypatch.setattr(zoo_grid, 'restorable', lambda out, run: None)
+        zoo_grid.run_one(out.parent, run, [], dry_run=False)
+        assert 'busy' in capsys.readouterr().out and not calls, 'a held run is not trained twice'
+        zoo_grid.run_one(out.parent, run, [], dry_run=True)
+        assert f'running  {out}: grid worker pid {os.getpid()}' in capsys.readouterr().out
+    assert zoo_grid.holder(out) is None and not list((out.parent / '.locks').iterdir()), 'released, no litter'
+    (out.parent / ".locks" / f"{out.name}.pid").write_text(f"{os.getpid()} 1")  # a dead worker whose pid was reused
+    with zoo_grid.claim(out) as mine:
+        assert mine and zoo_grid.holder(out) == os.getpid(), 'a dead worker\'s lock is taken over'

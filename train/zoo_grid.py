@@ -26,16 +26,21 @@ table never mixes two budgets. Killing and restarting this script loses at most 
 A run whose inputs (a bank from an unfinished zoo run) are missing is skipped with a message. A run killed
 before its first checkpoint (args.yaml, no last.ckpt) is moved to ROOT/superseded/ and started over. Evaluations
 are resumable too (--state), so a killed one continues where it stopped.
+Several workers may share the queue (run_grids.sh starts one per core): each run is claimed through
+ROOT/.locks/<run>.pid while a worker trains or evaluates it, the others skip it, and a dead worker's lock is
+taken over.
 runs/ is not in git: on a new machine a run whose folder is missing but whose card is published (under the
 current recipe) is restored from its card (weights, args.yaml, summary.csv, evaluation records) instead of
 being trained again, so its later stages (APGD, AutoAttack, its Sparta bank) continue from the published model.
 """
 import argparse
 import fnmatch
+import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 ACTIVATIONS = ('relu', 'softplus', 'smoothrelu', 'silu', 'gelu', 'elu', 'pssilu', 'psoftplus', 'sparta',
                'capped_relu', 'relu_smoothgrad')
@@ -267,10 +272,80 @@ def set_aside(out: Path) -> Path:
     return dest
 
 
+def _identity(pid: int) -> Optional[str]:
+    """'pid start-time' of a live process (None when gone): a pid reused by another process, or a lock carried to a
+    new machine, does not match its start time."""
+    try:
+        stat = Path(f'/proc/{pid}/stat').read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc (not Linux): the pid alone
+        except OSError:
+            return None
+        return str(pid)
+    return f'{pid} {stat.rsplit(")", 1)[1].split()[19]}'  # field 22, after the (comm) that may hold spaces
+
+
+def holder(out: Path) -> Optional[int]:
+    """The pid of the live grid worker working on this run, or None (no lock, or its process is gone)."""
+    try:
+        identity = (out.parent / '.locks' / f'{out.name}.pid').read_text().strip()
+        pid = int(identity.split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _identity(pid) == identity else None
+
+
+@contextmanager
+def claim(out: Path) -> Iterator[bool]:
+    """Hold ROOT/.locks/<run>.pid while this worker works on a run, so that parallel workers (run_grids.sh
+    starts one per core) never train, evaluate or set aside the same run. Yields False while another live
+    worker holds it; a lock left by a dead worker is taken over. The lock is created with its content at once
+    (a hard link of a written file), so no worker ever reads a half-written one."""
+    lock = out.parent / '.locks' / f'{out.name}.pid'
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    tmp = lock.with_name(f'{lock.name}.{os.getpid()}.tmp')
+    tmp.write_text(_identity(os.getpid()))
+    try:
+        for _ in range(2):
+            try:
+                os.link(tmp, lock)
+                break
+            except FileExistsError:
+                if holder(out) is not None:
+                    yield False
+                    return
+                lock.unlink(missing_ok=True)  # its worker is gone
+        else:
+            yield False  # another worker took it over between our two tries
+            return
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
     out = root / run.name
     if _stale(out, run):
         return
+    if dry_run:
+        pid = holder(out)
+        if pid is not None:
+            print(f'running  {out}: grid worker pid {pid}')
+            return
+        _run_one(out, run, extra, dry_run)
+        return
+    with claim(out) as mine:
+        if not mine:
+            print(f'busy     {out}: another grid worker has it (pid {holder(out)}); next run', flush=True)
+            return
+        _run_one(out, run, extra, dry_run)
+
+
+def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> None:
     card = restorable(out, run)
     if card is not None:
         if dry_run:
@@ -290,8 +365,8 @@ def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
         return
     if dry_run:
         if not trained and not (out / 'last.ckpt').exists() and (out / 'args.yaml').exists():
-            print(f'restart  {out}: started but no checkpoint yet; unless it is training now, it will be set aside '
-                  f'to {out.parent / "superseded"}/ and trained again')
+            print(f'restart  {out}: started, no checkpoint, no worker on it: it will be set aside to '
+                  f'{out.parent / "superseded"}/ and trained again')
             return
         state = 'evaluate' if trained else 'partial' if (out / 'last.ckpt').exists() else 'todo'
         print(f'{state:8} {out}')
