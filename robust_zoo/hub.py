@@ -792,7 +792,9 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     import timm
 
     _, display, data_text = _DATASETS.get(dataset, (dataset, dataset, f'{dataset}.'))
-    first, t = records[0], records[0]['threat_model']
+    # the headline is the record on the most test images (the most precise), the run's own final evaluation on ties
+    first = max(records, key=lambda r: r['n_examples'])
+    t = first['threat_model']
     summary_doc = (timm.models.model_entrypoint(arch).__doc__ or arch).split(';')[0].rstrip('.')
     n_params = sum(p.numel() for p in model.parameters())
     lo, hi = first['confidence_interval']
@@ -810,7 +812,8 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         f"images: **robust accuracy {_pct(first['robust_accuracy'])}** (worst case per image over {attacks}; Wilson 95% "
         f"{_pct(lo)} to {_pct(hi)}), clean accuracy {_pct(first['clean_accuracy'])} (Wilson 95% "
         f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[0])} to "
-        f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[1])}).",
+        f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[1])})."
+        + (f' Every other evaluation ({len(records) - 1} more) is under *Evaluation*.' if len(records) > 1 else ''),
         '',
         '## How to load',
         '',

@@ -278,6 +278,17 @@ def test_card_shows_the_evaluators_accuracy_vs_steps_and_eps_curves(run, tmp_pat
     assert not (folder / 'accuracy_vs_steps.png').exists() and 'accuracy_vs_eps' not in (folder / 'README.md').read_text()
 
 
+def test_card_headline_is_the_evaluation_on_the_most_test_images(run, tmp_path):
+    """A zoo card holds the run's final evaluation (1,000 images) and PGD-20 on all 10,000: the headline states the
+    more precise one, whatever the records' order, and points to the others."""
+    small, large = run['records'][1], run['records'][0]  # 20 and 50 test images
+    folder = hub.write_card_repo(run['dir'], tag='headline_s0', evaluations=[small, large], out_root=tmp_path / 'cards',
+                                 index_path=tmp_path / 'published.json')
+    headline = next(line for line in (folder / 'README.md').read_text().splitlines() if line.startswith('Under the'))
+    assert f"on the first {large['n_examples']} test images" in headline
+    assert f"robust accuracy {100 * large['robust_accuracy']:.1f}%" in headline and '(1 more) is under' in headline
+
+
 def test_a_check_that_did_not_pass_is_listed_under_limitations(run, tmp_path):
     record = copy.deepcopy(run['records'][0])
     record['checks'] = [dict(name='black box', status='WARN', detail='Square breaks 5 points PGD missed'),
