@@ -128,5 +128,6 @@ def run_published(name: Optional[str] = None, n_examples: int = 100, attacks=MAI
     log(f'| worst case per image | {result.robust_accuracy:.3f} (95% Wilson {lo:.3f}-{hi:.3f}) |')
     log('\nchecks: ' + '; '.join(f"{c['name']} {c['status']}" for c in result.checks))
     log(f"\nThe card (model_cards/{name}/README.md) reports clean {entry.get('clean_accuracy', float('nan')):.3f} and "
-        f"robust {entry.get('robust_accuracy', float('nan')):.3f} on its own protocol; see it for the full evaluation.")
+        f"robust {entry.get('robust_accuracy', float('nan')):.3f} ({', '.join(entry.get('attacks', [])) or '?'} on the "
+        f"first {entry.get('n_examples', '?')} test images); see it for the full evaluation.")
     return dict(clean=result.clean_accuracy, **result.attacks, robust=result.robust_accuracy)

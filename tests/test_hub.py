@@ -287,6 +287,9 @@ def test_card_headline_is_the_evaluation_on_the_most_test_images(run, tmp_path):
     headline = next(line for line in (folder / 'README.md').read_text().splitlines() if line.startswith('Under the'))
     assert f"on the first {large['n_examples']} test images" in headline
     assert f"robust accuracy {100 * large['robust_accuracy']:.1f}%" in headline and '(1 more) is under' in headline
+    entry = json.loads((tmp_path / 'published.json').read_text())[f'{ARCH}.headline_s0']
+    assert (entry['clean_accuracy'], entry['robust_accuracy'], entry['n_examples']) == \
+        (large['clean_accuracy'], large['robust_accuracy'], large['n_examples']), 'the index states the headline'
 
 
 def test_a_check_that_did_not_pass_is_listed_under_limitations(run, tmp_path):
@@ -740,6 +743,9 @@ def test_main_job_evaluates_a_published_model_and_prints_its_table(card, publish
     out = demo.run_published(n_examples=20, attacks=('fgsm',), log=lines.append)
     text = '\n'.join(lines)
     assert f'robust_zoo/{NAME}' in text and '| fgsm |' in text and 'worst case per image' in text
+    first = json.loads((card['folder'] / 'eval_results.json').read_text())[0]
+    assert f"reports clean {first['clean_accuracy']:.3f} and robust {first['robust_accuracy']:.3f} (fgsm, pgd-20 on " \
+           f"the first {first['n_examples']} test images)" in text
     reference = evaluate(run['model'], 'fashion-mnist-linf', attacks=['fgsm'], n_examples=20, checks=False)
     assert out['clean'] == reference.clean_accuracy and out['fgsm'] == reference.attacks['fgsm']
     with pytest.raises(ValueError, match='not a published model'):
