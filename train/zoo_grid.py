@@ -307,24 +307,25 @@ def claim(out: Path) -> Iterator[bool]:
     tmp = lock.with_name(f'{lock.name}.{os.getpid()}.tmp')
     tmp.write_text(_identity(os.getpid()))
     try:
-        for _ in range(2):
-            try:
-                os.link(tmp, lock)
-                break
-            except FileExistsError:
-                if holder(out) is not None:
-                    yield False
-                    return
-                lock.unlink(missing_ok=True)  # its worker is gone
-        else:
-            yield False  # another worker took it over between our two tries
-            return
+        if lock.exists() and holder(out) is None:
+            lock.unlink(missing_ok=True)  # its worker is gone
+        try:
+            os.link(tmp, lock)
+            mine = True
+        except FileExistsError:
+            mine = False
     finally:
         tmp.unlink(missing_ok=True)
     try:
-        yield True
+        yield mine
     finally:
-        lock.unlink(missing_ok=True)
+        if mine:
+            lock.unlink(missing_ok=True)
+
+
+def _killed_before_checkpoint(out: Path) -> bool:
+    """Started (args.yaml) but never checkpointed: train_at.py refuses the folder and nothing can be resumed."""
+    return (out / 'args.yaml').exists() and not (out / 'last.ckpt').exists() and not (out / 'final_eval.json').exists()
 
 
 def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
@@ -364,7 +365,7 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> None:
               flush=True)
         return
     if dry_run:
-        if not trained and not (out / 'last.ckpt').exists() and (out / 'args.yaml').exists():
+        if _killed_before_checkpoint(out):
             print(f'restart  {out}: started, no checkpoint, no worker on it: it will be set aside to '
                   f'{out.parent / "superseded"}/ and trained again')
             return
@@ -372,7 +373,7 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> None:
         print(f'{state:8} {out}')
         return
     if not trained:
-        if not (out / 'last.ckpt').exists() and (out / 'args.yaml').exists():
+        if _killed_before_checkpoint(out):
             print(f'set aside {out}: killed before its first checkpoint, nothing to resume; moved to '
                   f'{set_aside(out)}, starting over', flush=True)
         cmd = [sys.executable, str(HERE / 'train_at.py'), '-c', str(HERE / 'configs' / run.recipe),
