@@ -203,6 +203,50 @@ def test_parallel_workers_never_take_the_same_run(tmp_path, capsys, monkeypatch)
         zoo_grid.run_one(out.parent, run, [], dry_run=True)
         assert f'running  {out}: grid worker pid {os.getpid()}' in capsys.readouterr().out
     assert zoo_grid.holder(out) is None and not list((out.parent / '.locks').iterdir()), 'released, no litter'
-    (out.parent / ".locks" / f"{out.name}.pid").write_text(f"{os.getpid()} 1")  # a dead worker whose pid was reused
+    (out.parent / '.locks' / f'{out.name}.pid').write_text('12345')  # left behind by a worker that died
     with zoo_grid.claim(out) as mine:
-        assert mine and zoo_grid.holder(out) == os.getpid(), 'a dead worker\'s lock is taken over'
+        assert mine and zoo_grid.holder(out) == os.getpid(), 'a lock file nobody holds is free'
+
+
+def test_a_killed_workers_lock_is_freed_by_the_kernel(tmp_path):
+    """The lock is an flock(2): the kernel drops it when its worker dies (kill -9 included), so nothing has to
+    recognise a stale lock, and no two workers can both take one over."""
+    out = tmp_path / 'zoo' / 'resnet20_relu_at-s1'
+    worker = subprocess.Popen([sys.executable, '-c', f"""
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location('zoo_grid', {str(ROOT / 'train' / 'zoo_grid.py')!r})
+zoo_grid = importlib.util.module_from_spec(spec); spec.loader.exec_module(zoo_grid)
+with zoo_grid.claim(zoo_grid.Path({str(out)!r})) as mine:
+    print(mine, flush=True); time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == 'True'
+        assert zoo_grid.holder(out) == worker.pid
+        with zoo_grid.claim(out) as mine:
+            assert not mine, 'held by a live worker in another process'
+    finally:
+        worker.kill()
+        worker.wait()
+    assert (out.parent / '.locks' / f'{out.name}.pid').exists(), 'killed: its lock file is left behind...'
+    assert zoo_grid.holder(out) is None, '...but held by nobody'
+    with zoo_grid.claim(out) as mine:
+        assert mine
+
+
+def test_a_worker_with_nothing_to_take_waits_for_the_busy_one_instead_of_exiting(tmp_path):
+    """The queue's tail: while another worker holds a run (which may unlock a bank or the AutoAttack stage), an idle
+    worker polls instead of exiting, and finishes once the queue is settled."""
+    out = tmp_path / 'zoo' / 'resnet20_relu_at-s1'
+    out.mkdir(parents=True)
+    for name in ('final_eval.json', 'pgd20_10k.json'):
+        (out / name).write_text('{}')
+    cmd = [sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--grid', 'zoo', '--root', str(out.parent),
+           '--only', out.name, '--poll', '0.2']
+    with zoo_grid.claim(out) as mine:
+        assert mine
+        worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert worker.stdout.readline().startswith(f'busy     {out}')
+        assert worker.stdout.readline().startswith(f'busy     {out}'), 'it polls again'
+        assert worker.poll() is None, 'it exited while another worker still held a run'
+    rest = worker.communicate(timeout=60)[0].splitlines()
+    assert worker.returncode == 0 and rest[-1] == f'done     {out}'

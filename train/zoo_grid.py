@@ -26,18 +26,21 @@ table never mixes two budgets. Killing and restarting this script loses at most 
 A run whose inputs (a bank from an unfinished zoo run) are missing is skipped with a message. A run killed
 before its first checkpoint (args.yaml, no last.ckpt) is moved to ROOT/superseded/ and started over. Evaluations
 are resumable too (--state), so a killed one continues where it stopped.
-Several workers may share the queue (run_grids.sh starts one per core): each run is claimed through
-ROOT/.locks/<run>.pid while a worker trains or evaluates it, the others skip it, and a dead worker's lock is
-taken over.
+Several workers may share the queue (run_grids.sh starts one per core): a worker holds an flock(2) on
+ROOT/.locks/<run>.pid while it trains or evaluates that run, the others skip it, and the kernel frees the lock
+when its worker dies. A worker left with nothing it can take waits (--poll) while another still holds a run, as
+that run may unlock more (a bank, the AutoAttack stage), so the queue's tail runs on every worker.
 runs/ is not in git: on a new machine a run whose folder is missing but whose card is published (under the
 current recipe) is restored from its card (weights, args.yaml, summary.csv, evaluation records) instead of
 being trained again, so its later stages (APGD, AutoAttack, its Sparta bank) continue from the published model.
 """
 import argparse
+import fcntl
 import fnmatch
 import os
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Tuple
@@ -272,55 +275,60 @@ def set_aside(out: Path) -> Path:
     return dest
 
 
-def _identity(pid: int) -> Optional[str]:
-    """'pid start-time' of a live process (None when gone): a pid reused by another process, or a lock carried to a
-    new machine, does not match its start time."""
-    try:
-        stat = Path(f'/proc/{pid}/stat').read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)  # no /proc (not Linux): the pid alone
-        except OSError:
-            return None
-        return str(pid)
-    return f'{pid} {stat.rsplit(")", 1)[1].split()[19]}'  # field 22, after the (comm) that may hold spaces
+def _lock_path(out: Path) -> Path:
+    return out.parent / '.locks' / f'{out.name}.pid'
 
 
 def holder(out: Path) -> Optional[int]:
-    """The pid of the live grid worker working on this run, or None (no lock, or its process is gone)."""
+    """The pid of the live grid worker working on this run, or None: the lock file is held with flock(2), which
+    the kernel drops when its process dies, so a lock left behind by a killed worker holds nobody."""
     try:
-        identity = (out.parent / '.locks' / f'{out.name}.pid').read_text().strip()
-        pid = int(identity.split()[0])
-    except (OSError, ValueError, IndexError):
+        fd = os.open(_lock_path(out), os.O_RDONLY)
+    except OSError:
         return None
-    return pid if _identity(pid) == identity else None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(os.pread(fd, 64, 0).split()[0])
+        except (ValueError, IndexError):
+            return -1  # held, its pid not written yet
+    finally:
+        os.close(fd)
+    return None
 
 
 @contextmanager
 def claim(out: Path) -> Iterator[bool]:
-    """Hold ROOT/.locks/<run>.pid while this worker works on a run, so that parallel workers (run_grids.sh
-    starts one per core) never train, evaluate or set aside the same run. Yields False while another live
-    worker holds it; a lock left by a dead worker is taken over. The lock is created with its content at once
-    (a hard link of a written file), so no worker ever reads a half-written one."""
-    lock = out.parent / '.locks' / f'{out.name}.pid'
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    tmp = lock.with_name(f'{lock.name}.{os.getpid()}.tmp')
-    tmp.write_text(_identity(os.getpid()))
-    try:
-        if lock.exists() and holder(out) is None:
-            lock.unlink(missing_ok=True)  # its worker is gone
+    """Hold an exclusive flock(2) on ROOT/.locks/<run>.pid while this worker works on a run, so that parallel
+    workers (run_grids.sh starts one per core) never train, evaluate or set aside the same run. Yields False while
+    another live worker holds it. A dead worker's lock is free at once (the kernel releases it), so no takeover
+    can race. The file is removed on release; a worker that locked a file just removed (its inode no longer at
+    the path) drops it and tries again on the new one."""
+    path = _lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            os.link(tmp, lock)
-            mine = True
-        except FileExistsError:
-            mine = False
-    finally:
-        tmp.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
     try:
-        yield mine
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield True
     finally:
-        if mine:
-            lock.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def _killed_before_checkpoint(out: Path) -> bool:
@@ -328,50 +336,52 @@ def _killed_before_checkpoint(out: Path) -> bool:
     return (out / 'args.yaml').exists() and not (out / 'last.ckpt').exists() and not (out / 'final_eval.json').exists()
 
 
-def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> None:
+def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> str:
+    """Train and evaluate one run as far as it can go now; returns what happened: 'done' (nothing left),
+    'busy' (another worker has it), 'waiting' (its bank is not trained yet), 'stale', 'failed', 'ran', or the
+    state a dry run prints."""
     out = root / run.name
     if _stale(out, run):
-        return
+        return 'stale'
     if dry_run:
         pid = holder(out)
         if pid is not None:
             print(f'running  {out}: grid worker pid {pid}')
-            return
-        _run_one(out, run, extra, dry_run)
-        return
+            return 'busy'
+        return _run_one(out, run, extra, dry_run)
     with claim(out) as mine:
         if not mine:
             print(f'busy     {out}: another grid worker has it (pid {holder(out)}); next run', flush=True)
-            return
-        _run_one(out, run, extra, dry_run)
+            return 'busy'
+        return _run_one(out, run, extra, dry_run)
 
 
-def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> None:
+def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
     card = restorable(out, run)
     if card is not None:
         if dry_run:
             print(f'restore  {out}: from its published card {card}')
-            return
+            return 'restore'
         print(f'restored {out} from its published card {card} ({", ".join(restore_from_card(out, card))})',
               flush=True)
     trained = (out / 'final_eval.json').exists()
     todo = [kind for kind in run.evals if not (out / f'{kind}.json').exists()]
     if trained and not todo:
         print(f'done     {out}', flush=True)
-        return
+        return 'done'
     if run.bank_run is not None and (not (run.bank_run / 'final_eval.json').exists()
                                      or recipe_mismatch(run.bank_run, 'fmnist_resnet20.yaml')):
         print(f'waiting  {out}: its bank comes from {run.bank_run}, not finished (under the current recipe) yet',
               flush=True)
-        return
+        return 'waiting'
     if dry_run:
         if _killed_before_checkpoint(out):
             print(f'restart  {out}: started, no checkpoint, no worker on it: it will be set aside to '
                   f'{out.parent / "superseded"}/ and trained again')
-            return
+            return 'restart'
         state = 'evaluate' if trained else 'partial' if (out / 'last.ckpt').exists() else 'todo'
         print(f'{state:8} {out}')
-        return
+        return state
     if not trained:
         if _killed_before_checkpoint(out):
             print(f'set aside {out}: killed before its first checkpoint, nothing to resume; moved to '
@@ -385,7 +395,7 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> None:
         rc = subprocess.call(cmd)
         if rc != 0:
             print(f'FAILED   {out} (exit {rc}); continuing with the next run', flush=True)
-            return
+            return 'failed'
     for kind in todo:
         cmd = eval_cmd(out, run.model, kind)
         print(f'evaluate {out}: {" ".join(cmd[1:])}', flush=True)
@@ -393,6 +403,8 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> None:
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
         if rc != 0:
             print(f'FAILED   {out} {kind} (exit {rc}, see {out / kind}.log); continuing', flush=True)
+            return 'failed'
+    return 'ran'
 
 
 def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
@@ -445,6 +457,8 @@ def main() -> int:
     p.add_argument('--only', action='append', default=None, metavar='PATTERN',
                    help="only the runs whose folder name matches this shell pattern (repeatable), e.g. --only "
                         "'digits-*-s2' --only 'mlp3_*': short runs that fit in the time left")
+    p.add_argument('--poll', type=float, default=60.0, help='seconds between passes while another worker holds a '
+                                                            'run this worker could not take')
     p.add_argument('extra', nargs=argparse.REMAINDER, help='flags passed on to train_at.py')
     args = p.parse_args()
     zoo_root, transfer_root = Path(args.zoo_root), Path(args.transfer_root)
@@ -457,12 +471,23 @@ def main() -> int:
     queue = select(queue, args.only)
     if args.publish:
         return publish(queue, Path(args.readme), force=args.force)
-    while True:  # a pass can unlock queue entries (the AutoAttack stage): run again until it stops changing
+    failed = set()  # a run that failed in this worker is not retried by it (its log says why)
+    while True:
+        # a pass can unlock queue entries (a bank, the AutoAttack stage), so run passes until one changes nothing;
+        # while another worker holds a run, wait for it rather than exit, so that the queue's tail gets every core
+        busy = False
         for root, run in trained_first(queue):
-            run_one(root, run, args.extra, args.dry_run)
+            if root / run.name in failed:
+                continue
+            state = run_one(root, run, args.extra, args.dry_run)
+            busy |= state == 'busy'
+            if state == 'failed':
+                failed.add(root / run.name)
         again = select(all_grid(zoo_root, transfer_root), args.only) if args.grid == 'all' else queue
-        if args.dry_run or again == queue:
+        if args.dry_run or (again == queue and not busy):
             return 0
+        if again == queue:
+            time.sleep(args.poll)
         queue = again
 
 
