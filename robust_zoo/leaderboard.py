@@ -15,7 +15,7 @@ from .hub import _protocol_label, _pyplot, _wilson, cards_dir
 
 __all__ = [
     'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'TRANSFER_END', 'TRANSFER_START', 'claim_verdicts',
-    'leaderboard', 'leaderboard_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts',
+    'headline_protocols', 'leaderboard', 'leaderboard_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts',
     'write_leaderboard',
 ]
 
@@ -118,26 +118,46 @@ def _fmt_stat(s: Optional[Mapping[str, Any]]) -> str:
     return f"{100 * s['mean']:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def _attack_of(label: str) -> str:
+    return label.rsplit(', n=', 1)[0]
+
+
+def headline_protocols(row: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
+    """{attack: stat} of a leaderboard row, each attack at its largest number of test images: the table's cells
+    (a zoo run's own final PGD-20 on 1,000 images stays in its card beside PGD-20 on all 10,000)."""
+    best: Dict[str, Mapping[str, Any]] = {}
+    for label, stat in row['robust'].items():
+        attack = _attack_of(label)
+        if attack not in best or stat['n_examples'] > best[attack]['n_examples']:
+            best[attack] = stat
+    return best
+
+
 def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str] = None) -> str:
-    """The leaderboard rows as a markdown table (accuracies in %)."""
+    """The leaderboard rows as a markdown table (accuracies in %): one column per attack, at the largest n."""
     if not rows:
         return '_No published models yet._'
-    protocols = list(dict.fromkeys(label for r in rows for label in r['robust']))
+    cells_of = [headline_protocols(r) for r in rows]
+    attacks = list(dict.fromkeys(_attack_of(label) for r in rows for label in r['robust']))
+    ns = {a: sorted({c[a]['n_examples'] for c in cells_of if a in c}) for a in attacks}
     clean_ns = sorted({r['clean']['n_examples'] for r in rows if r['clean']})
     clean_head = f"clean, n={clean_ns[0]}" if len(clean_ns) == 1 else 'clean'
-    lines = ['| architecture | activation | threat model | seeds | ' + ' | '.join([clean_head, *protocols]) + ' |',
-             '|' + '---|' * (5 + len(protocols))]
+    heads = [f'{a}, n={ns[a][0]}' if len(ns[a]) == 1 else a for a in attacks]
+    lines = ['| architecture | activation | threat model | seeds | ' + ' | '.join([clean_head, *heads]) + ' |',
+             '|' + '---|' * (5 + len(attacks))]
     flagged = {repo: checks for r in rows for repo, checks in (r.get('checks') or {}).items()}
-    for r in rows:
+    for r, cells_here in zip(rows, cells_of):
         cells = [r['base_architecture'], _activation_cell(r) + (' (!)' if r.get('checks') else '')
                  + (' (e)' if r.get('stopped_early') else ''),
                  f"`{r['threat_model']}`", str(len(r['seeds'])),
                  _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
-        cells += [_fmt_stat(r['robust'].get(p)) for p in protocols]
+        cells += [_fmt_stat(cells_here.get(a)) + (f" (n={cells_here[a]['n_examples']})" if a in cells_here
+                                                   and len(ns[a]) > 1 else '') for a in attacks]
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', 'Accuracy in %: mean ± sample standard deviation over seeds (no ± for one seed), then [the 95% Wilson '
-                  'interval at the mean and n test images]. Generated from the model cards in `model_cards/` by '
-                  '`robust-zoo leaderboard`.']
+                  'interval at the mean and n test images]. Each attack is shown on the most test images it ran on '
+                  '(each card also lists its smaller evaluations, e.g. a run\'s own final one on 1,000). Generated from '
+                  'the model cards in `model_cards/` by `robust-zoo leaderboard`.']
     if flagged:
         lines += ['', '(!) A sanity check of the evaluator did not pass for ' + '; '.join(
             f"`{repo}` ({', '.join(checks)})" for repo, checks in flagged.items())
@@ -171,17 +191,20 @@ def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     fig, axes = plt.subplots(len(groups), 1, figsize=(max(5.0, 1.1 * max(len(v) for v in groups.values())) + 3,
                                                       3 * len(groups)), squeeze=False)
     for ax, ((base, threat), members) in zip(axes[:, 0], sorted(groups.items())):
-        clean_label = 'clean' + (f", n={members[0]['clean']['n_examples']}" if members[0]['clean'] else '')
-        series = [(clean_label, lambda r: r['clean'])] + [
-            (p, lambda r, p=p: r['robust'].get(p)) for p in dict.fromkeys(k for r in members for k in r['robust'])]
+        series = [('clean', lambda r: r['clean'])] + [
+            (a, lambda r, a=a: headline_protocols(r).get(a))
+            for a in dict.fromkeys(_attack_of(k) for r in members for k in r['robust'])]
         width = 0.8 / len(series)
-        for j, (label, get) in enumerate(series):
+        for j, (name, get) in enumerate(series):
+            ns = sorted({get(r)['n_examples'] for r in members if get(r)})
+            label = f'{name}, n={ns[0]}' if len(ns) == 1 else f'{name}, n={ns[0]}-{ns[-1]}'
             for i, r in enumerate(members):
                 s = get(r)
                 if not s:
                     continue
                 x = i + (j - (len(series) - 1) / 2) * width
-                ax.bar(x, s['mean'], width, yerr=s['sd'] or 0, capsize=2, color=f'C{j}', label=label if i == 0 else None)
+                ax.bar(x, s['mean'], width, yerr=s['sd'] or 0, capsize=2, color=f'C{j}', label=label)
+                label = None  # one legend entry per series
                 ax.plot([x] * len(s['values']), s['values'], 'k.', markersize=3)
         ax.set_xticks(range(len(members)), [r['activation'] + (' (bank)' if r.get('bank') else '') for r in members],
                       fontsize=8)

@@ -772,6 +772,25 @@ def test_claim_verdicts_agree_disagree_or_cannot_tell():
     assert lb.claim_verdicts([_row('silu', 0.8)]) == []  # no ReLU baseline, nothing to say
 
 
+def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
+    """A zoo card holds PGD-20 on 1,000 (the run's own) and on all 10,000 images: the table shows the 10,000 one,
+    with n in the cell where rows differ, in the header where they agree; the rows keep every protocol."""
+    zoo = _row('relu', 0.70)
+    zoo['robust'] = {'pgd-20, n=1000': lb._stat([0.75], 1000), 'pgd-20, n=10000': lb._stat([0.741], 10000),
+                     'apgd-ce+apgd-t, n=1000': lb._stat([0.73], 1000)}
+    digits = _row('sparta', 0.84)
+    digits['robust'] = {'pgd-20, n=500': lb._stat([0.84], 500)}
+    assert lb.headline_protocols(zoo) == {'pgd-20': zoo['robust']['pgd-20, n=10000'],
+                                          'apgd-ce+apgd-t': zoo['robust']['apgd-ce+apgd-t, n=1000']}
+    header, _, relu, sparta = lb.leaderboard_markdown([zoo, digits]).splitlines()[:4]
+    assert header.endswith('| pgd-20 | apgd-ce+apgd-t, n=1000 |')
+    fmt = lb._fmt_stat
+    assert relu.endswith(f"| {fmt(zoo['robust']['pgd-20, n=10000'])} (n=10000) | "
+                         f"{fmt(zoo['robust']['apgd-ce+apgd-t, n=1000'])} |") and '75.0 [' not in relu
+    assert relu.split(' | ')[-2].startswith('74.1 [73.') and sparta.endswith(f"| {fmt(digits['robust']['pgd-20, n=500'])} (n=500) | – |")
+    assert '| pgd-20, n=10000 |' in lb.leaderboard_markdown([zoo]).splitlines()[0]
+
+
 def test_one_seed_verdicts_say_they_are_provisional():
     def row(act, robust):
         stat = lb._stat([robust], 10000)
