@@ -14,14 +14,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from .hub import _protocol_label, _pyplot, _wilson, cards_dir
 
 __all__ = [
-    'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'TRANSFER_END', 'TRANSFER_START', 'claim_verdicts',
-    'headline_protocols', 'leaderboard', 'leaderboard_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts',
+    'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'TRANSFER_END', 'TRANSFER_START', 'claim_verdicts',
+    'headline_protocols', 'leaderboard', 'published_markdown', 'leaderboard_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts',
     'write_leaderboard',
 ]
 
 PathLike = Union[str, os.PathLike]
 LEADERBOARD_START, LEADERBOARD_END = '<!-- leaderboard:start -->', '<!-- leaderboard:end -->'
 TRANSFER_START, TRANSFER_END = '<!-- transfer:start -->', '<!-- transfer:end -->'
+PUBLISHED_START, PUBLISHED_END = '<!-- published:start -->', '<!-- published:end -->'
 
 
 def _card_results(readme: Path) -> Dict[str, Any]:
@@ -364,6 +365,21 @@ def transfer_verdicts(experiments: Sequence[Mapping[str, Any]]) -> List[str]:
     return out
 
 
+def published_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence listing every published model by architecture and tags (the README's status line), so the
+    list never lags the cards."""
+    tags: Dict[str, List[str]] = defaultdict(list)
+    for r in rows:
+        for repo in r['repos']:
+            arch, tag = repo.split('.', 1)
+            tags[arch].append(tag)
+    if not tags:
+        return 'Published so far: none.'
+    n = sum(len(v) for v in tags.values())
+    return (f'Published so far ({n} models, `robust_zoo/<architecture>.<tag>`): ' + '; '.join(
+        f"`{arch}` ({', '.join(sorted(v))})" for arch, v in sorted(tags.items())) + '.')
+
+
 def _replace_block(text: str, start: str, end: str, body: str, where: Path) -> str:
     if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
         raise ValueError(f'{where} needs one {start} line followed by one {end} line where the table goes.')
@@ -377,7 +393,8 @@ def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None
     """Replace the text between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->` in `readme_path`
     with the leaderboard table of the cards and the claims' verdicts, and draw it to `png_path` (linked from the
     table). If the README also has `<!-- transfer:start -->` / `<!-- transfer:end -->`, the Sparta transfer table
-    and its verdicts go there. Returns the rows."""
+    and its verdicts go there, and `<!-- published:start -->` / `<!-- published:end -->` get the list of published
+    models (`published_markdown`). Returns the rows."""
     readme = Path(readme_path)
     text = readme.read_text() if readme.is_file() else ''
     _replace_block(text, LEADERBOARD_START, LEADERBOARD_END, '', readme)  # check the markers before any work
@@ -389,6 +406,8 @@ def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None
     verdicts = claim_verdicts(rows)
     body = leaderboard_markdown(rows, image) + ('\n\n' + '\n\n'.join(verdicts) if verdicts else '')
     text = _replace_block(text, LEADERBOARD_START, LEADERBOARD_END, body, readme)
+    if PUBLISHED_START in text or PUBLISHED_END in text:
+        text = _replace_block(text, PUBLISHED_START, PUBLISHED_END, published_markdown(rows), readme)
     if TRANSFER_START in text or TRANSFER_END in text:
         experiments = transfer_experiments(rows)
         verdicts = transfer_verdicts(experiments)
