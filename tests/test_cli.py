@@ -1,4 +1,6 @@
 """The `robust-zoo` command: listing models, the demo (main job) on a tiny budget, and error output."""
+import os
+
 import pytest
 
 from robust_zoo.cli import main
@@ -43,8 +45,14 @@ def test_eval_loads_weights_and_writes_the_record(tmp_path, capsys):
     weights = tmp_path / 'model.safetensors'
     save_file(timm.create_model('robust_zoo/mlp3_relu_at').state_dict(), weights)
     out = tmp_path / 'result.json'
+    out.write_text('an earlier record')
+    os.link(out, tmp_path / 'earlier.json')
     assert main(['eval', 'mlp3_relu_at', '--checkpoint', str(weights), '--n-examples', '20', '--attacks', 'fgsm',
                  '--output', str(out)]) == 0
+    # renamed into place, never rewritten in place (the grid takes an existing record for a finished evaluation,
+    # so a kill mid-write must not leave a truncated one): the old inode still holds the old text
+    assert (tmp_path / 'earlier.json').read_text() == 'an earlier record'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['earlier.json', 'model.safetensors', 'result.json']
     record = json.loads(out.read_text())
     assert record['n_examples'] == 20 and list(record['attacks']) == ['fgsm']
     assert f"| fgsm | {record['attacks']['fgsm']:.4f} |" in capsys.readouterr().out

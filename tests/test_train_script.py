@@ -48,6 +48,7 @@ def test_quick_run_leaves_every_output(tmp_path):
     assert record['evaluation']['n_examples'] == 50
     assert record['evaluation']['threat_model']['id'] == 'fashion-mnist-linf'
     assert 'img/s' in (out / 'log.txt').read_text()
+    assert not list(out.glob('.*.tmp')), 'every atomic write renamed its temp file into place'
 
 
 def _digest(path):
