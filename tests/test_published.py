@@ -74,12 +74,15 @@ TRANSFERRED = [n for n in PUBLISHED if 'sparta_bank' in ModelCard.load(cards_dir
 
 @pytest.mark.parametrize('name', BANKS)
 def test_published_bank_loads_by_name_into_a_deeper_net(name):
-    from robust_zoo.sparta import read_bank, sparta_units
+    from robust_zoo.sparta import bank_mapping, read_bank, sparta_units
     units, meta = read_bank(cards_dir() / name / 'sparta_bank.safetensors')
     assert meta['repo'] == name and meta['dataset'] == load_published()[name]['dataset']
     model = timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank=name)
-    last = sparta_units(model)['stages.2.8.act2']
-    assert torch.equal(last.attn.weight, units['stages.2.2.act2']['attn.weight']) and not last.beta.requires_grad
+    targets = sparta_units(model)
+    source = bank_mapping(list(units), list(targets), 'relative-depth')['stages.2.8.act2']
+    assert source == f"stages.2.{len({u.split('.')[2] for u in units if u.startswith('stages.2.')}) - 1}.act2"
+    last = targets['stages.2.8.act2']  # the deepest block takes the source's deepest
+    assert torch.equal(last.attn.weight, units[source]['attn.weight']) and not last.beta.requires_grad
 
 
 @pytest.mark.parametrize('name', TRANSFERRED)
