@@ -97,11 +97,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         for c in result.checks:
             print(f"  {c['status']:<4} {c['name']}: {c['detail']}")
         if args.output:  # atomically: the grid takes an existing record for a finished evaluation
-            from pathlib import Path
-
-            from .training import atomic_write
-            text = result.to_json()
-            atomic_write(args.output, lambda tmp: Path(tmp).write_text(text))
+            from .training import atomic_write_text
+            atomic_write_text(args.output, result.to_json())
         if args.plots:
             n = result.n_examples
             written = save_eval_plots(result, model, (data[0][:n], data[1][:n]), args.plots)

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from .hub import _protocol_label, _pyplot, _wilson, cards_dir
 
 __all__ = [
-    'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'TRANSFER_END', 'TRANSFER_START', 'claim_verdicts',
-    'headline_protocols', 'leaderboard', 'published_markdown', 'leaderboard_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts',
-    'write_leaderboard',
+    'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'TRANSFER_END',
+    'TRANSFER_START', 'claim_verdicts', 'headline_protocols', 'leaderboard', 'leaderboard_markdown',
+    'published_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts', 'write_leaderboard',
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -192,15 +192,14 @@ def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     fig, axes = plt.subplots(len(groups), 1, figsize=(max(5.0, 1.1 * max(len(v) for v in groups.values())) + 3,
                                                       3 * len(groups)), squeeze=False)
     for ax, ((base, threat), members) in zip(axes[:, 0], sorted(groups.items())):
-        series = [('clean', lambda r: r['clean'])] + [
-            (a, lambda r, a=a: headline_protocols(r).get(a))
-            for a in dict.fromkeys(_attack_of(k) for r in members for k in r['robust'])]
+        stats = [dict(headline_protocols(r), clean=r['clean']) for r in members]  # {series: stat} per bar group
+        series = ['clean', *dict.fromkeys(_attack_of(k) for r in members for k in r['robust'])]
         width = 0.8 / len(series)
-        for j, (name, get) in enumerate(series):
-            ns = sorted({get(r)['n_examples'] for r in members if get(r)})
+        for j, name in enumerate(series):
+            ns = sorted({s[name]['n_examples'] for s in stats if s.get(name)})
             label = f'{name}, n={ns[0]}' if len(ns) == 1 else f'{name}, n={ns[0]}-{ns[-1]}'
-            for i, r in enumerate(members):
-                s = get(r)
+            for i, s in enumerate(stats):
+                s = s.get(name)
                 if not s:
                     continue
                 x = i + (j - (len(series) - 1) / 2) * width

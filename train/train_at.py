@@ -34,9 +34,9 @@ from robust_zoo.evaluate import evaluate, make_attack
 from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import THREAT_MODELS, ThreatModel, get_threat_model
 from robust_zoo.training import (
-    ATTACKS, SMOOTH_BACKWARD, AttackConfig, CheckpointError, atomic_write, epoch_batches, freeze, load_model_state,
-    load_train_state, load_weights, ranks_identical, resolve_autocast, save_train_state, save_weights, set_smooth_backward,
-    subset, train_one_epoch, validate,
+    ATTACKS, SMOOTH_BACKWARD, AttackConfig, CheckpointError, atomic_write, atomic_write_text, epoch_batches, freeze,
+    load_model_state, load_train_state, load_weights, ranks_identical, resolve_autocast, save_train_state, save_weights,
+    set_smooth_backward, subset, train_one_epoch, validate,
 )
 
 _logger = logging.getLogger('train_at')
@@ -357,8 +357,8 @@ def main(argv=None) -> int:
             _truncate_summary(out / 'summary.csv', start_epoch)
     elif primary:
         flags = ({a.dest for a in parser._actions} - {'help'}) | {'config'}  # config: the recipe it started from
-        text = yaml.safe_dump({k: v for k, v in vars(args).items() if k in flags}, sort_keys=False)
-        atomic_write(out / 'args.yaml', lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(out / 'args.yaml', yaml.safe_dump({k: v for k, v in vars(args).items() if k in flags},
+                                                            sort_keys=False))
     if start_epoch > 0 or start_step > 0:
         scheduler.step(start_epoch)
         if args.sched_on_updates:
@@ -464,8 +464,7 @@ def main(argv=None) -> int:
             record['evaluation'] = result.to_dict()
             log(f'final evaluation on {len(y)} test images, {threat.id}: clean {result.clean_accuracy:.3f}, '
                 f'robust {result.robust_accuracy:.3f} ({args.eval_attacks})')
-    text = json.dumps(record, indent=2)
-    atomic_write(out / 'final_eval.json', lambda tmp: Path(tmp).write_text(text))  # its presence marks a finished run
+    atomic_write_text(out / 'final_eval.json', json.dumps(record, indent=2))  # its presence marks a finished run
     log(f'done: {out}')
     return 0
 

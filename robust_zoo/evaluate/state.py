@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..training.checkpoint import atomic_write
+from ..training.checkpoint import atomic_write_text
 from ..training.loop import parameter_digest
 
 __all__ = ['STATE_FORMAT', 'EvalStateError', 'bits', 'data_digest', 'fingerprint', 'from_bits', 'load_state',
@@ -96,13 +96,7 @@ def load_state(path: 'os.PathLike | str', expected: Dict[str, Any]) -> Optional[
 
 def save_state(path: 'os.PathLike | str', state: Dict[str, Any]) -> None:
     """Write the state as JSON, atomically."""
-    text = json.dumps(dict(state, format=STATE_FORMAT), indent=1)
-
-    def write(tmp: str) -> None:
-        with open(tmp, 'w') as f:
-            f.write(text)
-
-    atomic_write(path, write)
+    atomic_write_text(path, json.dumps(dict(state, format=STATE_FORMAT), indent=1))
 
 
 # --- torch.distributed ------------------------------------------------------------------------------------

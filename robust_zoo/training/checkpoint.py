@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ['CheckpointError', 'STATE_FORMAT', 'atomic_write', 'load_train_state', 'load_weights',
+__all__ = ['CheckpointError', 'STATE_FORMAT', 'atomic_write', 'atomic_write_text', 'load_train_state', 'load_weights',
            'save_train_state', 'save_weights']
 
 STATE_FORMAT = 'robust_zoo.train_state/1'
@@ -46,6 +46,12 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """`path` holds `text` or its previous content, never a truncated mix: for records whose presence means
+    finished work (final_eval.json, evaluation records, resumable state)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_weights(state_dict: Dict[str, torch.Tensor], path: PathLike,
