@@ -3,12 +3,20 @@ VENV   := .venv
 PIP    := $(VENV)/bin/pip
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# the install peaks near 9 GB: .venv ends at about 7.3 GB (torch's CUDA wheels 5.6, TensorFlow for the
+# converter tests), plus pip's unpacked wheels in $TMPDIR; fail early with the numbers, not mid-install
+NEED_GB := 10
 
 .PHONY: setup demo test bench
 
 setup: $(VENV)/.installed $(FMNIST)
 
 $(VENV)/.installed: pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ "$$free" -lt $(NEED_GB) ]; then \
+	  echo "robust-zoo set-up needs about $(NEED_GB) GB free on the disk of $$(pwd) (torch's CUDA wheels," \
+	       "TensorFlow, pip's temporary files); it has $$free GB. Free some space and run make again." >&2; \
+	  exit 1; fi
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# torchvision 0.29.1 pulls the torch build that works here (CUDA wheels also run on CPU)
