@@ -7,16 +7,19 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # converter tests), plus pip's unpacked wheels in $TMPDIR; fail early with the numbers, not mid-install
 NEED_GB := 10
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench check-disk
 
 setup: $(VENV)/.installed $(FMNIST)
 
-$(VENV)/.installed: pyproject.toml
+check-disk:
 	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
 	if [ "$$free" -lt $(NEED_GB) ]; then \
 	  echo "robust-zoo set-up needs about $(NEED_GB) GB free on the disk of $$(pwd) (torch's CUDA wheels," \
 	       "TensorFlow, pip's temporary files); it has $$free GB. Free some space and run make again." >&2; \
 	  exit 1; fi
+
+$(VENV)/.installed: pyproject.toml
+	@$(MAKE) --no-print-directory check-disk
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# torchvision 0.29.1 pulls the torch build that works here (CUDA wheels also run on CPU)
