@@ -46,15 +46,15 @@ def test_dry_run_lists_states(tmp_path):
     done = tmp_path / 'zoo' / 'resnet20_relu_at-s0'
     done.mkdir(parents=True)
     (done / 'final_eval.json').write_text('{}')
-    out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run',
-                          '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    (tmp_path / 'cards').mkdir()  # nothing published: the shipped cards would turn missing runs into `restore`
+    env = dict(os.environ, ROBUST_ZOO_MODEL_CARDS=str(tmp_path / 'cards'))
+    cmd = [sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run',
+           '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.splitlines()
     assert out[0] == f'evaluate {done}'  # trained, but PGD-20 on 10,000 images still to run
     assert any(line.startswith('waiting ') and 'sparta_at-bank-s0' in line for line in out)
     (done / 'pgd20_10k.json').write_text('{}')
-    out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run',
-                          '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.splitlines()
     assert out[0] == f'done     {done}'
 
 
