@@ -17,6 +17,9 @@ side by side in one run on the same model, the same points and the same seed.
   torchrun), each rank attacking every other batch; the batches are then half the points each, so
   AutoAttack's random starts differ from the single-batch runs and per-point results may differ too.
 
+`--attacks apgd-ce+apgd-t` (any `+`-joined subset) times that subset instead, stock as the AutoAttack README
+runs a subset: built as `standard`, then `attacks_to_run` set, so both sides keep standard's settings.
+
 AutoAttack standard costs seconds per point on a CPU (stock: about 8 s per point on a robust ResNet-20 on
 2 cores), so this runs on a few dozen points (`--n`): the robust accuracies are of those points only, for
 comparing the runs, not an evaluation of the model. Times are the attack's wall time after a warm-up;
@@ -33,7 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -43,7 +46,8 @@ from bench_eval_shards import (  # noqa: E402
 )
 
 
-def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int) -> Tuple[float, torch.Tensor, int, float]:
+def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int,
+          attacks: Optional[List[str]] = None) -> Tuple[float, torch.Tensor, int, float]:
     """(seconds, per-point robust mask) of stock pyautoattack, in this process."""
     from pyautoattack import AutoAttack
     before = torch.get_num_threads()
@@ -54,6 +58,8 @@ def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int) ->
         warm_up(model, (x, y), dict(batch_size=batch_size))
         t = time.perf_counter()
         adversary = AutoAttack(model, norm='Linf', eps=0.1, version='standard', seed=0)
+        if attacks:
+            adversary.attacks_to_run = attacks
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
         seconds = time.perf_counter() - t
         with torch.no_grad():
@@ -86,6 +92,9 @@ def main() -> None:
     p.add_argument('--n', type=int, default=32, help='first n Fashion-MNIST test points (default: %(default)s)')
     p.add_argument('--batch-size', type=int, default=250, help='stock and single-process batch size (default: '
                    "%(default)s, both libraries' default; the sharded runs use ceil(n / 2))")
+    p.add_argument('--attacks', default='autoattack-standard',
+                   help="autoattack-standard, or a '+'-joined subset of its attacks, e.g. apgd-ce+apgd-t (default: "
+                   '%(default)s)')
     p.add_argument('--runs', default='stock,fp32,shards,compile,shards-compile,amp,shards-amp',
                    help='comma-separated among stock, fp32, shards, compile, shards-compile, amp, shards-amp')
     p.add_argument('--before-run', default=None, metavar='CMD',
@@ -99,7 +108,8 @@ def main() -> None:
                  '--weights OUT/model.safetensors')
     spec = (args.model, args.weights)
     half = math.ceil(args.n / 2)
-    common: Dict[str, Any] = dict(attacks=['autoattack-standard'], checks=False, progress=False, seed=0)
+    subset = None if args.attacks == 'autoattack-standard' else args.attacks.split('+')
+    common: Dict[str, Any] = dict(attacks=[args.attacks], checks=False, progress=False, seed=0)
     wanted = args.runs.split(',')
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,7 +123,7 @@ def main() -> None:
 
         runs = {
             'stock': ('stock pyautoattack, 1 process x 2 threads',
-                      lambda: stock(spec, args.n, args.batch_size, 2)),
+                      lambda: stock(spec, args.n, args.batch_size, 2, subset)),
             'fp32': ('robust_zoo, 1 process x 2 threads', lambda: ours('fp32', batch_size=args.batch_size)),
             'amp': ('robust_zoo amp, 1 process x 2 threads',
                     lambda: ours('amp', batch_size=args.batch_size, amp=True)),
@@ -132,7 +142,8 @@ def main() -> None:
             print(f'{name}: {rows[key][1]:.1f} s, robust accuracy {rows[key][2].float().mean().item():.4f}',
                   file=sys.stderr, flush=True)
     x, y = load_points(args.n)
-    print(f'\nAutoAttack standard, Linf eps 0.1, seed 0, on the first {args.n} Fashion-MNIST test points only '
+    what = 'AutoAttack standard' if subset is None else f'{" + ".join(a.upper() for a in subset)} (AutoAttack standard settings)'
+    print(f'\n{what}, Linf eps 0.1, seed 0, on the first {args.n} Fashion-MNIST test points only '
           f'(a speed comparison, not an evaluation), {args.model} ({Path(args.weights).name}), {os.cpu_count()} '
           f'CPU cores; batch {args.batch_size} (sharded: {half}); one run each\n')
     base_key = 'stock' if 'stock' in rows else wanted[0]

@@ -101,7 +101,7 @@ def default_published_model() -> Optional[str]:
 def run_published(name: Optional[str] = None, n_examples: int = 100, attacks=MAIN_JOB_ATTACKS, seed: int = 0,
                   batch_size: int = 250, log=print) -> Dict[str, float]:
     """Load a published model with `pretrained=True` and evaluate it under the threat model its card names,
-    on the first `n_examples` test images with `attacks` (PGD-20 and APGD-CE on 100 images: ~80 s on 2 idle CPU
+    on the first `n_examples` test images with `attacks` (PGD-20 and APGD-CE on 100 images: ~40 s on 2 idle CPU
     cores, APGD-CE's 100 iterations through pyautoattack being most of it);
     print the table next to the card's own numbers. Returns the accuracies (fractions)."""
     from .hub import load_published

@@ -923,6 +923,12 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
                 f"worst case of {', '.join(p['attacks'])}" if p['attack'] == 'worst-case' else p['attack'])
             lines.append(f"| `{p['threat_model']}` | {p['norm']} | {p['eps']:g} | {attack} | {p['n_examples']} | "
                          f"{_pct(p['value'])} | {_pct(p['ci'][0])} to {_pct(p['ci'][1])} |")
+    from .evaluate.autoattack import is_subset
+    subsets = sorted({a for record in records for a in record.get('attacks', {}) if is_subset(a)})
+    if subsets:
+        lines += ['', f"{', '.join(subsets)}: AutoAttack's attacks alone (the authors' `pyautoattack`) with the settings "
+                      'of AutoAttack standard (APGD-CE 1 restart, APGD-T 9 target classes, FAB-T 9, Square 5,000 '
+                      'queries), so each is that part of AutoAttack standard.']
     for i, record in enumerate(records):
         versions = ', '.join(f'{k} {v}' for k, v in record.get('versions', {}).items())
         lines += ['', f"Sanity checks of record {i + 1} (`{record['threat_model']['id']}`, n = {record['n_examples']}, "

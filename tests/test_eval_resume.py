@@ -93,6 +93,22 @@ def test_a_state_of_another_evaluation_is_refused(tmp_path):
         evaluate(model, THREAT, data=data, attacks=['fgsm'], batch_size=8, state_path=state, checks=False)
 
 
+def test_an_autoattack_subset_state_from_before_the_standard_settings_is_refused(tmp_path):
+    # an older robust_zoo ran `apgd-ce` with pyautoattack's custom settings (5 restarts): not to be mixed in
+    model, data = _model_and_data(8)
+    state = tmp_path / 'eval.json'
+    evaluate(model, THREAT, data=data, attacks=['apgd-ce'], batch_size=8, state_path=state, checks=False)
+    saved = json.loads(state.read_text())
+    assert saved['fingerprint']['autoattack_subset'] == 'standard settings'
+    del saved['fingerprint']['autoattack_subset']
+    state.write_text(json.dumps(saved))
+    with pytest.raises(EvalStateError, match="AutoAttack subset's settings"):
+        evaluate(model, THREAT, data=data, attacks=['apgd-ce'], batch_size=8, state_path=state, checks=False)
+    state.unlink()
+    evaluate(model, THREAT, data=data, attacks=['fgsm'], batch_size=8, state_path=state, checks=False)
+    assert 'autoattack_subset' not in json.loads(state.read_text())['fingerprint']  # older PGD states still match
+
+
 def test_parameters_are_frozen_during_the_run_and_restored(monkeypatch):
     model, data = _model_and_data(8)
     seen = []

@@ -107,6 +107,24 @@ def test_autoattack_standard_breaks_a_model_beyond_its_margin():
     assert result.clean_accuracy == 1.0 and result.attacks['autoattack-standard'] < 0.2
 
 
+@pytest.mark.parametrize('spec, attacks', [('apgd-ce+apgd-t', ['apgd-ce', 'apgd-t']), ('apgd-ce', ['apgd-ce']),
+                                           ('autoattack-standard', ['apgd-ce', 'apgd-t', 'fab-t', 'square'])])
+def test_autoattack_subsets_keep_the_standard_settings(monkeypatch, spec, attacks):
+    # pyautoattack's `custom` version would run APGD-CE and FAB with 5 restarts: not AutoAttack standard's part
+    from pyautoattack import AutoAttack
+    seen, run = [], AutoAttack.run_standard_evaluation
+
+    def spy(self, *args, **kwargs):
+        seen.append((list(self.attacks_to_run), self.apgd.n_restarts, self.apgd_targeted.n_target_classes,
+                     self.apgd_targeted.n_restarts, self.fab.n_restarts, self.square.n_queries))
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(AutoAttack, 'run_standard_evaluation', spy)
+    result = evaluate(BrightnessClassifier(), _toy_threat(0.2), data=_toy_data(4), attacks=[spec], checks=False)
+    assert result.attacks[spec] < 0.5
+    assert seen == [(attacks, 1, 9, 1, 1, 5000)]
+
+
 class QuantizedInput(BrightnessClassifier):
     """Quantizing the input zeroes every gradient: the gradient masking that AutoAttack flags (DLR losses)."""
 

@@ -292,6 +292,17 @@ def test_card_headline_is_the_evaluation_on_the_most_test_images(run, tmp_path):
         (large['clean_accuracy'], large['robust_accuracy'], large['n_examples']), 'the index states the headline'
 
 
+def test_a_card_states_the_settings_of_an_autoattack_subset(run, card, tmp_path):
+    record = copy.deepcopy(run['records'][1])
+    record['attacks'] = {'apgd-ce+apgd-t': record['attacks']['pgd-20']}
+    folder = hub.write_card_repo(run['dir'], tag='apgd_s0', evaluations=[run['records'][0], record],
+                                 out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
+    text = (folder / 'README.md').read_text()
+    assert "| apgd-ce+apgd-t | 20 |" in text
+    assert "apgd-ce+apgd-t: AutoAttack's attacks alone" in text and 'APGD-CE 1 restart, APGD-T 9 target classes' in text
+    assert "attacks alone" not in (card['folder'] / 'README.md').read_text()  # PGD only: no such note
+
+
 def test_a_check_that_did_not_pass_is_listed_under_limitations(run, tmp_path):
     record = copy.deepcopy(run['records'][0])
     record['checks'] = [dict(name='black box', status='WARN', detail='Square breaks 5 points PGD missed'),

@@ -7,6 +7,12 @@ forwards the `auto-attack` log to robust_zoo's evaluation log, and keeps AutoAtt
 AutoAttack sees the model's logits as fp32, so it also runs under `torch.autocast` (its Square attack mixes
 the logits with fp32 buffers). AutoAttack already runs each of its attacks only on the points that the
 previous ones left robust.
+
+A subset of AutoAttack's attacks (e.g. `apgd-ce+apgd-t`) runs with the settings of the `standard` version
+for the threat model's norm (Linf/L2: APGD-CE and APGD-DLR 1 restart, APGD-T 9 target classes, FAB-T 9,
+Square 5,000 queries), as the AutoAttack README sets them for subsets and as RobustBench's "APGD-CE +
+APGD-T" means: pyautoattack's `version='custom'` defaults would give APGD-CE 5 restarts (5x its iterations on
+robust points) and FAB 5, so a subset would not be the corresponding part of AutoAttack standard.
 """
 import logging
 from typing import Callable, List, Optional
@@ -14,9 +20,10 @@ from typing import Callable, List, Optional
 import torch
 from torch import nn
 
-__all__ = ['VERSIONS', 'autoattack']
+__all__ = ['ATTACKS', 'VERSIONS', 'autoattack', 'is_subset']
 
 VERSIONS = ('standard', 'plus', 'rand')
+ATTACKS = ('apgd-ce', 'apgd-t', 'apgd-dlr', 'fab', 'fab-t', 'square')
 _logger = logging.getLogger('robust_zoo.evaluate.autoattack')
 
 
@@ -43,10 +50,24 @@ class _Fp32Logits(nn.Module):
         return self.model(x).float()
 
 
+def is_subset(spec: str) -> bool:
+    """Whether attack `spec` names AutoAttack's attacks alone (`apgd-ce`, `apgd-ce+apgd-t`, ...)."""
+    return all(p in ATTACKS for p in spec.lower().split('+'))
+
+
+def _restrict(adversary: "AutoAttack", attacks: Optional[List[str]]) -> "AutoAttack":
+    """`adversary` (built with its `version`) restricted to `attacks` when given, keeping that version's
+    per-attack settings; pyautoattack's `custom` version would reset them to its constructor defaults."""
+    if attacks:
+        adversary.version = f'{adversary.version} (subset)'  # for its log
+        adversary.attacks_to_run = list(attacks)
+    return adversary
+
+
 def autoattack(eps: float, norm: str, version: str = 'standard', attacks: Optional[List[str]] = None,
                seed: int = 0, warnings: Optional[List[str]] = None) -> Callable:
-    """An attack `(model, x, y) -> x_adv` running AutoAttack `version` (or `custom` with `attacks`);
-    AutoAttack's warnings are appended to `warnings`."""
+    """An attack `(model, x, y) -> x_adv` running AutoAttack `version`, or only `attacks` with the standard
+    version's settings (module docstring); AutoAttack's warnings are appended to `warnings`."""
     from pyautoattack import AutoAttack
 
     warnings = warnings if warnings is not None else []
@@ -58,8 +79,8 @@ def autoattack(eps: float, norm: str, version: str = 'standard', attacks: Option
         aa_logger.setLevel(logging.DEBUG)
         aa_logger.propagate = False
         try:
-            kwargs = dict(attacks=list(attacks), version='custom') if attacks else dict(version=version)
-            adversary = AutoAttack(_Fp32Logits(model), device=x.device, eps=eps, norm=norm, seed=seed, **kwargs)
+            adversary = _restrict(AutoAttack(_Fp32Logits(model), device=x.device, eps=eps, norm=norm, seed=seed,
+                                             version=version), attacks)
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
         finally:
             aa_logger.removeHandler(handler)

@@ -15,7 +15,7 @@ from torch import nn
 from ..attacks import pgd
 from ..data import DATASETS, DEFAULT_ROOTS, load_dataset
 from ..threat_models import ThreatModel, get_threat_model
-from .autoattack import VERSIONS, autoattack
+from .autoattack import ATTACKS as _AA_ATTACKS, VERSIONS, autoattack, is_subset
 from .checks import (
     check_black_box, check_budget, check_deterministic, check_eps_sweep, check_input_gradients, check_logits,
     check_restarts, check_steps_convergence, check_unbounded, perturbation_size, predict,
@@ -26,7 +26,6 @@ from .state import EvalStateError, all_gather, bits, broadcast, fingerprint, fro
 __all__ = ['CHECKS', 'EvalStateError', 'FAST_CHECKS', 'evaluate', 'load_eval_data', 'make_attack']
 
 _logger = logging.getLogger('robust_zoo.evaluate')
-_AA_ATTACKS = ('apgd-ce', 'apgd-t', 'apgd-dlr', 'fab', 'fab-t', 'square')
 _AVAILABLE = ('fgsm, pgd-<steps>[x<restarts>] (e.g. pgd-20, pgd-20x5), pgd-dlr-<steps>[x<restarts>] (e.g. '
               'pgd-dlr-20), autoattack-{standard,plus,rand}, apgd-ce, apgd-t, apgd-dlr, fab, fab-t, square '
               '(combined as apgd-ce+apgd-t)')
@@ -46,14 +45,14 @@ def make_attack(spec: str, threat: ThreatModel, seed: int = 0, warnings: Optiona
       broken (`pgd-20x5`: 5 starts), and `pgd-dlr-<k>` / `pgd-dlr-<k>x<r>` ascends Croce & Hein's DLR loss
       instead (invariant to the logits' scale; `pgd-ce-<k>` is `pgd-<k>`);
     - `autoattack-<version>` (`standard`, `plus`, `rand`), or AutoAttack's attacks alone (`apgd-ce`,
-      `apgd-t`, `apgd-dlr`, `fab`, `fab-t`, `square`; a combination as `apgd-ce+apgd-t`).
+      `apgd-t`, `apgd-dlr`, `fab`, `fab-t`, `square`; a combination as `apgd-ce+apgd-t`), with the standard
+      version's settings (APGD-CE 1 restart, APGD-T 9 target classes: `robust_zoo.evaluate.autoattack`).
     """
     spec = spec.lower()
     if spec.startswith('autoattack-') and spec[len('autoattack-'):] in VERSIONS:
         return autoattack(threat.eps, threat.norm, version=spec[len('autoattack-'):], seed=seed, warnings=warnings)
-    parts = spec.split('+')
-    if all(p in _AA_ATTACKS for p in parts):
-        return autoattack(threat.eps, threat.norm, attacks=parts, seed=seed, warnings=warnings)
+    if is_subset(spec):
+        return autoattack(threat.eps, threat.norm, attacks=spec.split('+'), seed=seed, warnings=warnings)
     if spec == 'fgsm':
         return lambda m, x, y: pgd(m, x, y, eps=threat.eps, steps=1, step_size=threat.eps, norm=threat.norm,
                                    random_start=False)
@@ -307,7 +306,9 @@ def evaluate(
     if state_path is not None or world > 1:
         expected = fingerprint(model, x_all, y_all, threat=dict(threat_record, step_size=threat.step_size),
                                attacks=list(runnable), batch_size=batch_size, seed=seed, checks=check_names,
-                               probe=probe if full else None, amp=amp, **({'compile': True} if compile else {}))
+                               probe=probe if full else None, amp=amp, **({'compile': True} if compile else {}),
+                               # an older robust_zoo ran subsets with pyautoattack's custom settings: not resumed
+                               **({'autoattack_subset': 'standard settings'} if any(map(is_subset, runnable)) else {}))
         if world > 1 and len({(f['model'], f['data']) for f in all_gather(expected, world)}) > 1:
             raise ValueError('the ranks hold different model weights or data: every rank must evaluate the same '
                              'model on the same data (load the same checkpoint everywhere).')
