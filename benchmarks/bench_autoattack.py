@@ -98,7 +98,9 @@ def main() -> None:
     p.add_argument('--runs', default='stock,fp32,shards,compile,shards-compile,amp,shards-amp',
                    help='comma-separated among stock, fp32, shards, compile, shards-compile, amp, shards-amp')
     p.add_argument('--before-run', default=None, metavar='CMD',
-                   help='shell command run before each timed run, e.g. to pause a background job')
+                   help='shell command run before each timed run, e.g. to pause a background job: '
+                   "pkill -STOP -f '[t]rain/train_at[.]py' (the brackets keep the pattern from matching this "
+                   "benchmark's own command line, which holds it)")
     p.add_argument('--after-run', default=None, metavar='CMD',
                    help='shell command run after each timed run (also when it fails), e.g. to resume that job')
     args = p.parse_args()

@@ -132,7 +132,9 @@ def main() -> None:
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--attack', default='pgd-20')
     p.add_argument('--before-run', default=None, metavar='CMD',
-                   help='shell command run before each timed run, e.g. to pause a background job')
+                   help='shell command run before each timed run, e.g. to pause a background job: '
+                   "pkill -STOP -f '[t]rain/train_at[.]py' (the brackets keep the pattern from matching this "
+                   "benchmark's own command line, which holds it)")
     p.add_argument('--after-run', default=None, metavar='CMD',
                    help='shell command run after each timed run (also when it fails), e.g. to resume that job')
     args = p.parse_args()
