@@ -927,7 +927,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     subsets = sorted({a for record in records for a in record.get('attacks', {}) if is_subset(a)})
     if subsets:
         lines += ['', f"{', '.join(subsets)}: AutoAttack's attacks alone (the authors' `pyautoattack`) with the settings "
-                      'of AutoAttack standard (APGD-CE 1 restart, APGD-T 9 target classes, FAB-T 9, Square 5,000 '
+                      'of AutoAttack standard (for Linf and L2: APGD-CE 1 restart, APGD-T 9 target classes, FAB-T 9, Square 5,000 '
                       'queries), so each is that part of AutoAttack standard.']
     for i, record in enumerate(records):
         versions = ', '.join(f'{k} {v}' for k, v in record.get('versions', {}).items())
