@@ -655,6 +655,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         attack_cfg = AttackConfig(attack=args['attack'], eps=args.get('attack_eps', 0.1),
                                   steps=args.get('attack_steps', 10), step_size=args.get('attack_step'),
                                   norm=args.get('attack_norm', 'Linf'))
+    overfit = _overfitting(run / 'summary.csv', args, final)
     rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
               dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
               train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
@@ -663,6 +664,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
               **({'checks_not_passed': not_passed} if (not_passed := _checks_not_passed(records)) else {}),
               **({'stopped_early': True, 'epochs_run': final.get('epochs_run'),
                   'kept_epoch': (final.get('best') or {}).get('epoch')} if final.get('stopped_early') else {}),
+              **({'catastrophic_overfitting': overfit} if overfit else {}),
               **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}))
     card_data = ModelCardData(
         model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
@@ -672,7 +674,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         eval_results=_eval_results(records, dataset), robust_zoo=rz)
     body = _card_body(name=name, hf_hub_id=hf_hub_id, arch=arch, activation=activation, model=model, args=args,
                       final=final, records=records, dataset=dataset, images=images, sha=sha, folder=folder,
-                      recipe_path=recipe_path, attack_cfg=attack_cfg, run=run, bank=bank)
+                      recipe_path=recipe_path, attack_cfg=attack_cfg, run=run, bank=bank, overfit=overfit)
     card = ModelCard.from_template(card_data, template_str='---\n{{ card_data }}\n---\n\n' + body)
     (folder / 'README.md').write_text(str(card).rstrip('\n') + '\n')
 
@@ -712,6 +714,21 @@ def unpublish(name: str, *, index_path: Optional[PathLike] = None, out_root: Opt
     if index_file.resolve() == Path(_state['index_path']).resolve() and root.resolve() == cards_dir().resolve():
         register_published(index_file, cards_dir())
     return folder
+
+
+def _overfitting(summary: Path, args: Mapping[str, Any], final: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The card's record of catastrophic overfitting (`robust_zoo.training.overfitting`), None where the run's
+    summary.csv shows none: the epochs that show it, the epoch whose weights ship, and whether that one does."""
+    from .training import CO_GAP, catastrophic_overfitting_epochs, kept_epoch
+    rows = list(csv.DictReader(summary.open())) if summary.is_file() else []
+    epochs = catastrophic_overfitting_epochs(rows, args.get('attack', 'none'), args.get('val_attack', 'pgd-10'))
+    if not epochs:
+        return None
+    kept = kept_epoch(rows, (final.get('best') or {}).get('epoch'), bool(args.get('early_stop_robust')))
+    row = next(r for r in rows if int(r['epoch']) == (kept if kept in epochs else epochs[-1]))
+    return dict(epochs=epochs, kept_epoch=kept, kept_weights_affected=kept in epochs, gap_threshold=CO_GAP,
+                epoch=int(row['epoch']), train_adv_acc=round(float(row['train_adv_acc']), 4),
+                val_robust_acc=round(float(row['eval_robust_acc']), 4))
 
 
 def _kept(args: Mapping[str, Any], final: Mapping[str, Any]) -> str:
@@ -795,7 +812,7 @@ def _headline(records: List[dict]) -> dict:
 
 
 def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records, dataset, images, sha, folder,
-               recipe_path, attack_cfg, run, bank=None) -> str:
+               recipe_path, attack_cfg, run, bank=None, overfit=None) -> str:
     import timm
 
     _, display, data_text = _DATASETS.get(dataset, (dataset, dataset, f'{dataset}.'))
@@ -970,6 +987,19 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     for i, record in enumerate(records):  # a check that did not pass is a limitation of the numbers it checks
         lines += [f"- Sanity check `{c.get('name')}` of record {i + 1} ({c.get('status')}): {c.get('detail')}"
                   for c in record.get('checks', []) if c.get('status') in ('WARN', 'FAIL')]
+    if overfit:
+        epochs = ', '.join(str(e) for e in overfit['epochs'])
+        seen = (f"at epoch {overfit['epoch']} its {args.get('attack')} training accuracy {overfit['train_adv_acc']:.3f} "
+                f"was more than {overfit['gap_threshold']:g} above its validation {args.get('val_attack', 'pgd-10')} "
+                f"accuracy {overfit['val_robust_acc']:.3f}")
+        if overfit['kept_weights_affected']:
+            lines.append(f'- **This run overfit catastrophically** (Wong et al. 2020): {seen}, and the shipped weights '
+                         f'are from that epoch (epochs showing it, from 0: {epochs}). Its robust accuracy shows a '
+                         'failure of single-step training, not what the activation can reach; the README gives its '
+                         'verdicts with and without such runs (rule: `robust_zoo/training/overfitting.py`).')
+        else:
+            lines.append(f'- Catastrophic overfitting appeared at epoch(s) {epochs} (Wong et al. 2020; {seen}); the '
+                         f"shipped weights are from epoch {overfit['kept_epoch']}, before it.")
     lines += [
         f"- The evaluation covers the first {', '.join(str(n) for n in sorted({r['n_examples'] for r in records}))} test images "
         '(see the Wilson intervals); one training seed.',

@@ -57,6 +57,8 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     A model whose Sparta units came frozen from another model's bank is its own row (`bank`: where from).
     Each row: base_architecture, activation, bank, threat_model, seeds, repos, `checks` ({repo: sanity checks
     that warned or failed}), `stopped_early` ({repo: (kept epoch, epochs run)}; both shown beneath the table),
+    `overfit` ({repo: its card's catastrophic_overfitting record} for the runs whose shipped weights show it) and
+    `robust_without_overfit` (the robust stats without those runs; None when there are none),
     `clean` (the clean accuracy at the largest n) and `robust` ({protocol label: stat}); a stat holds mean, sd
     (sample sd over seeds; None for one seed), min, max, values, n_seeds, n_examples and wilson95 (the Wilson
     interval at the mean and n: the test-sample uncertainty of one seed)."""
@@ -70,20 +72,9 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     rows = []
     for (base, activation, bank, threat), members in sorted(groups.items(), key=lambda kv: (
             kv[0][0], kv[0][3], kv[0][1], kv[0][2])):
-        clean: Dict[int, List[float]] = defaultdict(list)
-        robust: Dict[Tuple[str, int], List[float]] = defaultdict(list)
-        labels: Dict[Tuple[str, int], str] = {}
-        for card in members:
-            for r in card['results']:
-                if r['threat_model'] not in (None, threat):
-                    continue
-                if r['kind'] == 'clean':
-                    clean[r['n_examples']].append(r['value'])
-                else:
-                    key = (r['attack'], r['n_examples'])
-                    robust[key].append(r['value'])
-                    labels[key] = _protocol_label(dict(r, kind='robust'))
-        n_clean = max(clean) if clean else None
+        overfit = {c['folder']: c['catastrophic_overfitting'] for c in sorted(members, key=lambda c: c['folder'])
+                   if (c.get('catastrophic_overfitting') or {}).get('kept_weights_affected')}
+        clean, robust = _aggregate(members, threat)
         rows.append(dict(
             base_architecture=base, activation=activation, bank=bank or None, threat_model=threat,
             seeds=sorted(c.get('seed') for c in members), repos=sorted(c['folder'] for c in members),
@@ -93,10 +84,31 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
                        if c.get('precision')},
             stopped_early={c['folder']: (c.get('kept_epoch'), c.get('epochs_run'))
                            for c in sorted(members, key=lambda c: c['folder']) if c.get('stopped_early')},
-            clean=_stat(clean[n_clean], n_clean) if n_clean else None,
-            robust={labels[k]: _stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
-                kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))}))
+            overfit=overfit, clean=clean, robust=robust,
+            robust_without_overfit=_aggregate([c for c in members if c['folder'] not in overfit], threat)[1]
+            if overfit else None))
     return rows
+
+
+def _aggregate(members: Sequence[Mapping[str, Any]], threat: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
+    """(clean stat at the largest n, {protocol label: robust stat}) over the cards `members`."""
+    clean: Dict[int, List[float]] = defaultdict(list)
+    robust: Dict[Tuple[str, int], List[float]] = defaultdict(list)
+    labels: Dict[Tuple[str, int], str] = {}
+    for card in members:
+        for r in card['results']:
+            if r['threat_model'] not in (None, threat):
+                continue
+            if r['kind'] == 'clean':
+                clean[r['n_examples']].append(r['value'])
+            else:
+                key = (r['attack'], r['n_examples'])
+                robust[key].append(r['value'])
+                labels[key] = _protocol_label(dict(r, kind='robust'))
+    n_clean = max(clean) if clean else None
+    return (_stat(clean[n_clean], n_clean) if n_clean else None,
+            {labels[k]: _stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
+                kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))})
 
 
 def _bank_label(card: Mapping[str, Any]) -> str:
@@ -149,7 +161,7 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
     flagged = {repo: checks for r in rows for repo, checks in (r.get('checks') or {}).items()}
     for r, cells_here in zip(rows, cells_of):
         cells = [r['base_architecture'], _activation_cell(r) + (' (!)' if r.get('checks') else '')
-                 + (' (e)' if r.get('stopped_early') else ''),
+                 + (' (e)' if r.get('stopped_early') else '') + (' (co)' if r.get('overfit') else ''),
                  f"`{r['threat_model']}`", str(len(r['seeds'])),
                  _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
         cells += [_fmt_stat(cells_here.get(a)) + (f" (n={cells_here[a]['n_examples']})" if a in cells_here
@@ -170,6 +182,9 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
                       'half its best), and the best validation epoch was kept: ' + '; '.join(
                           f'`{repo}` (epoch {kept} of {ran} run, counted from 0)' for repo, (kept, ran) in stopped.items())
                   + '. These rows compare what the shared budget gave, not what the activation can reach.']
+    note = _overfit_note(rows)
+    if note:
+        lines += ['', note]
     precisions: Dict[str, List[str]] = defaultdict(list)
     for r in rows:
         for repo, precision in (r.get('precision') or {}).items():
@@ -182,6 +197,19 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
     if image:
         lines += ['', f'![leaderboard]({image})']
     return '\n'.join(lines)
+
+
+def _overfit_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The note beneath a table on the runs whose shipped weights overfit catastrophically ('' if none)."""
+    overfit = {repo: co for r in rows for repo, co in (r.get('overfit') or {}).items()}
+    if not overfit:
+        return ''
+    return ('(co) Catastrophic overfitting (Wong et al. 2020) in the shipped weights of ' + '; '.join(
+        f"`{repo}` (epoch {co['epoch']}: training attack accuracy {100 * co['train_adv_acc']:.1f}, validation "
+        f"{100 * co['val_robust_acc']:.1f})" for repo, co in overfit.items())
+        + f". The rule (`robust_zoo/training/overfitting.py`): a single-step training attack's accuracy more than "
+          f"{100 * next(iter(overfit.values()))['gap_threshold']:.0f} points above validation PGD accuracy. Such runs "
+          'stay in the rows (every seed counts); the verdicts are also given without them.')
 
 
 def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
@@ -255,31 +283,59 @@ def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
             if not common:
                 continue
             protocol = common[-1]
-            parts, signs = [], []
-            for a in present:
-                diff, se = _difference(acts[a]['robust'][protocol], acts[base]['robust'][protocol])
-                signs.append(0 if abs(diff) <= 2 * se else (1 if diff > 0 else -1))
-                parts.append(f'{a} {100 * diff:+.1f} ± {100 * se:.1f} points')
-            if all(x == 1 for x in signs):
-                verdict = 'agrees'
-            elif all(x == -1 for x in signs):
-                verdict = 'disagrees'
-            elif any(x == -1 for x in signs) and not any(x == 1 for x in signs):
-                verdict = 'disagrees in part'
-            elif any(x == 1 for x in signs) and not any(x == -1 for x in signs):
-                verdict = 'agrees in part, cannot tell for the rest'
-            elif any(x != 0 for x in signs):
-                verdict = 'is mixed'
-            else:
-                verdict = 'cannot tell'
-            seeds = ', '.join(f"{a}: {acts[a]['robust'][protocol]['n_seeds']}" for a in [base, *present])
-            flagged = [f'{a} (e)' for a in [base, *present] if acts[a].get('stopped_early')] + [
-                f'{a} (!)' for a in [base, *present] if acts[a].get('checks')]
+            arms = [base, *present]
+            verdict, parts, seeds = _versus({a: acts[a]['robust'][protocol] for a in arms}, present, base)
+            flagged = [f'{a} (e)' for a in arms if acts[a].get('stopped_early')] + [
+                f'{a} (!)' for a in arms if acts[a].get('checks')] + [f'{a} (co)' for a in arms if acts[a].get('overfit')]
             out.append(f'**{claim}** -- {arch} on `{threat}`: this scale {verdict} ({protocol}; robust accuracy vs '
-                       f'{base}: {"; ".join(parts)}; seeds {seeds}; 2 standard errors decide'
-                       f'{_ONE_SEED if any(acts[a]["robust"][protocol]["n_seeds"] < 2 for a in [base, *present]) else ""}'
-                       + (f'; read with the notes on {", ".join(flagged)} beneath the table' if flagged else '') + ').')
+                       f'{base}: {parts}; seeds {seeds}; 2 standard errors decide'
+                       f'{_ONE_SEED if any(acts[a]["robust"][protocol]["n_seeds"] < 2 for a in arms) else ""}'
+                       + (f'; read with the notes on {", ".join(flagged)} beneath the table' if flagged else '') + ').'
+                       + _without_overfit({a: acts[a] for a in arms}, present, base, protocol))
     return out
+
+
+def _verdict_of(signs: Sequence[int]) -> str:
+    """A claim's verdict from the signs (+1 better, -1 worse, 0 within 2 standard errors) of its activations."""
+    if all(x == 1 for x in signs):
+        return 'agrees'
+    if all(x == -1 for x in signs):
+        return 'disagrees'
+    if any(x == -1 for x in signs) and not any(x == 1 for x in signs):
+        return 'disagrees in part'
+    if any(x == 1 for x in signs) and not any(x == -1 for x in signs):
+        return 'agrees in part, cannot tell for the rest'
+    return 'is mixed' if any(x != 0 for x in signs) else 'cannot tell'
+
+
+def _versus(stats: Mapping[str, Mapping[str, Any]], present: Sequence[str], base: str) -> Tuple[str, str, str]:
+    """(verdict, 'a +x ± y points; ...', 'base: n, a: n') of the activations `present` against `base`."""
+    parts, signs = [], []
+    for a in present:
+        sign, text = _sign(stats[a], stats[base])
+        signs.append(sign)
+        parts.append(f'{a} {text}')
+    seeds = ', '.join(f"{a}: {stats[a]['n_seeds']}" for a in [base, *present])
+    return _verdict_of(signs), '; '.join(parts), seeds
+
+
+def _without_overfit(rows: Mapping[str, Mapping[str, Any]], present: Sequence[str], base: str, protocol: str) -> str:
+    """The sentence that repeats a comparison without the runs whose shipped weights overfit catastrophically ('' when
+    no arm has one). `rows`: {arm: leaderboard row}."""
+    repos = [repo for a in [base, *present] for repo in (rows[a].get('overfit') or {})]
+    if not repos:
+        return ''
+    head = f" Without the runs that overfit catastrophically ({', '.join(f'`{r}`' for r in repos)})"
+    stats = {a: (rows[a]['robust_without_overfit'] if rows[a].get('overfit') else rows[a]['robust']).get(protocol)
+             for a in [base, *present]}
+    if stats[base] is None:
+        return f'{head} no {base} run remains.'
+    kept = [a for a in present if stats[a] is not None]
+    if not kept:
+        return f"{head} no {', '.join(present)} run remains: every one overfit."
+    verdict, parts, seeds = _versus(stats, kept, base)
+    one = any(stats[a]['n_seeds'] < 2 for a in [base, *kept])
+    return f'{head}: this scale {verdict} ({parts}; seeds {seeds}{_ONE_SEED if one else ""}).'
 
 
 _ONE_SEED = ('; with one seed the error is only the test-sample error, not the seed-to-seed spread, so this is '
@@ -327,11 +383,15 @@ def transfer_markdown(experiments: Sequence[Mapping[str, Any]]) -> str:
                 lines.append(f"| {e['across']} | {e['target']} | `{e['threat_model']}` | {label} | 0 | – | – | |")
                 continue
             robust = row['robust'].get(e['protocol']) if e['protocol'] else None
+            label += ' (co)' if row.get('overfit') else ''
             lines.append(f"| {e['across']} | {e['target']} | `{e['threat_model']}` | {label} | {len(row['seeds'])} | "
                          f"{_fmt_stat(row['clean'])} | {_fmt_stat(robust)} | {e['protocol'] or '–'} |")
     lines += ['', 'Accuracy in %: mean ± sample standard deviation over seeds (no ± for one seed), then [the 95% Wilson '
                   'interval at the mean and n test images]. Seed s of a transferred model loads the bank of seed s of '
                   'its source. Generated from the model cards in `model_cards/` by `robust-zoo leaderboard`.']
+    note = _overfit_note([row for e in experiments for row in (e['relu'], e['scratch'], e['transferred']) if row])
+    if note:
+        lines += ['', note]
     return '\n'.join(lines)
 
 
@@ -357,10 +417,24 @@ def transfer_verdicts(experiments: Sequence[Mapping[str, Any]]) -> List[str]:
                 continue
             b = e[base]['robust'][e['protocol']]
             sign, text = _sign(t, b)
-            out.append(f"**{claim}** -- {where}: this scale {'says ' if base == 'scratch' else ''}{words[sign]} "
-                       f"({e['protocol']}; robust accuracy vs {'ReLU' if base == 'relu' else 'from scratch'}: {text}; "
-                       f"seeds {t['n_seeds']} vs {b['n_seeds']}; 2 standard errors decide"
-                       f"{_ONE_SEED if min(t['n_seeds'], b['n_seeds']) < 2 else ''}).")
+            says = 'says ' if base == 'scratch' else ''
+            versus = 'ReLU' if base == 'relu' else 'from scratch'
+            sentence = (f"**{claim}** -- {where}: this scale {says}{words[sign]} ({e['protocol']}; robust accuracy vs "
+                        f"{versus}: {text}; seeds {t['n_seeds']} vs {b['n_seeds']}; 2 standard errors decide"
+                        f"{_ONE_SEED if min(t['n_seeds'], b['n_seeds']) < 2 else ''}).")
+            pair = (e['transferred'], e[base])
+            repos = [repo for row in pair for repo in (row.get('overfit') or {})]
+            if repos:
+                t2, b2 = ((row['robust_without_overfit'] if row.get('overfit') else row['robust']).get(e['protocol'])
+                          for row in pair)
+                sentence += f" Without the runs that overfit catastrophically ({', '.join(f'`{r}`' for r in repos)})"
+                if t2 is None or b2 is None:
+                    sentence += ' no run of one arm remains.'
+                else:
+                    sign, text = _sign(t2, b2)
+                    sentence += (f": this scale {says}{words[sign]} (robust accuracy vs {versus}: {text}; seeds "
+                                 f"{t2['n_seeds']} vs {b2['n_seeds']}{_ONE_SEED if min(t2['n_seeds'], b2['n_seeds']) < 2 else ''}).")
+            out.append(sentence)
     return out
 
 

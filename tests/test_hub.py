@@ -452,15 +452,78 @@ def test_push_checks_the_repo_id(card, no_network, repo_id, message):
 
 # --- the leaderboard ----------------------------------------------------------------------------------------
 
-def _seed_card(run, tmp_path, cards, index, *, arch, seed, robust, clean):
+def _seed_card(run, tmp_path, cards, index, *, arch, seed, robust, clean, summary=None, **args_extra):
     src = tmp_path / f'run-{arch}-{seed}'
     shutil.copytree(run['dir'], src)
     args = yaml.safe_load((src / 'args.yaml').read_text())
-    (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, model=f'robust_zoo/{arch}', seed=seed), sort_keys=False))
+    (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, model=f'robust_zoo/{arch}', seed=seed, **args_extra),
+                                                  sort_keys=False))
+    if summary is not None:
+        (src / 'summary.csv').write_text(SUMMARY_HEAD + ''.join(
+            f'{e},1.0,{train},0.8,60.0,0.8,{val},0.0\n' for e, (train, val) in enumerate(summary)))
     record = copy.deepcopy(run['records'][1])  # one attack (pgd-20), n = 20
     record.update(model=f'robust_zoo/{arch}', seed=seed, clean_accuracy=clean, robust_accuracy=robust,
                   attacks={'pgd-20': robust}, confidence_interval=list(wilson_interval(round(robust * 20), 20)))
     return hub.write_card_repo(src, tag=f'fmnist_s{seed}', evaluations=[record], out_root=cards, index_path=index)
+
+
+SUMMARY_HEAD = 'epoch,train_loss,train_adv_acc,train_clean_acc,train_img_per_sec,eval_clean_acc,eval_robust_acc,lr\n'
+
+
+def test_a_run_that_overfit_catastrophically_is_flagged_and_the_verdicts_are_also_given_without_it(run, tmp_path):
+    cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
+    single_step = dict(attack='n-fgsm', val_attack='pgd-10')
+    for seed, robust in ((0, 0.70), (1, 0.75)):
+        _seed_card(run, tmp_path, cards, index, arch='mlp3_relu_at', seed=seed, robust=robust, clean=0.8,
+                   summary=[(0.57, 0.69), (0.74, 0.72)], **single_step)
+        _seed_card(run, tmp_path, cards, index, arch='mlp3_silu_at', seed=seed, robust=robust - 0.05, clean=0.8,
+                   summary=[(0.57, 0.69), (0.74, 0.72)], **single_step)
+    # seed 2 of ReLU: the training attack's accuracy climbs while validation PGD-10 stays low, last epoch kept
+    folder = _seed_card(run, tmp_path, cards, index, arch='mlp3_relu_at', seed=2, robust=0.2, clean=0.75,
+                        summary=[(0.62, 0.37), (0.81, 0.37)], **single_step)
+    card = ModelCard.load(folder / 'README.md')
+    co = card.data.to_dict()['robust_zoo']['catastrophic_overfitting']
+    assert co == dict(epochs=[0, 1], kept_epoch=1, kept_weights_affected=True, gap_threshold=0.2, epoch=1,
+                      train_adv_acc=0.81, val_robust_acc=0.37)
+    assert ('**This run overfit catastrophically** (Wong et al. 2020): at epoch 1 its n-fgsm training accuracy 0.810 '
+            'was more than 0.2 above its validation pgd-10 accuracy 0.370') in card.text
+    assert 'catastrophic_overfitting' not in ModelCard.load(cards / 'mlp3_relu_at.fmnist_s0' / 'README.md').text
+
+    relu, silu = lb.leaderboard(cards)
+    assert list(relu['overfit']) == ['mlp3_relu_at.fmnist_s2'] and silu['overfit'] == {}
+    assert relu['robust']['pgd-20, n=20']['values'] == [0.7, 0.75, 0.2]  # every seed counts in the row
+    assert relu['robust_without_overfit']['pgd-20, n=20']['values'] == [0.7, 0.75]
+    assert silu['robust_without_overfit'] is None
+    table = lb.leaderboard_markdown([relu, silu])
+    assert '| mlp3 | `relu` (co) |' in table and '| mlp3 | `silu` |' in table
+    assert ('(co) Catastrophic overfitting (Wong et al. 2020) in the shipped weights of `mlp3_relu_at.fmnist_s2` '
+            '(epoch 1: training attack accuracy 81.0, validation 37.0)') in table
+    (verdict,) = [v for v in lb.claim_verdicts([relu, silu]) if v.startswith('**SAT (Xie et al.): smooth')]
+    assert 'seeds relu: 3, silu: 2' in verdict and 'read with the notes on relu (co) beneath the table' in verdict
+    assert verdict.endswith(' Without the runs that overfit catastrophically (`mlp3_relu_at.fmnist_s2`): this scale '
+                            'cannot tell (silu -5.0 ± 14.5 points; seeds relu: 2, silu: 2).')
+    # when every run of the claimed activation overfit, the sentence says that none remains
+    alone = dict(silu, overfit={'x': co}, robust_without_overfit={})
+    (verdict,) = [v for v in lb.claim_verdicts([relu, alone]) if v.startswith('**SAT')]
+    assert verdict.endswith('no silu run remains: every one overfit.')
+
+
+def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run, tmp_path):
+    cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
+    folder = _seed_card(run, tmp_path, cards, index, arch='mlp3_relu_at', seed=0, robust=0.7, clean=0.8,
+                        summary=[(0.72, 0.70), (0.78, 0.39), (0.83, 0.38)], attack='n-fgsm', val_attack='pgd-10',
+                        early_stop_robust=True)
+    src = tmp_path / 'run-mlp3_relu_at-0'
+    final = json.loads((src / 'final_eval.json').read_text())
+    (src / 'final_eval.json').write_text(json.dumps(dict(final, best=dict(robust_acc=0.70, epoch=0))))
+    folder = hub.write_card_repo(src, tag='fmnist_s0', evaluations=[json.loads((folder / 'eval_results.json').read_text())[0]],
+                                 out_root=cards, index_path=index)
+    card = ModelCard.load(folder / 'README.md')
+    co = card.data.to_dict()['robust_zoo']['catastrophic_overfitting']
+    assert co['epochs'] == [1, 2] and co['kept_epoch'] == 0 and not co['kept_weights_affected']
+    assert 'Catastrophic overfitting appeared at epoch(s) 1, 2' in card.text and 'from epoch 0, before it.' in card.text
+    (row,) = lb.leaderboard(cards)
+    assert row['overfit'] == {} and '(co)' not in lb.leaderboard_markdown([row])
 
 
 def test_leaderboard_aggregates_seeds_per_activation(run, tmp_path):
@@ -672,6 +735,28 @@ def test_transfer_table_and_verdicts_are_generated_from_the_cards(run, tmp_path,
     text = readme.read_text()
     assert 'old' not in text and table in text and beats_relu in text and vs_scratch in text
     assert '(frozen bank: resnet20_sparta_at on fashion-mnist)' in text.split(lb.LEADERBOARD_END)[0]
+
+
+def test_transfer_verdicts_are_also_given_without_runs_that_overfit():
+    def row(act, values, bank=None, overfit=None):
+        stat = lb._stat(values, 1000)
+        healthy = [v for i, v in enumerate(values) if i not in (overfit or {})]
+        return dict(base_architecture='resnet32', activation=act, bank=bank, threat_model='fashion-mnist-linf',
+                    seeds=list(range(len(values))), clean=stat, robust={'pgd-20, n=1000': stat},
+                    overfit={f'resnet32_{act}_at.s{i}': dict(epoch=1, train_adv_acc=0.81, val_robust_acc=0.37,
+                                                             gap_threshold=0.2) for i in (overfit or {})},
+                    robust_without_overfit={'pgd-20, n=1000': lb._stat(healthy, 1000)} if overfit else None)
+    rows = [row('relu', [0.72, 0.19, 0.71], overfit={1}), row('sparta', [0.71, 0.70, 0.71]),
+            row('sparta', [0.70, 0.71, 0.70], bank='resnet20_sparta_at on fashion-mnist')]
+    (experiment,) = lb.transfer_experiments(rows)
+    relu_verdict, scratch_verdict = lb.transfer_verdicts([experiment])
+    assert 'this scale cannot tell' in relu_verdict and 'seeds 3 vs 3' in relu_verdict
+    assert relu_verdict.endswith('Without the runs that overfit catastrophically (`resnet32_relu_at.s1`): this scale '
+                                 'cannot tell (robust accuracy vs ReLU: -1.2 ± 2.0 points; seeds 3 vs 2).')
+    assert 'Without the runs' not in scratch_verdict
+    table = lb.transfer_markdown([experiment])
+    assert '| CNNs | resnet32 | `fashion-mnist-linf` | ReLU (co) | 3 |' in table
+    assert '(co) Catastrophic overfitting (Wong et al. 2020) in the shipped weights of `resnet32_relu_at.s1`' in table
 
 
 def test_transfer_across_datasets_and_missing_arms():

@@ -222,6 +222,23 @@ def test_fused_act_turns_on_compiled_kernels_in_fp32_only(monkeypatch):
         set_fused_activations(False)
 
 
+def test_an_epoch_that_overfits_catastrophically_is_logged_with_what_to_do():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import train_at
+    finally:
+        sys.path.pop(0)
+    args = train_at.parse_args(['--attack', 'n-fgsm', '--val-attack', 'pgd-10'])
+    warning = train_at.overfitting_warning(args, 1, dict(adv_acc=0.807), dict(robust_acc=0.373))
+    assert warning.startswith('epoch 1: catastrophic overfitting suspected: n-fgsm training accuracy 0.807')
+    assert 'validation pgd-10 accuracy 0.373' in warning and 'add --early-stop-robust' in warning
+    args = train_at.parse_args(['--attack', 'n-fgsm', '--val-attack', 'pgd-10', '--early-stop-robust'])
+    assert 'Early stopping keeps the best' in train_at.overfitting_warning(args, 1, dict(adv_acc=0.807),
+                                                                             dict(robust_acc=0.373))
+    assert train_at.overfitting_warning(args, 1, dict(adv_acc=0.74), dict(robust_acc=0.72)) is None
+    assert train_at.overfitting_warning(args, 1, dict(adv_acc=0.74), {}) is None  # no validation
+
+
 def test_native_autocast_follows_onednn_on_cpu(monkeypatch):
     from robust_zoo.training import native_autocast
     monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: False, raising=False)

@@ -136,3 +136,25 @@ def test_validate_reports_clean_and_robust_accuracy():
     model = timm.create_model('robust_zoo/mlp3_relu_at')
     out = validate(model, _tiny_data(32), lambda m, x, y: x.flip(0), batch_size=8)
     assert set(out) == {'clean_acc', 'robust_acc'} and model.training
+
+
+def test_catastrophic_overfitting_is_a_single_step_attack_far_above_multi_step_validation():
+    from robust_zoo.training import CO_GAP, catastrophic_overfitting_epochs, kept_epoch
+    # a Fashion-MNIST run of this project that overfit (train n-fgsm 0.62 / 0.81 vs validation pgd-10 0.37)
+    # beside a healthy one, as summary.csv gives them (strings), with an epoch that had no validation
+    failed = [dict(epoch='0', train_adv_acc='0.619', eval_robust_acc='0.371'),
+              dict(epoch='1', train_adv_acc='0.807', eval_robust_acc='0.373')]
+    healthy = [dict(epoch='0', train_adv_acc='0.567', eval_robust_acc='0.691'),
+               dict(epoch='1', train_adv_acc='0.740', eval_robust_acc='0.719'), dict(epoch='2', train_adv_acc='0.9')]
+    assert catastrophic_overfitting_epochs(failed, 'n-fgsm', 'pgd-10') == [0, 1]
+    assert catastrophic_overfitting_epochs(healthy, 'n-fgsm', 'pgd-10') == []
+    assert catastrophic_overfitting_epochs(failed, 'fgsm-rs', 'pgd-10', gap=0.3) == [1]
+    edge = [dict(epoch=0, train_adv_acc=0.5 + CO_GAP, eval_robust_acc=0.5)]  # a gap of exactly CO_GAP is not one
+    assert catastrophic_overfitting_epochs(edge, 'n-fgsm', 'pgd-10') == []
+    # a multi-step training attack's gap is robust overfitting, and a one-step validation attack is fooled too
+    assert catastrophic_overfitting_epochs(failed, 'pgd', 'pgd-10') == []
+    assert catastrophic_overfitting_epochs(failed, 'n-fgsm', 'fgsm') == []
+    assert catastrophic_overfitting_epochs(failed, 'n-fgsm', 'none') == []
+    assert kept_epoch(failed, best_epoch=0, early_stop=True) == 0
+    assert kept_epoch(failed, best_epoch=0, early_stop=False) == 1
+    assert kept_epoch([], best_epoch=None, early_stop=False) is None

@@ -34,7 +34,7 @@ from robust_zoo.evaluate import evaluate, make_attack
 from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import THREAT_MODELS, ThreatModel, get_threat_model
 from robust_zoo.training import (
-    ATTACKS, SMOOTH_BACKWARD, AttackConfig, CheckpointError, atomic_write, atomic_write_text, epoch_batches, freeze,
+    ATTACKS, CO_GAP, SMOOTH_BACKWARD, AttackConfig, CheckpointError, atomic_write, catastrophic_overfitting_epochs, atomic_write_text, epoch_batches, freeze,
     load_model_state, load_train_state, load_weights, ranks_identical, resolve_autocast, save_train_state, save_weights,
     set_smooth_backward, subset, train_one_epoch, validate,
 )
@@ -115,7 +115,7 @@ g.add_argument('--smooth-backward', default='none', choices=SMOOTH_BACKWARD,
                "activations' backward as built (relu_smoothgrad models: smooth in both)")
 g.add_argument('--val-attack', default='pgd-10', help="validation attack, e.g. pgd-10, fgsm, or 'none'")
 g.add_argument('--early-stop-robust', action='store_true', help='keep the best robust checkpoint as the '
-               'result and stop on catastrophic overfitting (Rice et al. 2020)')
+               'result and stop on catastrophic (Wong et al. 2020) or robust (Rice et al. 2020) overfitting')
 g.add_argument('--early-stop-drop', type=float, default=0.5, help='stop when validation robust accuracy falls '
                'below this fraction of its best')
 g.add_argument('--threat-model', default=None, help='for the final evaluation (default: the dataset\'s)')
@@ -234,6 +234,18 @@ def resolve_amp(args: argparse.Namespace, device: torch.device) -> Optional[str]
     records what ran. Returns the message to log (None when nothing changed)."""
     args.amp, message = resolve_autocast(args.amp, device, getattr(torch, args.amp_dtype), 'this run trains')
     return message and f'{message}; args.yaml records amp: false'
+
+
+def overfitting_warning(args: argparse.Namespace, epoch: int, train_metrics: dict, val: dict) -> Optional[str]:
+    """The log's warning when an epoch shows catastrophic overfitting (robust_zoo.training.overfitting), else None."""
+    if not catastrophic_overfitting_epochs([dict(epoch=epoch, train_adv_acc=train_metrics['adv_acc'],
+                                                 eval_robust_acc=val.get('robust_acc'))], args.attack, args.val_attack):
+        return None
+    return (f'epoch {epoch}: catastrophic overfitting suspected: {args.attack} training accuracy '
+            f'{train_metrics["adv_acc"]:.3f} is more than {CO_GAP} above validation {args.val_attack} accuracy '
+            f'{val["robust_acc"]:.3f}. ' + ('Early stopping keeps the best validation epoch.' if args.early_stop_robust
+                                             else 'The last epoch is kept: add --early-stop-robust to keep the best.')
+            + ' The model card of this run will say so.')
 
 
 def resolve_fused_act(args: argparse.Namespace, device: torch.device) -> Optional[str]:
@@ -415,6 +427,9 @@ def main(argv=None) -> int:
         log(f'epoch {epoch} done: train loss {train_metrics["loss"]:.4f} adv acc {train_metrics["adv_acc"]:.3f} '
             f'({train_metrics["img_per_sec"]:.0f} img/s); val clean {val.get("clean_acc", float("nan")):.3f} '
             f'{args.val_attack} {val.get("robust_acc", float("nan")):.3f}')
+        warning = overfitting_warning(args, epoch, train_metrics, val)
+        if warning:
+            _logger.warning(warning)
         robust = val.get('robust_acc', val.get('clean_acc', 0.0))
         improved = robust > best['robust_acc']
         if improved:

@@ -7,6 +7,7 @@ from .loop import (
     epoch_batches, freeze, iterate_batches, parameter_digest, ranks_identical, step_seed, subset, train_one_epoch,
     validate,
 )
+from .overfitting import CO_GAP, SINGLE_STEP_ATTACKS, catastrophic_overfitting_epochs, kept_epoch
 from .precision import native_autocast, resolve_autocast
 from .step import (
     ATTACKS, SMOOTH_BACKWARD, AttackConfig, StepOutput, adversarial_step, attack_mode, make_adversarial,
@@ -14,7 +15,8 @@ from .step import (
 )
 
 __all__ = [
-    'ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'CheckpointError', 'StepOutput', 'adversarial_step',
+    'ATTACKS', 'CO_GAP', 'SINGLE_STEP_ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'CheckpointError',
+    'catastrophic_overfitting_epochs', 'kept_epoch', 'StepOutput', 'adversarial_step',
     'atomic_write', 'atomic_write_text', 'attack_mode', 'epoch_batches', 'freeze', 'iterate_batches', 'load_model_state',
     'load_train_state', 'load_weights', 'make_adversarial', 'native_autocast', 'parameter_digest', 'ranks_identical',
     'resolve_autocast', 'save_train_state', 'save_weights', 'set_smooth_backward', 'step_seed', 'subset', 'train_one_epoch', 'validate',
