@@ -54,7 +54,8 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     activation, threat model), over seeds. The source is each card's README.md metadata (model-index + the
     `robust_zoo` block), read with `huggingface_hub.ModelCard.load`.
 
-    A model whose Sparta units came frozen from another model's bank is its own row (`bank`: where from).
+    A model whose Sparta units came frozen from another model's bank is its own row (`bank`: where from), and so
+    is one trained with another attack (`train_attack`, e.g. the small net under N-FGSM and under PGD).
     Each row: base_architecture, activation, bank, threat_model, seeds, repos, `checks` ({repo: sanity checks
     that warned or failed}), `stopped_early` ({repo: (kept epoch, epochs run)}; both shown beneath the table),
     `overfit` ({repo: its card's catastrophic_overfitting record} for the runs whose shipped weights show it) and
@@ -65,18 +66,19 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     root = Path(cards_root) if cards_root is not None else cards_dir()
     cards = [_card_results(p / 'README.md') for p in sorted(root.iterdir())
              if (p / 'README.md').is_file()] if root.is_dir() else []
-    groups: Dict[Tuple[str, str, str, str], List[Dict[str, Any]]] = defaultdict(list)
+    groups: Dict[Tuple[str, str, str, str, str], List[Dict[str, Any]]] = defaultdict(list)
     for card in cards:
         groups[(card.get('base_architecture') or card['architecture'], card['activation'], _bank_label(card),
-                card['threat_model'])].append(card)
+                card['threat_model'], card.get('train_attack') or '')].append(card)
     rows = []
-    for (base, activation, bank, threat), members in sorted(groups.items(), key=lambda kv: (
-            kv[0][0], kv[0][3], kv[0][1], kv[0][2])):
+    for (base, activation, bank, threat, train_attack), members in sorted(groups.items(), key=lambda kv: (
+            kv[0][0], kv[0][3], kv[0][4], kv[0][1], kv[0][2])):
         overfit = {c['folder']: c['catastrophic_overfitting'] for c in sorted(members, key=lambda c: c['folder'])
                    if (c.get('catastrophic_overfitting') or {}).get('kept_weights_affected')}
         clean, robust = _aggregate(members, threat)
         rows.append(dict(
             base_architecture=base, activation=activation, bank=bank or None, threat_model=threat,
+            train_attack=train_attack or None,
             seeds=sorted(c.get('seed') for c in members), repos=sorted(c['folder'] for c in members),
             checks={c['folder']: c['checks_not_passed'] for c in sorted(members, key=lambda c: c['folder'])
                     if c.get('checks_not_passed')},
@@ -119,6 +121,21 @@ def _bank_label(card: Mapping[str, Any]) -> str:
     return f"{bank.get('source_model')} on {bank.get('source_dataset')}"
 
 
+def _several_attacks(rows: Sequence[Mapping[str, Any]]) -> set:
+    """The (architecture, threat model) pairs whose rows were trained with more than one attack."""
+    seen: Dict[Tuple[str, str], set] = defaultdict(set)
+    for r in rows:
+        seen[(r['base_architecture'], r['threat_model'])].add(r.get('train_attack'))
+    return {k for k, v in seen.items() if len(v) > 1}
+
+
+def _arch_cell(row: Mapping[str, Any], several: set) -> str:
+    """The architecture, with its training attack where the same architecture was also trained with another."""
+    if (row['base_architecture'], row['threat_model']) in several:
+        return f"{row['base_architecture']} ({row.get('train_attack')} training)"
+    return row['base_architecture']
+
+
 def _activation_cell(row: Mapping[str, Any]) -> str:
     return f"`{row['activation']}`" + (f" (frozen bank: {row['bank']})" if row.get('bank') else '')
 
@@ -159,8 +176,9 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
     lines = ['| architecture | activation | threat model | seeds | ' + ' | '.join([clean_head, *heads]) + ' |',
              '|' + '---|' * (5 + len(attacks))]
     flagged = {repo: checks for r in rows for repo, checks in (r.get('checks') or {}).items()}
+    several = _several_attacks(rows)
     for r, cells_here in zip(rows, cells_of):
-        cells = [r['base_architecture'], _activation_cell(r) + (' (!)' if r.get('checks') else '')
+        cells = [_arch_cell(r, several), _activation_cell(r) + (' (!)' if r.get('checks') else '')
                  + (' (e)' if r.get('stopped_early') else '') + (' (co)' if r.get('overfit') else ''),
                  f"`{r['threat_model']}`", str(len(r['seeds'])),
                  _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
@@ -215,8 +233,9 @@ def _overfit_note(rows: Sequence[Mapping[str, Any]]) -> str:
 def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     plt = _pyplot()
     groups = defaultdict(list)
+    several = _several_attacks(rows)
     for r in rows:
-        groups[(r['base_architecture'], r['threat_model'])].append(r)
+        groups[(_arch_cell(r, several), r['threat_model'])].append(r)
     fig, axes = plt.subplots(len(groups), 1, figsize=(max(5.0, 1.1 * max(len(v) for v in groups.values())) + 3,
                                                       3 * len(groups)), squeeze=False)
     for ax, ((base, threat), members) in zip(axes[:, 0], sorted(groups.items())):
@@ -271,9 +290,10 @@ def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
     ReLU (the table's strongest common protocol) is beyond 2 standard errors, else cannot tell."""
     out = []
     by_arch: Dict[Tuple[str, str], Dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    several = _several_attacks(rows)
     for r in rows:
         if not r.get('bank'):  # transferred banks have their own verdicts (transfer_verdicts)
-            by_arch[(r['base_architecture'], r['threat_model'])][r['activation']] = r
+            by_arch[(_arch_cell(r, several), r['threat_model'])][r['activation']] = r
     for (arch, threat), acts in sorted(by_arch.items()):
         for claim, better, base in CLAIMS:
             present = [a for a in better if a in acts]
@@ -358,7 +378,8 @@ def transfer_experiments(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, An
         if not r.get('bank') or r['activation'] != 'sparta':
             continue
         same = {x['activation']: x for x in rows if not x.get('bank') and x['base_architecture'] == r['base_architecture']
-                and x['threat_model'] == r['threat_model'] and x['activation'] in ('relu', 'sparta')}
+                and x['threat_model'] == r['threat_model'] and x.get('train_attack') == r.get('train_attack')
+                and x['activation'] in ('relu', 'sparta')}
         arms = [a for a in (same.get('relu'), same.get('sparta'), r) if a]
         common = [p for p in r['robust'] if all(p in a['robust'] for a in arms)]
         source_dataset = r['bank'].rpartition(' on ')[2]

@@ -452,8 +452,8 @@ def test_push_checks_the_repo_id(card, no_network, repo_id, message):
 
 # --- the leaderboard ----------------------------------------------------------------------------------------
 
-def _seed_card(run, tmp_path, cards, index, *, arch, seed, robust, clean, summary=None, **args_extra):
-    src = tmp_path / f'run-{arch}-{seed}'
+def _seed_card(run, tmp_path, cards, index, *, arch, seed, robust, clean, summary=None, tag='fmnist', **args_extra):
+    src = tmp_path / f'run-{arch}-{tag}-{seed}'
     shutil.copytree(run['dir'], src)
     args = yaml.safe_load((src / 'args.yaml').read_text())
     (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, model=f'robust_zoo/{arch}', seed=seed, **args_extra),
@@ -464,7 +464,7 @@ def _seed_card(run, tmp_path, cards, index, *, arch, seed, robust, clean, summar
     record = copy.deepcopy(run['records'][1])  # one attack (pgd-20), n = 20
     record.update(model=f'robust_zoo/{arch}', seed=seed, clean_accuracy=clean, robust_accuracy=robust,
                   attacks={'pgd-20': robust}, confidence_interval=list(wilson_interval(round(robust * 20), 20)))
-    return hub.write_card_repo(src, tag=f'fmnist_s{seed}', evaluations=[record], out_root=cards, index_path=index)
+    return hub.write_card_repo(src, tag=f'{tag}_s{seed}', evaluations=[record], out_root=cards, index_path=index)
 
 
 SUMMARY_HEAD = 'epoch,train_loss,train_adv_acc,train_clean_acc,train_img_per_sec,eval_clean_acc,eval_robust_acc,lr\n'
@@ -513,7 +513,7 @@ def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run,
     folder = _seed_card(run, tmp_path, cards, index, arch='mlp3_relu_at', seed=0, robust=0.7, clean=0.8,
                         summary=[(0.72, 0.70), (0.78, 0.39), (0.83, 0.38)], attack='n-fgsm', val_attack='pgd-10',
                         early_stop_robust=True)
-    src = tmp_path / 'run-mlp3_relu_at-0'
+    src = tmp_path / 'run-mlp3_relu_at-fmnist-0'
     final = json.loads((src / 'final_eval.json').read_text())
     (src / 'final_eval.json').write_text(json.dumps(dict(final, best=dict(robust_acc=0.70, epoch=0))))
     folder = hub.write_card_repo(src, tag='fmnist_s0', evaluations=[json.loads((folder / 'eval_results.json').read_text())[0]],
@@ -524,6 +524,25 @@ def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run,
     assert 'Catastrophic overfitting appeared at epoch(s) 1, 2' in card.text and 'from epoch 0, before it.' in card.text
     (row,) = lb.leaderboard(cards)
     assert row['overfit'] == {} and '(co)' not in lb.leaderboard_markdown([row])
+
+
+def test_one_architecture_trained_with_two_attacks_gets_separate_rows_and_verdicts(run, tmp_path):
+    cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
+    for arch, robust in (('mlp3_relu_at', 0.65), ('mlp3_capped_relu_at', 0.40)):
+        _seed_card(run, tmp_path, cards, index, arch=arch, seed=0, robust=robust, clean=0.8, attack='n-fgsm')
+        _seed_card(run, tmp_path, cards, index, arch=arch, seed=0, robust=robust + 0.05, clean=0.8, attack='pgd',
+                   tag='fmnist_pgd')
+    rows = lb.leaderboard(cards)
+    assert [(r['activation'], r['train_attack'], r['repos']) for r in rows] == [
+        ('capped_relu', 'n-fgsm', ['mlp3_capped_relu_at.fmnist_s0']), ('relu', 'n-fgsm', ['mlp3_relu_at.fmnist_s0']),
+        ('capped_relu', 'pgd', ['mlp3_capped_relu_at.fmnist_pgd_s0']), ('relu', 'pgd', ['mlp3_relu_at.fmnist_pgd_s0'])]
+    table = lb.leaderboard_markdown(rows)
+    assert '| mlp3 (n-fgsm training) | `relu` |' in table and '| mlp3 (pgd training) | `capped_relu` |' in table
+    verdicts = [v for v in lb.claim_verdicts(rows) if v.startswith('**capped ReLU')]
+    assert [v.split(' on `')[0].split('-- ')[1] for v in verdicts] == ['mlp3 (n-fgsm training)', 'mlp3 (pgd training)']
+    assert all('capped_relu -25.0' in v for v in verdicts)
+    # one training attack per architecture: no label
+    assert '| mlp3 | `relu` |' in lb.leaderboard_markdown([r for r in rows if r['train_attack'] == 'pgd'])
 
 
 def test_leaderboard_aggregates_seeds_per_activation(run, tmp_path):

@@ -85,6 +85,38 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert [r['epoch'] for r in csv.DictReader((out / 'summary.csv').open())] == ['0', '1']
 
 
+def test_a_run_killed_after_training_resumes_into_its_final_evaluation(tmp_path):
+    """Killed during the final evaluation: last.ckpt is past the last epoch, so the resume trains nothing and
+    evaluates (it once crashed on a model variable set only inside the epoch loop)."""
+    out = tmp_path / 'r'
+    run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '256', '-b', '64',
+        '--eval-samples', '20', '--eval-attacks', 'fgsm', '--output', out)
+    trained = _digest(out / 'model.safetensors')
+    (out / 'final_eval.json').unlink()
+    resumed = run('--resume', out)
+    assert 'resumed' in resumed.stdout and 'done: train loss' not in resumed.stdout
+    record = json.loads((out / 'final_eval.json').read_text())
+    assert record['epochs_run'] == 1 and record['evaluation']['n_examples'] == 20
+    assert all(torch.equal(trained[k], v) for k, v in _digest(out / 'model.safetensors').items())
+
+
+def test_a_run_resumed_after_an_early_stop_trains_no_further(tmp_path):
+    out = tmp_path / 'e'
+    # --early-stop-drop 2: every epoch falls below 2 x the best, so the first one stops the run
+    run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '4', '--train-samples', '256', '-b', '64',
+        '--early-stop-robust', '--early-stop-drop', '2', '--eval-samples', '20', '--eval-attacks', 'fgsm',
+        '--output', out)
+    first = json.loads((out / 'final_eval.json').read_text())
+    assert first['stopped_early'] and first['epochs_run'] == 1
+    assert load_train_state(out / 'last.ckpt')['stopped_early']
+    (out / 'final_eval.json').unlink()
+    resumed = run('--resume', out)
+    assert 'resumed' in resumed.stdout and '\nepoch 1\n' not in resumed.stdout and 'done: train loss' not in resumed.stdout
+    record = json.loads((out / 'final_eval.json').read_text())
+    assert record['stopped_early'] and record['epochs_run'] == 1 and record['best'] == first['best']
+    assert [r['epoch'] for r in csv.DictReader((out / 'summary.csv').open())] == ['0']
+
+
 def test_non_finite_loss_stops_with_clear_message_and_keeps_last_checkpoint(tmp_path):
     out = tmp_path / 'nan'
     proc = run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '1', '--train-samples', '1024', '-b', '32',

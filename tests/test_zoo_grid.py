@@ -64,6 +64,7 @@ def test_only_keeps_the_matching_runs_in_queue_order(tmp_path):
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert [line.split()[1].rstrip(':') for line in out] == [
         str(tmp_path / 'zoo' / 'mlp3_capped_relu_at-s0'), str(tmp_path / 'zoo' / 'mlp3_relu_at-s0'),
+        str(tmp_path / 'zoo' / 'mlp3_capped_relu_at-pgd-s0'), str(tmp_path / 'zoo' / 'mlp3_relu_at-pgd-s0'),
         str(tmp_path / 't' / 'digits-resnet20_relu_at-s2'), str(tmp_path / 't' / 'digits-resnet20_sparta_at-s2'),
         str(tmp_path / 't' / 'digits-resnet20_sparta_at-bank-s2')]
     queue = zoo_grid.all_grid(Path('z'), Path('t'))

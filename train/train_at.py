@@ -354,6 +354,7 @@ def main(argv=None) -> int:
 
     start_epoch, start_step, global_step = 0, 0, 0
     best = dict(robust_acc=-1.0, epoch=-1)
+    stopped_early = False
     if resume_state is not None:
         load_model_state(base, resume_state['model'], f'{out}/last.ckpt')
         optimizer.load_state_dict(resume_state['optimizer'])
@@ -364,6 +365,7 @@ def main(argv=None) -> int:
             ema.load_state_dict(resume_state['ema'])
         start_epoch, start_step = resume_state['epoch'], resume_state['step_in_epoch']
         global_step, best = resume_state['global_step'], resume_state['best']
+        stopped_early = bool(resume_state.get('stopped_early'))  # killed after an early stop: do not train on
         log(f'resumed {out}/last.ckpt at epoch {start_epoch}, step {start_step} ({global_step} updates)')
         if primary and (out / 'summary.csv').exists():
             _truncate_summary(out / 'summary.csv', start_epoch)
@@ -384,7 +386,7 @@ def main(argv=None) -> int:
         return dict(arch=args.model, model=base.state_dict(), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},
                     ema=ema.state_dict() if ema else {}, epoch=epoch, step_in_epoch=step, global_step=gstep,
-                    best=best, args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+                    best=best, stopped_early=stopped_early, args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
     n_params = sum(p.numel() for p in base.parameters())
     log(f'{args.model}: {n_params / 1e6:.3f}M parameters; {args.dataset}: {n_train} train / {n_val} val images; '
@@ -395,8 +397,10 @@ def main(argv=None) -> int:
         from tqdm import tqdm
         progress = tqdm(total=num_epochs * batches_per_epoch, initial=global_step, unit='step', leave=False)
 
-    stopped_early = False
-    for epoch in range(start_epoch, num_epochs):
+    # a run resumed after its last epoch (killed during the final evaluation) trains no more: it evaluates
+    eval_model = ema.module if ema is not None else base
+    epochs_run = start_epoch
+    for epoch in range(start_epoch, start_epoch if stopped_early else num_epochs):
         batches = epoch_batches(n_train, args.batch_size, seed=args.seed, epoch=epoch, rank=args.rank,
                                 world_size=args.world_size)
 
@@ -421,7 +425,7 @@ def main(argv=None) -> int:
         if args.distributed:  # each rank's last forward moved its own BN running stats: average them
             distribute_bn(base, args.world_size, reduce=True)
         scheduler.step(epoch + 1)
-        eval_model = ema.module if ema is not None else base
+        epochs_run = epoch + 1
         val = validate(eval_model, val_ds, val_attack, device=device, rank=args.rank, world_size=args.world_size,
                        distributed=args.distributed) if n_val else {}
         log(f'epoch {epoch} done: train loss {train_metrics["loss"]:.4f} adv acc {train_metrics["adv_acc"]:.3f} '
@@ -452,6 +456,8 @@ def main(argv=None) -> int:
             log(f'early stop: validation robust accuracy {robust:.3f} fell below {args.early_stop_drop} x best '
                 f'{best["robust_acc"]:.3f} (epoch {best["epoch"]}): catastrophic overfitting; keeping the best.')
             stopped_early = True
+            if primary:
+                save_train_state(out / 'last.ckpt', state(epoch + 1, 0, global_step))
             break
     if progress is not None:
         progress.close()
@@ -465,7 +471,7 @@ def main(argv=None) -> int:
         load_model_state(eval_model, load_weights(out / 'model_best.safetensors'), 'model_best.safetensors')
         save_weights(eval_model.state_dict(), out / 'model.safetensors',
                      dict(arch=args.model, epoch=str(best['epoch']), dataset=args.dataset))
-    record = dict(model=args.model, dataset=args.dataset, epochs_run=epoch + 1 if num_epochs else 0,
+    record = dict(model=args.model, dataset=args.dataset, epochs_run=epochs_run,
                   stopped_early=stopped_early, best=best, world_size=args.world_size, ranks_identical=same)
     if args.eval_samples:
         try:

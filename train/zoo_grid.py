@@ -4,7 +4,8 @@
     nohup python train/zoo_grid.py --grid all > runs/grids.log 2>&1 &
 
 `zoo` (issue 7): every activation of ResNet-20 on Fashion-MNIST under ONE recipe (fmnist_resnet20.yaml),
-the capped-ReLU small net (capped_relu vs relu), then the extra seeds of the claims under test (the small net's too). Each finished zoo run is then
+the capped-ReLU small net (capped_relu vs relu, under N-FGSM and under PGD-10), then the extra seeds of the claims
+under test (the small net's too). Each finished zoo run is then
 evaluated with PGD-20 on all 10,000 test images (RUN/pgd20_10k.json, the cards' second record).
 `transfer` (issue 5): Sparta banks from the zoo's ResNet-20 Sparta runs (seed s), frozen, in ResNet-32/56 on
 Fashion-MNIST and in ResNet-20 on the digits, against ReLU and Sparta from scratch, same seeds and budget.
@@ -74,16 +75,19 @@ def _zoo(act: str, seed: int) -> Run:
                evals=(EVAL_10K,))
 
 
-def _mlp3(seed: int) -> List[Run]:
-    """The capped-ReLU paper's small net, capped_relu vs relu: a claim under test, so 3 seeds (a minute each)."""
-    return [Run(f'mlp3_{a}_at-s{seed}', 'capped_relu_mlp3_fmnist.yaml', f'mlp3_{a}_at', seed, f'fmnist_s{seed}',
-                evals=(EVAL_10K,)) for a in ('capped_relu', 'relu')]
+def _mlp3(seed: int, attack: str = 'n-fgsm') -> List[Run]:
+    """The capped-ReLU paper's small net, capped_relu vs relu: a claim under test, so 3 seeds (a minute each).
+    `attack='pgd'`: the same budget trained with PGD-10, the paper's attack (minutes each)."""
+    recipe, tag, suffix = (('capped_relu_mlp3_fmnist.yaml', f'fmnist_s{seed}', '') if attack == 'n-fgsm' else
+                           ('capped_relu_mlp3_fmnist_pgd.yaml', f'fmnist_pgd_s{seed}', '-pgd'))
+    return [Run(f'mlp3_{a}_at{suffix}-s{seed}', recipe, f'mlp3_{a}_at', seed, tag, evals=(EVAL_10K,))
+            for a in ('capped_relu', 'relu')]
 
 
 def zoo_grid() -> List[Run]:
     runs = [_zoo(a, 0) for a in ACTIVATIONS] + _mlp3(0)
     runs += [r for s in SEEDS[1:] for r in _mlp3(s) + [_zoo(a, s) for a in CLAIMS]]
-    return runs
+    return runs + [r for s in SEEDS for r in _mlp3(s, 'pgd')]
 
 
 def _digits(seed: int, zoo_root: Path) -> List[Run]:
@@ -121,10 +125,10 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     # the digits arms (minutes each) as soon as their bank exists: the first complete transfer experiment
     queue = zoo(_zoo(a, 0) for a in first[:3]) + transfer(_digits(0, zoo_root)) + zoo(_zoo(a, 0) for a in first[3:])
     queue += zoo(_zoo(a, 0) for a in ACTIVATIONS if a not in first)
-    queue += zoo(_mlp3(0))
+    queue += zoo(_mlp3(0) + _mlp3(0, 'pgd'))
     queue += transfer(_deeper(32, 0, zoo_root) + _deeper(56, 0, zoo_root))
     for s in SEEDS[1:]:
-        queue += zoo(_mlp3(s) + [_zoo(a, s) for a in ('sparta',) + tuple(a for a in CLAIMS if a != 'sparta')])
+        queue += zoo(_mlp3(s) + _mlp3(s, 'pgd') + [_zoo(a, s) for a in ('sparta',) + tuple(a for a in CLAIMS if a != 'sparta')])
         queue += transfer(_digits(s, zoo_root) + _deeper(32, s, zoo_root) + _deeper(56, s, zoo_root))
     apgd = [(root, run._replace(evals=run.evals + ('apgd_1k',))) for root, run in queue
             if root == zoo_root and run.seed == 0 and run.name.startswith('resnet20_')]
