@@ -155,6 +155,8 @@ def test_catastrophic_overfitting_is_a_single_step_attack_far_above_multi_step_v
     assert catastrophic_overfitting_epochs(failed, 'pgd', 'pgd-10') == []
     assert catastrophic_overfitting_epochs(failed, 'n-fgsm', 'fgsm') == []
     assert catastrophic_overfitting_epochs(failed, 'n-fgsm', 'none') == []
+    assert catastrophic_overfitting_epochs(failed, 'n-fgsm', 'pgd-1') == []
+    assert catastrophic_overfitting_epochs(failed, 'n-fgsm', 'apgd-ce') == [0, 1]
     assert kept_epoch(failed, best_epoch=0, early_stop=True) == 0
     assert kept_epoch(failed, best_epoch=0, early_stop=False) == 1
     assert kept_epoch([], best_epoch=None, early_stop=False) is None

@@ -18,8 +18,9 @@ SINGLE_STEP_ATTACKS = ('fgsm-rs', 'n-fgsm')
 
 
 def _multi_step(val_attack: str) -> bool:
-    m = re.fullmatch(r'(?:pgd|apgd-ce|apgd)-?(\d+)', val_attack or '')
-    return bool(m) and int(m.group(1)) >= 2
+    """pgd-k with k >= 2, and APGD / AutoAttack (iterative by construction)."""
+    m = re.fullmatch(r'pgd-(\d+)', val_attack or '')
+    return (bool(m) and int(m.group(1)) >= 2) or (val_attack or '').startswith(('apgd', 'autoattack'))
 
 
 def catastrophic_overfitting_epochs(rows: Iterable[Mapping[str, Any]], attack: str, val_attack: str,
