@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from timm.models import checkpoint_seq, generate_default_cfgs
 from torch import nn
 
@@ -15,17 +16,23 @@ from ..layers import ACTIVATIONS
 from ._base import SmallImageNet, make_stages
 from ._builder import build_at_model, register_act_variants, rz_cfg
 
-__all__ = ['PreActResNet', 'CIFAR10_MEAN', 'CIFAR10_STD']
+__all__ = ['PreActBlock', 'PreActResNet', 'CIFAR10_MEAN', 'CIFAR10_STD']
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 
 
 class PreActBlock(nn.Module):
-    def __init__(self, in_chs: int, out_chs: int, stride: int, act_layer: Callable[..., nn.Module]):
+    """BN-act-conv3x3(stride)-BN-act-conv3x3 plus a shortcut: the input, or a 1x1 conv of the *activated* input
+    where the shape changes (as in every robust pre-act ResNet / WRN checkpoint). `style='dm'`: a stride-2 conv
+    pads only the bottom row and right column (TF 'SAME', DeepMind's WRN); 'wrn' pads 1 on every side."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, act_layer: Callable[..., nn.Module],
+                 style: str = 'wrn'):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_chs)
         self.act1 = act_layer(inplace=True)
-        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 1, bias=False)
+        self.pad = (0, 1, 0, 1) if style == 'dm' and stride == 2 else None
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 0 if self.pad else 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_chs)
         self.act2 = act_layer(inplace=True)
         self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, 1, bias=False)
@@ -35,6 +42,8 @@ class PreActBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(x))
         shortcut = x if self.shortcut is None else self.shortcut(out)
+        if self.pad is not None:
+            out = F.pad(out, self.pad)
         out = self.conv1(out)
         out = self.conv2(self.act2(self.bn2(out)))
         return out + shortcut

@@ -31,7 +31,7 @@ Details checked against both RobustBench classes (numerically, in tests/test_con
   DMWideResNet's Swish is x * sigmoid(x), i.e. nn.SiLU (`*_silu_at`).
 * PAF's dropout between the two convs (dropRate) is 0 in the published models and not implemented.
 
-Module names (conv_stem, stages.<i>.<j>.{bn1,conv1,bn2,conv2,shortcut}, norm, head.fc) are those of
+The block is rz_preact_resnet's PreActBlock, and module names (conv_stem, stages.<i>.<j>.{bn1,conv1,bn2,conv2,shortcut}, norm, head.fc) are those of
 rz_preact_resnet's PreActResNet, which built the `wrn_*` names before, so weights saved from it load here
 unchanged. Tagged cfgs (`.rb_*`) are RobustBench weights converted by `robust-zoo convert`
 (robust_zoo/convert/robustbench.py); their `arch_args` select the style, so the tagged name builds the right
@@ -41,45 +41,17 @@ Default cfg: CIFAR-10, threat model cifar10-linf.
 from functools import partial
 from typing import Any, Callable, Dict, Optional, Sequence
 
-import torch
-import torch.nn.functional as F
 from timm.models import generate_default_cfgs
 from torch import nn
 
 from ..layers import ACTIVATIONS
 from ._builder import build_at_model, register_act_variants, rz_cfg
-from .rz_preact_resnet import PreActResNet
+from .rz_preact_resnet import PreActBlock, PreActResNet
 
 __all__ = ['WideResNet', 'WRN_STYLES', 'CIFAR10_MEAN', 'CIFAR10_STD']
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 WRN_STYLES = ('wrn', 'dm')
-
-
-class WideBasicBlock(nn.Module):
-    """Pre-activation block; the shortcut conv sees the activated input, as in every robust WRN checkpoint."""
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int, act_layer: Callable[..., nn.Module], style: str = 'wrn'):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_chs)
-        self.act1 = act_layer(inplace=True)
-        # 'dm': TF 'SAME' for stride 2 on even sizes pads the bottom/right only
-        self.pad = (0, 1, 0, 1) if style == 'dm' and stride == 2 else None
-        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, 0 if self.pad else 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_chs)
-        self.act2 = act_layer(inplace=True)
-        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, 1, 1, bias=False)
-        needs_proj = stride != 1 or in_chs != out_chs
-        self.shortcut = nn.Conv2d(in_chs, out_chs, 1, stride, bias=False) if needs_proj else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
-        if self.pad is not None:
-            out = F.pad(out, self.pad)
-        out = self.conv1(out)
-        out = self.conv2(self.act2(self.bn2(out)))
-        return out + shortcut
 
 
 class WideResNet(PreActResNet):
@@ -98,7 +70,7 @@ class WideResNet(PreActResNet):
             layers=((depth - 4) // 6,) * 3, widths=(16 * width, 32 * width, 64 * width), stem_width=16,
             num_classes=num_classes, in_chans=in_chans, global_pool=global_pool, drop_rate=drop_rate,
             act_layer=act_layer, input_mean=input_mean, input_std=input_std, shared_act=shared_act,
-            block=partial(WideBasicBlock, style=style))
+            block=partial(PreActBlock, style=style))
         self.style = style
 
 
