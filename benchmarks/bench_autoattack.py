@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_eval_shards import (  # noqa: E402
-    DEFAULT_WEIGHTS, build_model, evaluate_sharded, evaluate_single, load_points, quiet, warm_up,
+    DEFAULT_WEIGHTS, add_quiet_args, build_model, evaluate_sharded, evaluate_single, load_points, quiet, warm_up,
 )
 
 
@@ -97,12 +97,7 @@ def main() -> None:
                    '%(default)s)')
     p.add_argument('--runs', default='stock,fp32,shards,compile,shards-compile,amp,shards-amp',
                    help='comma-separated among stock, fp32, shards, compile, shards-compile, amp, shards-amp')
-    p.add_argument('--before-run', default=None, metavar='CMD',
-                   help='shell command run before each timed run, e.g. to pause a background job: '
-                   "pkill -STOP -f '[t]rain/train_at[.]py' (the brackets keep the pattern from matching this "
-                   "benchmark's own command line, which holds it)")
-    p.add_argument('--after-run', default=None, metavar='CMD',
-                   help='shell command run after each timed run (also when it fails), e.g. to resume that job')
+    add_quiet_args(p)
     args = p.parse_args()
     if not args.weights:
         sys.exit('no weights: train a model first, e.g. train/train_at.py -c train/configs/fmnist_resnet20.yaml --model '

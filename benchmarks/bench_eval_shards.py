@@ -26,6 +26,16 @@ import torch.multiprocessing as mp
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / 'model_cards/resnet20_relu_at.fmnist_s0/model.safetensors'
 
 
+def add_quiet_args(p: argparse.ArgumentParser) -> None:
+    """--before-run / --after-run: the shell commands `quiet` runs around each timed run."""
+    p.add_argument('--before-run', default=None, metavar='CMD',
+                   help='shell command run before each timed run, e.g. to pause a background job: '
+                   "pkill -STOP -f '[t]rain/train_at[.]py' (the brackets keep the pattern from matching this "
+                   "benchmark's own command line, which holds it)")
+    p.add_argument('--after-run', default=None, metavar='CMD',
+                   help='shell command run after each timed run (also when it fails), e.g. to resume that job')
+
+
 @contextmanager
 def quiet(before: Optional[str], after: Optional[str]) -> Iterator[None]:
     """Run the shell command `before`, then the block, then `after` (also when the block fails)."""
@@ -131,12 +141,7 @@ def main() -> None:
     p.add_argument('--n', type=int, default=256, help='Fashion-MNIST test images (default: %(default)s)')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--attack', default='pgd-20')
-    p.add_argument('--before-run', default=None, metavar='CMD',
-                   help='shell command run before each timed run, e.g. to pause a background job: '
-                   "pkill -STOP -f '[t]rain/train_at[.]py' (the brackets keep the pattern from matching this "
-                   "benchmark's own command line, which holds it)")
-    p.add_argument('--after-run', default=None, metavar='CMD',
-                   help='shell command run after each timed run (also when it fails), e.g. to resume that job')
+    add_quiet_args(p)
     args = p.parse_args()
     model = (args.model, args.weights)
     kwargs = dict(attacks=[args.attack], batch_size=args.batch_size, checks=False, progress=False)
