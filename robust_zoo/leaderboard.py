@@ -339,15 +339,24 @@ def _versus(stats: Mapping[str, Mapping[str, Any]], present: Sequence[str], base
     return _verdict_of(signs), '; '.join(parts), seeds
 
 
+def _without_head(rows: Sequence[Mapping[str, Any]]) -> str:
+    """' Without the runs that overfit catastrophically (`repo`, ...)', or '' when none of `rows` has one."""
+    repos = [repo for row in rows for repo in (row.get('overfit') or {})]
+    return f" Without the runs that overfit catastrophically ({', '.join(f'`{r}`' for r in repos)})" if repos else ''
+
+
+def _healthy_stat(row: Mapping[str, Any], protocol: str) -> Optional[Mapping[str, Any]]:
+    """A row's robust stat under `protocol` without its runs that overfit catastrophically (None if none is left)."""
+    return (row['robust_without_overfit'] if row.get('overfit') else row['robust']).get(protocol)
+
+
 def _without_overfit(rows: Mapping[str, Mapping[str, Any]], present: Sequence[str], base: str, protocol: str) -> str:
     """The sentence that repeats a comparison without the runs whose shipped weights overfit catastrophically ('' when
     no arm has one). `rows`: {arm: leaderboard row}."""
-    repos = [repo for a in [base, *present] for repo in (rows[a].get('overfit') or {})]
-    if not repos:
+    head = _without_head([rows[a] for a in [base, *present]])
+    if not head:
         return ''
-    head = f" Without the runs that overfit catastrophically ({', '.join(f'`{r}`' for r in repos)})"
-    stats = {a: (rows[a]['robust_without_overfit'] if rows[a].get('overfit') else rows[a]['robust']).get(protocol)
-             for a in [base, *present]}
+    stats = {a: _healthy_stat(rows[a], protocol) for a in [base, *present]}
     if stats[base] is None:
         return f'{head} no {base} run remains.'
     kept = [a for a in present if stats[a] is not None]
@@ -443,12 +452,10 @@ def transfer_verdicts(experiments: Sequence[Mapping[str, Any]]) -> List[str]:
             sentence = (f"**{claim}** -- {where}: this scale {says}{words[sign]} ({e['protocol']}; robust accuracy vs "
                         f"{versus}: {text}; seeds {t['n_seeds']} vs {b['n_seeds']}; 2 standard errors decide"
                         f"{_ONE_SEED if min(t['n_seeds'], b['n_seeds']) < 2 else ''}).")
-            pair = (e['transferred'], e[base])
-            repos = [repo for row in pair for repo in (row.get('overfit') or {})]
-            if repos:
-                t2, b2 = ((row['robust_without_overfit'] if row.get('overfit') else row['robust']).get(e['protocol'])
-                          for row in pair)
-                sentence += f" Without the runs that overfit catastrophically ({', '.join(f'`{r}`' for r in repos)})"
+            head = _without_head([e['transferred'], e[base]])
+            if head:
+                t2, b2 = _healthy_stat(e['transferred'], e['protocol']), _healthy_stat(e[base], e['protocol'])
+                sentence += head
                 if t2 is None or b2 is None:
                     sentence += ' no run of one arm remains.'
                 else:
