@@ -34,8 +34,8 @@ from robust_zoo.evaluate import evaluate, make_attack
 from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import THREAT_MODELS, ThreatModel, get_threat_model
 from robust_zoo.training import (
-    ATTACKS, CO_GAP, SMOOTH_BACKWARD, AttackConfig, CheckpointError, atomic_write, catastrophic_overfitting_epochs, atomic_write_text, epoch_batches, freeze,
-    load_model_state, load_train_state, load_weights, ranks_identical, resolve_autocast, save_train_state, save_weights,
+    ATTACKS, CO_GAP, SMOOTH_BACKWARD, AttackConfig, CheckpointError, atomic_write, atomic_write_text,
+    catastrophic_overfitting_epochs, epoch_batches, freeze, load_model_state, load_train_state, load_weights, ranks_identical, resolve_autocast, save_train_state, save_weights,
     set_smooth_backward, subset, train_one_epoch, validate,
 )
 
@@ -386,7 +386,8 @@ def main(argv=None) -> int:
         return dict(arch=args.model, model=base.state_dict(), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), scaler=scaler.state_dict() if scaler else {},
                     ema=ema.state_dict() if ema else {}, epoch=epoch, step_in_epoch=step, global_step=gstep,
-                    best=best, stopped_early=stopped_early, args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+                    best=best, stopped_early=stopped_early,
+                    args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
     n_params = sum(p.numel() for p in base.parameters())
     log(f'{args.model}: {n_params / 1e6:.3f}M parameters; {args.dataset}: {n_train} train / {n_val} val images; '
