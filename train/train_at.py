@@ -35,8 +35,9 @@ from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import THREAT_MODELS, ThreatModel, get_threat_model
 from robust_zoo.training import (
     ATTACKS, CO_GAP, SMOOTH_BACKWARD, AttackConfig, CheckpointError, atomic_write, atomic_write_text,
-    catastrophic_overfitting_epochs, epoch_batches, freeze, load_model_state, load_train_state, load_weights, ranks_identical, resolve_autocast, save_train_state, save_weights,
-    set_smooth_backward, subset, train_one_epoch, validate,
+    catastrophic_overfitting_epochs, epoch_batches, freeze, load_model_state, load_train_state, load_weights,
+    ranks_identical, resolve_autocast, save_train_state, save_weights, set_smooth_backward, subset, train_one_epoch,
+    validate,
 )
 
 _logger = logging.getLogger('train_at')
