@@ -96,3 +96,28 @@ def test_transferred_model_holds_its_published_source_bank(name):
     for target, source in bank_mapping(list(units), list(targets), bank['mapping']).items():
         assert torch.equal(targets[target].beta, units[source]['beta']), target
         assert torch.equal(targets[target].attn.weight, units[source]['attn.weight']), target
+
+
+def test_the_catastrophic_overfitting_threshold_has_a_margin_on_the_published_runs():
+    """Every published single-step run either has an epoch flagged by the rule, and then says so on its card, or
+    keeps its training-attack accuracy within 0.1 of validation PGD: no run sits near CO_GAP undecided."""
+    import csv
+
+    import yaml
+
+    from robust_zoo.training import CO_GAP, SINGLE_STEP_ATTACKS, catastrophic_overfitting_epochs
+    checked = 0
+    for name in PUBLISHED:
+        folder = cards_dir() / name
+        args = yaml.safe_load((folder / 'args.yaml').read_text())
+        if args.get('attack') not in SINGLE_STEP_ATTACKS or not (folder / 'summary.csv').is_file():
+            continue
+        rows = list(csv.DictReader((folder / 'summary.csv').open()))
+        flagged = catastrophic_overfitting_epochs(rows, args['attack'], args.get('val_attack', 'pgd-10'))
+        card = ModelCard.load(folder / 'README.md').data.to_dict()['robust_zoo']
+        assert (card.get('catastrophic_overfitting') or {}).get('epochs', []) == flagged, name
+        if not flagged:
+            gaps = [float(r['train_adv_acc']) - float(r['eval_robust_acc']) for r in rows]
+            assert max(gaps) < CO_GAP - 0.1, f'{name}: a gap of {max(gaps):.3f}, near the threshold {CO_GAP}'
+        checked += 1
+    assert checked or not PUBLISHED
