@@ -13,6 +13,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for t in THREAT_MODELS.values():
             print(f'{t.id:<20} {t.dataset:<14} {t.norm:<4} eps {t.eps:.6g}  {", ".join(t.attacks)} on {t.n_examples}')
         return 0
+    if args.results:  # the headline numbers the published index holds (from each card's first evaluation)
+        from .hub import load_published
+        index = load_published()
+        names = list_models(args.pattern, pretrained=True)
+        width = max((len(n) for n in names), default=0)
+        for name in names:
+            e = index[name.removeprefix('robust_zoo/')]
+            print(f"{name:<{width}}  {e['threat_model']:<18}  clean {e['clean_accuracy']:.3f}  robust "
+                  f"{e['robust_accuracy']:.3f} ({'+'.join(e['attacks'])}, n={e['n_examples']})")
+        return 0
     for name in list_models(args.pattern, pretrained=args.pretrained):
         print(name)
     return 0
@@ -217,6 +227,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser('list', help='list robust_zoo models (robust_zoo/<name> for timm.create_model)')
     p.add_argument('pattern', nargs='?', default='*', help='shell-style filter, e.g. "resnet20_*"')
     p.add_argument('--pretrained', action='store_true', help='only models with published weights')
+    p.add_argument('--results', action='store_true', help='published models with their threat model, clean and '
+                   'robust accuracy (attacks, number of test images), as their cards state them')
     p.add_argument('--threat-models', action='store_true', help='list the standardized threat models instead')
     p.set_defaults(fn=_cmd_list)
 

@@ -13,6 +13,20 @@ def test_list_prints_prefixed_names(capsys):
     assert 'robust_zoo/resnet20_silu_at' in names and len(names) == 11
 
 
+def test_list_results_prints_each_published_model_with_its_stated_numbers(capsys):
+    from robust_zoo.hub import load_published
+    index = load_published()
+    assert main(['list', 'resnet20_silu_at*', '--results']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = sorted(n for n in index if n.startswith('resnet20_silu_at'))
+    assert [line.split()[0] for line in lines] == [f'robust_zoo/{n}' for n in expected]
+    for line, name in zip(lines, expected):
+        e = index[name]
+        assert line.split()[1] == e['threat_model']
+        assert line.endswith(f"clean {e['clean_accuracy']:.3f}  robust {e['robust_accuracy']:.3f} "
+                             f"({'+'.join(e['attacks'])}, n={e['n_examples']})")
+
+
 @pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')
 def test_demo_evaluates_the_published_model_by_default(capsys):
     from robust_zoo.demo import default_published_model
