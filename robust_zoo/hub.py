@@ -686,6 +686,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                        size=(folder / WEIGHTS_NAME).stat().st_size, dataset=dataset, threat_model=threat['id'],
                        activation=activation, seed=args.get('seed', 0), clean_accuracy=clean, robust_accuracy=robust,
                        n_examples=head['n_examples'], attacks=list(head['attacks']),
+                       **({'caveats': caveats} if (caveats := _caveats(rz)) else {}),
                        pretrained_cfg={k: v for k, v in _config_cfg(folder).items() if k in _CFG_KEYS})
     index_file.parent.mkdir(parents=True, exist_ok=True)
     index_file.write_text(json.dumps(dict(sorted(index.items())), indent=2) + '\n')
@@ -1019,6 +1020,15 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != 'README.md'):
         lines.append(f'| `{path.name}` | {path.stat().st_size:,} | `{sha256_file(path)}` |')
     return '\n'.join(lines) + '\n'
+
+
+def _caveats(rz: Mapping[str, Any]) -> Dict[str, Any]:
+    """What the index keeps of a card's warnings, so that a listing of the numbers carries them too: the sanity
+    checks that did not pass, an early stop, catastrophic overfitting in the shipped weights."""
+    co = rz.get('catastrophic_overfitting') or {}
+    return {k: v for k, v in (('checks_not_passed', rz.get('checks_not_passed')),
+                              ('stopped_early', rz.get('stopped_early')),
+                              ('catastrophic_overfitting', co.get('kept_weights_affected'))) if v}
 
 
 def _checks_not_passed(records: Sequence[Mapping[str, Any]]) -> List[str]:

@@ -23,8 +23,32 @@ def test_list_results_prints_each_published_model_with_its_stated_numbers(capsys
     for line, name in zip(lines, expected):
         e = index[name]
         assert line.split()[1] == e['threat_model']
-        assert line.endswith(f"clean {e['clean_accuracy']:.3f}  robust {e['robust_accuracy']:.3f} "
-                             f"({'+'.join(e['attacks'])}, n={e['n_examples']})")
+        assert f"clean {e['clean_accuracy']:.3f}  robust {e['robust_accuracy']:.3f} " \
+               f"({'+'.join(e['attacks'])}, n={e['n_examples']})" in line
+
+
+def test_list_results_marks_a_model_whose_card_warns_and_explains_the_mark(capsys, monkeypatch):
+    from robust_zoo import hub
+    index = hub.load_published()
+    name = sorted(n for n in index if n.startswith('resnet20_silu_at'))[0]
+    warned = dict(index[name], caveats={'checks_not_passed': ['black box WARN'], 'catastrophic_overfitting': True})
+    monkeypatch.setattr(hub, 'load_published', lambda *a: {name: warned})
+    assert main(['list', name, '--results']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith('n=%d) (!) (co)' % warned['n_examples'])
+    assert out[2].startswith('(!) a sanity check') and out[3].startswith('(co) the shipped weights overfit')
+    assert len(out) == 4  # no legend line for a mark not shown
+
+
+def test_list_results_shows_no_mark_and_no_legend_for_a_model_without_warnings(capsys, monkeypatch):
+    from robust_zoo import hub
+    index = hub.load_published()
+    name = sorted(n for n in index if n.startswith('resnet20_silu_at'))[0]
+    monkeypatch.setattr(hub, 'load_published', lambda *a: {name: {k: v for k, v in index[name].items()
+                                                                   if k != 'caveats'}})
+    assert main(['list', name, '--results']) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].endswith(')')
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')

@@ -488,6 +488,9 @@ def test_a_run_that_overfit_catastrophically_is_flagged_and_the_verdicts_are_als
     assert ('**This run overfit catastrophically** (Wong et al. 2020): at epoch 1 its n-fgsm training accuracy 0.810 '
             'was more than 0.2 above its validation pgd-10 accuracy 0.370') in card.text
     assert 'catastrophic_overfitting' not in ModelCard.load(cards / 'mlp3_relu_at.fmnist_s0' / 'README.md').text
+    published = hub.load_published(index)  # the index carries the flag to `robust-zoo list --results`
+    assert published['mlp3_relu_at.fmnist_s2']['caveats'] == {'catastrophic_overfitting': True}
+    assert 'caveats' not in published['mlp3_relu_at.fmnist_s0']
 
     relu, silu = lb.leaderboard(cards)
     assert list(relu['overfit']) == ['mlp3_relu_at.fmnist_s2'] and silu['overfit'] == {}
@@ -524,6 +527,7 @@ def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run,
     assert 'Catastrophic overfitting appeared at epoch(s) 1, 2' in card.text and 'from epoch 0, before it.' in card.text
     (row,) = lb.leaderboard(cards)
     assert row['overfit'] == {} and '(co)' not in lb.leaderboard_markdown([row])
+    assert 'catastrophic_overfitting' not in hub.load_published(index)['mlp3_relu_at.fmnist_s0'].get('caveats', {})
 
 
 def test_one_architecture_trained_with_two_attacks_gets_separate_rows_and_verdicts(run, tmp_path):
@@ -601,6 +605,9 @@ def test_leaderboard_flags_models_whose_sanity_checks_did_not_pass(run, tmp_path
     table = lb.leaderboard_markdown([relu, silu])
     assert '| mlp3 | `silu` (!) |' in table and '| mlp3 | `relu` |' in table
     assert '(!) A sanity check of the evaluator did not pass for `mlp3_silu_at.fmnist_s0` (black box WARN)' in table
+    published = hub.load_published(index)
+    assert published['mlp3_silu_at.fmnist_s0']['caveats'] == {'checks_not_passed': ['black box WARN']}
+    assert 'caveats' not in published['mlp3_relu_at.fmnist_s0']
 
 
 def test_a_run_stopped_early_says_which_epoch_it_kept_on_its_card_and_the_leaderboard(run, tmp_path):
@@ -615,6 +622,7 @@ def test_a_run_stopped_early_says_which_epoch_it_kept_on_its_card_and_the_leader
     folder = hub.write_card_repo(src, tag='fmnist_s0', out_root=cards, index_path=tmp_path / 'published.json')
     text = (folder / 'README.md').read_text()
     assert '| epochs | 4 (ran 3, stopped early: catastrophic overfitting) |' in text
+    assert hub.load_published(tmp_path / 'published.json')[NAME]['caveats'] == {'stopped_early': True}
     assert 'early stopping on): epoch 0 (counted from 0), validation pgd-10 accuracy 0.673 |' in text
     (row,) = lb.leaderboard(cards)
     assert row['stopped_early'] == {NAME: (0, 3)}

@@ -34,6 +34,12 @@ def test_card_config_and_cfg_agree_and_weights_match_their_hash(name):
         == cfg.threat_model
     assert cfg.hf_hub_id == entry['hf_hub_id'] == config['pretrained_cfg']['hf_hub_id']
     assert card['robust_zoo']['sha256'] == entry['sha256']
+    rz = card['robust_zoo']  # the index carries the card's warnings (robust-zoo list --results shows them)
+    caveats = entry.get('caveats', {})
+    assert caveats.get('checks_not_passed') == rz.get('checks_not_passed')
+    assert bool(caveats.get('stopped_early')) == bool(rz.get('stopped_early'))
+    assert bool(caveats.get('catastrophic_overfitting')) == \
+        bool((rz.get('catastrophic_overfitting') or {}).get('kept_weights_affected'))
 
 
 @pytest.mark.parametrize('name', PUBLISHED)
