@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,6 +208,26 @@ def test_parallel_workers_never_take_the_same_run(tmp_path, capsys, monkeypatch)
     (out.parent / '.locks' / f'{out.name}.pid').write_text('12345')  # left behind by a worker that died
     with zoo_grid.claim(out) as mine:
         assert mine and zoo_grid.holder(out) == os.getpid(), 'a lock file nobody holds is free'
+
+
+def test_dry_run_shows_how_far_a_running_run_is_from_its_newest_log(tmp_path, capsys):
+    out = tmp_path / 'zoo' / 'resnet20_relu_at-s1'
+    run = next(r for r in zoo_grid.zoo_grid() if r.name == out.name)
+    with zoo_grid.claim(out):
+        zoo_grid.run_one(out.parent, run, [], dry_run=True)
+        assert capsys.readouterr().out.strip().endswith(f'grid worker pid {os.getpid()}'), 'no log yet: no progress'
+        out.mkdir(parents=True)
+        (out / 'log.txt').write_text('epoch 0\nstep [  50/460] loss 1.1  42 img/s\n\n')
+        zoo_grid.run_one(out.parent, run, [], dry_run=True)
+        assert capsys.readouterr().out.strip().endswith('; log.txt 0s ago: step [  50/460] loss 1.1  42 img/s')
+        old = time.time() - 600
+        os.utime(out / 'log.txt', (old, old))
+        (out / 'pgd20_10k.log').write_text('fashion-mnist-linf: batch 3/40 done\n')
+        zoo_grid.run_one(out.parent, run, [], dry_run=True)
+        assert capsys.readouterr().out.strip().endswith('; pgd20_10k.log 0s ago: fashion-mnist-linf: batch 3/40 done')
+        os.utime(out / 'pgd20_10k.log', (old - 60, old - 60))
+        zoo_grid.run_one(out.parent, run, [], dry_run=True)
+        assert capsys.readouterr().out.strip().endswith('; log.txt 10 min ago: step [  50/460] loss 1.1  42 img/s')
 
 
 def test_a_killed_workers_lock_is_freed_by_the_kernel(tmp_path):

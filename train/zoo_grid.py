@@ -34,6 +34,8 @@ that run may unlock more (a bank, the AutoAttack stage), so the queue's tail run
 runs/ is not in git: on a new machine a run whose folder is missing but whose card is published (under the
 current recipe) is restored from its card (weights, args.yaml, summary.csv, evaluation records) instead of
 being trained again, so its later stages (APGD, AutoAttack, its Sparta bank) continue from the published model.
+`--dry-run` lists every run's state; for a running one, the last line of its newest log (training or evaluation)
+and how long ago it was written: a worker that stopped logging shows up as an old line.
 """
 import argparse
 import fcntl
@@ -340,6 +342,21 @@ def _killed_before_checkpoint(out: Path) -> bool:
     return (out / 'args.yaml').exists() and not (out / 'last.ckpt').exists() and not (out / 'final_eval.json').exists()
 
 
+def _progress(out: Path) -> str:
+    """'; <log> <age> ago: <its last line>' for the run's most recently written log (training's log.txt or an
+    evaluation's <kind>.log), so that a dry run shows how far a running run is; '' when it has none yet."""
+    logs = [p for p in (out / 'log.txt', *(out / f'{kind}.log' for kind in EVALS)) if p.is_file()]
+    if not logs:
+        return ''
+    log = max(logs, key=lambda p: p.stat().st_mtime)
+    with open(log, 'rb') as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        lines = [line.strip() for line in f.read().decode(errors='replace').splitlines() if line.strip()]
+    age = max(0, int(time.time() - log.stat().st_mtime))
+    ago = f'{age}s' if age < 120 else f'{age // 60} min'
+    return f'; {log.name} {ago} ago: {lines[-1]}' if lines else ''
+
+
 def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> str:
     """Train and evaluate one run as far as it can go now; returns what happened: 'done' (nothing left),
     'busy' (another worker has it), 'waiting' (its bank is not trained yet), 'stale', 'failed', 'ran', or the
@@ -350,7 +367,7 @@ def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> str:
     if dry_run:
         pid = holder(out)
         if pid is not None:
-            print(f'running  {out}: grid worker pid {pid}')
+            print(f'running  {out}: grid worker pid {pid}{_progress(out)}')
             return 'busy'
         return _run_one(out, run, extra, dry_run)
     with claim(out) as mine:
