@@ -272,3 +272,13 @@ def test_a_worker_with_nothing_to_take_waits_for_the_busy_one_instead_of_exiting
         assert worker.poll() is None, 'it exited while another worker still held a run'
     rest = worker.communicate(timeout=60)[0].splitlines()
     assert worker.returncode == 0 and rest[-1] == f'done     {out}'
+
+
+def test_the_full_checks_run_once_per_run_with_pgd20_on_10k_and_apgd_keeps_the_fast_ones(tmp_path):
+    """The full checks probe the same 100 points in every record of a run: repeating them under APGD or AutoAttack
+    would cost minutes for an identical result."""
+    cmds = {kind: zoo_grid.eval_cmd(tmp_path, 'resnet20_relu_at', kind) for kind in zoo_grid.EVALS}
+    checks = {kind: cmd[cmd.index('--checks') + 1] for kind, cmd in cmds.items()}
+    assert all(cmd.count('--checks') == 1 for cmd in cmds.values())
+    assert checks == {'pgd20_10k': 'full', 'apgd_1k': 'fast', 'aa_500': 'fast'}
+    assert zoo_grid.EVAL_10K == 'pgd20_10k'
