@@ -344,6 +344,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, RuntimeError) as e:  # our errors say what to fix; a traceback adds nothing for users
         print(f'robust-zoo: error: {e}', file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `robust-zoo list ... | head`: the reader left; say nothing more
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == '__main__':

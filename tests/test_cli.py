@@ -181,3 +181,14 @@ def test_eval_under_torchrun_shards_and_only_rank_0_writes(tmp_path):
     sharded, single = (json.loads((tmp_path / f).read_text()) for f in ('sharded.json.0', 'single.json'))
     sharded.pop('seconds'), single.pop('seconds')
     assert sharded == single and len(json.loads((tmp_path / 'state.json').read_text())['batches']) == 3
+
+
+def test_list_piped_into_a_reader_that_leaves_early_ends_quietly():
+    import subprocess
+    import sys
+    # hundreds of kilobytes of listing: far more than the pipe holds, so the writer is still writing when the reader leaves
+    code = 'import sys; from robust_zoo.cli import main; sys.exit(max(main(["list"]) for _ in range(200)))'
+    proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    assert proc.wait(timeout=120) == 0 and b'Traceback' not in proc.stderr.read()

@@ -31,10 +31,21 @@ def test_prefixed_name_passes_kwargs_through():
 
 
 def test_prefixed_name_keeps_its_pretrained_tag():
-    assert _factory.parse_model_name('robust_zoo/resnet20_silu_at.some_tag') == (None, 'resnet20_silu_at.some_tag')
-    # the tag reaches timm's pretrained-cfg lookup (robust_zoo publishes no weights under this tag)
-    with pytest.raises(RuntimeError, match=r'Invalid pretrained tag \(some_tag\) for resnet20_silu_at'):
+    tag = robust_zoo.list_models('resnet50_silu_at.*', pretrained=True) or ['robust_zoo/resnet50_silu_at.sat_in1k']
+    name = tag[0].removeprefix('robust_zoo/')
+    assert _factory.parse_model_name(f'robust_zoo/{name}') == (None, name)
+
+
+def test_unknown_tag_raises_with_the_tags_that_exist():
+    published = [n.split('.', 1)[1] for n in robust_zoo.list_models('resnet20_silu_at.*', pretrained=True)]
+    with pytest.raises(RuntimeError, match=r'Invalid pretrained tag \(some_tag\) for robust_zoo/resnet20_silu_at: '
+                                           r'its tags are ') as info:
         timm.create_model('robust_zoo/resnet20_silu_at.some_tag')
+    assert all(t in str(info.value) for t in published) and "robust-zoo list --results 'resnet20_silu_at.*'" \
+        in str(info.value)
+    with pytest.raises(RuntimeError, match=r'for robust_zoo/mlp3_gelu_at: it has no tagged weights; use '
+                                           r'robust_zoo/mlp3_gelu_at\.$'):
+        timm.create_model('robust_zoo/mlp3_gelu_at.some_tag')
 
 
 @pytest.mark.parametrize('name, close', [

@@ -3,14 +3,15 @@
 timm >= 1.0.29 rejects model names containing '/' unless they start with `hf-hub:` or `local-dir:`
 (older timm silently used the basename). robust_zoo wraps `timm.models._factory.parse_model_name`, which
 `create_model` looks up at call time, so that exactly `robust_zoo/<name>[.<tag>]` resolves to robust_zoo's
-registered `<name>`; every other name goes to timm's own parser unchanged.
+registered `<name>`; every other name goes to timm's own parser unchanged. An unknown name or tag is refused there,
+with the names or tags that exist.
 """
 import difflib
 from typing import List, Optional, Tuple
 
 from timm.models import _factory
 from timm.models import list_models as _timm_list_models
-from timm.models import list_modules, split_model_name_tag
+from timm.models import get_arch_pretrained_cfgs, list_modules, split_model_name_tag
 
 __all__ = ['PREFIX', 'install_prefix', 'list_models', 'robust_model_names']
 
@@ -29,7 +30,7 @@ def _robust_modules() -> List[str]:
 
 def _parse_robust_name(model_name: str) -> Tuple[Optional[str], str]:
     name = model_name[len(PREFIX):]
-    arch, _ = split_model_name_tag(name)
+    arch, tag = split_model_name_tag(name)
     known = robust_model_names()
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=3, cutoff=0.6)
@@ -37,6 +38,12 @@ def _parse_robust_name(model_name: str) -> Tuple[Optional[str], str]:
         raise RuntimeError(
             f'Unknown model ({model_name}): robust_zoo has no model {arch!r}.{hint} '
             f"List them with robust_zoo.list_models('*_at').")
+    if tag and f'{arch}.{tag}' not in get_arch_pretrained_cfgs(arch):
+        tags = [n.split('.', 1)[1] for n in get_arch_pretrained_cfgs(arch) if '.' in n]
+        raise RuntimeError(
+            f'Invalid pretrained tag ({tag}) for {PREFIX}{arch}: '
+            + (f"its tags are {', '.join(tags)}; each published one with its accuracy: robust-zoo list --results "
+               f"'{arch}.*'." if tags else f'it has no tagged weights; use {PREFIX}{arch}.'))
     return None, name
 
 
