@@ -186,6 +186,23 @@ def test_more_labels_than_model_outputs_is_an_error():
         evaluate(BrightnessClassifier(), _toy_threat(0.02), data=(x, y + 5))
 
 
+def test_images_with_other_channels_than_the_model_takes_name_the_models_own_threat_model():
+    model = timm.create_model('robust_zoo/resnet20_relu_at', in_chans=1, num_classes=10,
+                              pretrained_cfg_overlay=dict(input_size=(1, 28, 28), threat_model='fashion-mnist-linf'))
+    x, y = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"cifar10-linf gives 3-channel 32x32 images, but the model takes 1-channel "
+                                         r"ones \(its pretrained cfg: input_size \(1, 28, 28\)\): evaluate it under "
+                                         r"its own threat model, fashion-mnist-linf\."):
+        evaluate(model.eval(), 'cifar10-linf', data=(x, y), attacks=['pgd-1'])
+
+
+def test_images_the_model_cannot_take_are_an_error_that_names_their_shape():
+    model = timm.create_model('robust_zoo/mlp3_relu_at')  # flattens 28x28 images
+    x, y = torch.rand(4, 1, 32, 32), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r'the model cannot take toy images of shape \(1, 32, 32\): '):
+        evaluate(model.eval(), _toy_threat(0.02), data=(x, y), attacks=['pgd-1'])
+
+
 # --- attack specs, autocast, progress ------------------------------------------------------------------------
 
 def test_attack_specs_with_restarts_and_dlr(monkeypatch):

@@ -192,6 +192,18 @@ def _budget(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> List[float]:
             len(x)]
 
 
+def _check_input_shape(model: nn.Module, x: torch.Tensor, threat: ThreatModel) -> None:
+    """A model built for images with another number of channels than the threat model's dataset would fail inside
+    its first convolution with a shape error: say what does not match, and which threat model is the model's own."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    size = cfg.get('input_size')
+    if size and x.dim() == 4 and x.shape[1] != size[0]:
+        own = cfg.get('threat_model')
+        raise ValueError(f'{threat.id} gives {x.shape[1]}-channel {x.shape[2]}x{x.shape[3]} images, but the model takes '
+                         f'{size[0]}-channel ones (its pretrained cfg: input_size {tuple(size)})'
+                         + (f': evaluate it under its own threat model, {own}.' if own and own != threat.id else '.'))
+
+
 def evaluate(
         model: nn.Module,
         threat_model: Union[str, ThreatModel],
@@ -291,6 +303,7 @@ def evaluate(
         check_list.append(dict(name='n_examples', status='WARN',
                                detail=f'only {len(x_all)} examples given, the protocol asks for {n}.'))
     n = len(x_all)
+    _check_input_shape(model, x_all, threat)
     rank, world = rank_world(distributed)
     device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
     was_training = model.training
@@ -392,7 +405,11 @@ def evaluate(
         with _input_gradients_only(model):
             first, first_y = x_all[:min(n, batch_size)].to(device), y_all[:min(n, batch_size)].to(device)
             with torch.no_grad(), torch.autocast(device.type, enabled=False):
-                n_outputs = model(first[:1].float()).shape[-1]
+                try:
+                    n_outputs = model(first[:1].float()).shape[-1]
+                except RuntimeError as e:  # e.g. a flattening net built for another image size
+                    raise ValueError(f'the model cannot take {threat.id} images of shape {tuple(first.shape[1:])}: '
+                                     f'{e}') from e
             if int(y_all.max()) >= n_outputs:
                 raise ValueError(f'labels go up to {int(y_all.max())} but the model has {n_outputs} outputs: '
                                  f'build it with num_classes for {threat.dataset}.')
