@@ -15,9 +15,10 @@ from .step import (
 )
 
 __all__ = [
-    'ATTACKS', 'CO_GAP', 'SINGLE_STEP_ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'CheckpointError',
-    'catastrophic_overfitting_epochs', 'kept_epoch', 'StepOutput', 'adversarial_step',
-    'atomic_write', 'atomic_write_text', 'attack_mode', 'epoch_batches', 'freeze', 'iterate_batches', 'load_model_state',
-    'load_train_state', 'load_weights', 'make_adversarial', 'native_autocast', 'parameter_digest', 'ranks_identical',
-    'resolve_autocast', 'save_train_state', 'save_weights', 'set_smooth_backward', 'step_seed', 'subset', 'train_one_epoch', 'validate',
+    'ATTACKS', 'CO_GAP', 'SINGLE_STEP_ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'CheckpointError', 'StepOutput',
+    'adversarial_step', 'atomic_write', 'atomic_write_text', 'attack_mode', 'catastrophic_overfitting_epochs',
+    'epoch_batches', 'freeze', 'iterate_batches', 'kept_epoch', 'load_model_state', 'load_train_state',
+    'load_weights', 'make_adversarial', 'native_autocast', 'parameter_digest', 'ranks_identical',
+    'resolve_autocast', 'save_train_state', 'save_weights', 'set_smooth_backward', 'step_seed', 'subset',
+    'train_one_epoch', 'validate',
 ]
