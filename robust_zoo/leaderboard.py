@@ -43,10 +43,10 @@ def _card_results(readme: Path) -> Dict[str, Any]:
     return dict(rz, results=results, folder=readme.parent.name)
 
 
-def _stat(values: Sequence[float], n: int) -> Dict[str, Any]:
+def _stat(values: Sequence[float], n: int, repos: Sequence[str] = ()) -> Dict[str, Any]:
     mean = statistics.fmean(values)
     return dict(mean=mean, sd=statistics.stdev(values) if len(values) > 1 else None, min=min(values), max=max(values),
-                values=list(values), n_seeds=len(values), n_examples=n, wilson95=_wilson(mean, n))
+                values=list(values), repos=list(repos), n_seeds=len(values), n_examples=n, wilson95=_wilson(mean, n))
 
 
 def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
@@ -94,22 +94,24 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
 
 def _aggregate(members: Sequence[Mapping[str, Any]], threat: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
     """(clean stat at the largest n, {protocol label: robust stat}) over the cards `members`."""
-    clean: Dict[int, List[float]] = defaultdict(list)
-    robust: Dict[Tuple[str, int], List[float]] = defaultdict(list)
+    clean: Dict[int, List[Tuple[float, str]]] = defaultdict(list)  # each value with its card's repo
+    robust: Dict[Tuple[str, int], List[Tuple[float, str]]] = defaultdict(list)
     labels: Dict[Tuple[str, int], str] = {}
     for card in members:
         for r in card['results']:
             if r['threat_model'] not in (None, threat):
                 continue
             if r['kind'] == 'clean':
-                clean[r['n_examples']].append(r['value'])
+                clean[r['n_examples']].append((r['value'], card['folder']))
             else:
                 key = (r['attack'], r['n_examples'])
-                robust[key].append(r['value'])
+                robust[key].append((r['value'], card['folder']))
                 labels[key] = _protocol_label(dict(r, kind='robust'))
     n_clean = max(clean) if clean else None
-    return (_stat(clean[n_clean], n_clean) if n_clean else None,
-            {labels[k]: _stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
+    def stat(pairs, n):
+        return _stat([v for v, _ in pairs], n, [repo for _, repo in pairs])
+    return (stat(clean[n_clean], n_clean) if n_clean else None,
+            {labels[k]: stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
                 kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))})
 
 
@@ -138,6 +140,12 @@ def _arch_cell(row: Mapping[str, Any], several: set) -> str:
 
 def _activation_cell(row: Mapping[str, Any]) -> str:
     return f"`{row['activation']}`" + (f" (frozen bank: {row['bank']})" if row.get('bank') else '')
+
+
+def _marks(row: Mapping[str, Any]) -> str:
+    """The notes a row is read with: ' (!)' a sanity check warned, ' (e)' stopped early, ' (co)' overfit."""
+    return ((' (!)' if row.get('checks') else '') + (' (e)' if row.get('stopped_early') else '')
+            + (' (co)' if row.get('overfit') else ''))
 
 
 def _fmt_stat(s: Optional[Mapping[str, Any]]) -> str:
@@ -178,8 +186,7 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
     flagged = {repo: checks for r in rows for repo, checks in (r.get('checks') or {}).items()}
     several = _several_attacks(rows)
     for r, cells_here in zip(rows, cells_of):
-        cells = [_arch_cell(r, several), _activation_cell(r) + (' (!)' if r.get('checks') else '')
-                 + (' (e)' if r.get('stopped_early') else '') + (' (co)' if r.get('overfit') else ''),
+        cells = [_arch_cell(r, several), _activation_cell(r) + _marks(r),
                  f"`{r['threat_model']}`", str(len(r['seeds'])),
                  _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
         cells += [_fmt_stat(cells_here.get(a)) + (f" (n={cells_here[a]['n_examples']})" if a in cells_here
@@ -242,6 +249,7 @@ def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
         stats = [dict(headline_protocols(r), clean=r['clean']) for r in members]  # {series: stat} per bar group
         series = ['clean', *dict.fromkeys(_attack_of(k) for r in members for k in r['robust'])]
         width = 0.8 / len(series)
+        overfit_shown = False
         for j, name in enumerate(series):
             ns = sorted({s[name]['n_examples'] for s in stats if s.get(name)})
             label = f'{name}, n={ns[0]}' if len(ns) == 1 else f'{name}, n={ns[0]}-{ns[-1]}'
@@ -252,12 +260,18 @@ def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
                 x = i + (j - (len(series) - 1) / 2) * width
                 ax.bar(x, s['mean'], width, yerr=s['sd'] or 0, capsize=2, color=f'C{j}', label=label)
                 label = None  # one legend entry per series
-                ax.plot([x] * len(s['values']), s['values'], 'k.', markersize=3)
-        ax.set_xticks(range(len(members)), [r['activation'] + (' (bank)' if r.get('bank') else '') for r in members],
-                      fontsize=8)
+                co = [repo in (members[i].get('overfit') or {}) for repo in s['repos']]
+                ax.plot([x] * co.count(False), [v for v, c in zip(s['values'], co) if not c], 'k.', markersize=3)
+                if any(co):
+                    ax.plot([x] * co.count(True), [v for v, c in zip(s['values'], co) if c], 'rx', markersize=6,
+                            label=None if overfit_shown else 'seed that overfit\ncatastrophically (co)')
+                    overfit_shown = True
+        ax.set_xticks(range(len(members)), [r['activation'] + (' (bank)' if r.get('bank') else '') + _marks(r)
+                                            for r in members], fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_ylabel('accuracy')
-        ax.set_title(f'{base}, {threat}\nbars: mean over seeds, whiskers: sd, dots: seeds', fontsize=9)
+        ax.set_title(f'{base}, {threat}\nbars: mean over seeds, whiskers: sd, dots: seeds; marks as in the table',
+                     fontsize=9)
         ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

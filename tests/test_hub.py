@@ -470,7 +470,8 @@ def _seed_card(run, tmp_path, cards, index, *, arch, seed, robust, clean, summar
 SUMMARY_HEAD = 'epoch,train_loss,train_adv_acc,train_clean_acc,train_img_per_sec,eval_clean_acc,eval_robust_acc,lr\n'
 
 
-def test_a_run_that_overfit_catastrophically_is_flagged_and_the_verdicts_are_also_given_without_it(run, tmp_path):
+def test_a_run_that_overfit_catastrophically_is_flagged_and_the_verdicts_are_also_given_without_it(run, tmp_path,
+                                                                                                   monkeypatch):
     cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
     single_step = dict(attack='n-fgsm', val_attack='pgd-10')
     for seed, robust in ((0, 0.70), (1, 0.75)):
@@ -494,6 +495,7 @@ def test_a_run_that_overfit_catastrophically_is_flagged_and_the_verdicts_are_als
 
     relu, silu = lb.leaderboard(cards)
     assert list(relu['overfit']) == ['mlp3_relu_at.fmnist_s2'] and silu['overfit'] == {}
+    assert relu['robust']['pgd-20, n=20']['repos'] == [f'mlp3_relu_at.fmnist_s{s}' for s in range(3)]
     assert relu['robust']['pgd-20, n=20']['values'] == [0.7, 0.75, 0.2]  # every seed counts in the row
     assert relu['robust_without_overfit']['pgd-20, n=20']['values'] == [0.7, 0.75]
     assert silu['robust_without_overfit'] is None
@@ -505,6 +507,16 @@ def test_a_run_that_overfit_catastrophically_is_flagged_and_the_verdicts_are_als
     assert 'seeds relu: 3, silu: 2' in verdict and 'read with the notes on relu (co) beneath the table' in verdict
     assert verdict.endswith(' Without the runs that overfit catastrophically (`mlp3_relu_at.fmnist_s2`): this scale '
                             'cannot tell (silu -5.0 ± 14.5 points; seeds relu: 2, silu: 2).')
+    # the plot marks the row as the table does and draws the seed that overfit as a red cross
+    import matplotlib.pyplot as plt
+    figures = []
+    monkeypatch.setattr(plt, 'close', figures.append)
+    lb._plot_leaderboard([relu, silu], tmp_path / 'lb.png')
+    (ax,) = figures[0].axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ['relu (co)', 'silu']
+    crosses = [line for line in ax.get_lines() if line.get_marker() == 'x']
+    assert [list(line.get_ydata()) for line in crosses] == [[0.75], [0.2]]  # its clean and robust accuracy
+    assert sum(len(line.get_ydata()) for line in ax.get_lines() if line.get_marker() == '.') == 2 * 2 + 2 * 2
     # when every run of the claimed activation overfit, the sentence says that none remains
     alone = dict(silu, overfit={'x': co}, robust_without_overfit={})
     (verdict,) = [v for v in lb.claim_verdicts([relu, alone]) if v.startswith('**SAT')]
