@@ -9,7 +9,7 @@ __all__ = ['main']
 # the leaderboard's marks for what a card warns of (robust_zoo.hub's index `caveats`)
 _CAVEAT_MARKS = {'checks_not_passed': '(!)', 'stopped_early': '(e)', 'catastrophic_overfitting': '(co)'}
 _CAVEAT_LEGEND = {
-    '(!)': 'a sanity check of the evaluator warned: the robust accuracy may be overstated (see the card)',
+    '(!)': 'a sanity check of the evaluator warned or failed: the robust accuracy may be overstated (see the card)',
     '(e)': 'training stopped early on catastrophic overfitting; the card names the epoch kept',
     '(co)': 'the shipped weights overfit catastrophically (robust_zoo/training/overfitting.py; see the card)',
 }

@@ -190,17 +190,28 @@ def test_images_with_other_channels_than_the_model_takes_name_the_models_own_thr
     model = timm.create_model('robust_zoo/resnet20_relu_at', in_chans=1, num_classes=10,
                               pretrained_cfg_overlay=dict(input_size=(1, 28, 28), threat_model='fashion-mnist-linf'))
     x, y = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
-    with pytest.raises(ValueError, match=r"cifar10-linf gives 3-channel 32x32 images, but the model takes 1-channel "
-                                         r"ones \(its pretrained cfg: input_size \(1, 28, 28\)\): evaluate it under "
-                                         r"its own threat model, fashion-mnist-linf\."):
+    with pytest.raises(ValueError, match=r"the model cannot take cifar10-linf images of shape \(3, 32, 32\); its "
+                                         r"pretrained cfg takes input_size \(1, 28, 28\): evaluate it under its own "
+                                         r"threat model, fashion-mnist-linf \("):
         evaluate(model.eval(), 'cifar10-linf', data=(x, y), attacks=['pgd-1'])
 
 
 def test_images_the_model_cannot_take_are_an_error_that_names_their_shape():
     model = timm.create_model('robust_zoo/mlp3_relu_at')  # flattens 28x28 images
     x, y = torch.rand(4, 1, 32, 32), torch.zeros(4, dtype=torch.long)
-    with pytest.raises(ValueError, match=r'the model cannot take toy images of shape \(1, 32, 32\): '):
+    with pytest.raises(ValueError, match=r'the model cannot take toy images of shape \(1, 32, 32\); its pretrained '
+                                         r'cfg takes input_size \(1, 28, 28\): evaluate it under its own threat model, '
+                                         r'fashion-mnist-linf \(mat1 and mat2'):
         evaluate(model.eval(), _toy_threat(0.02), data=(x, y), attacks=['pgd-1'])
+
+
+def test_a_cfg_that_disagrees_with_a_working_model_does_not_refuse_the_images():
+    """timm keeps resnet18's cfg input_size (3, 224, 224) for `in_chans=1`: the model's forward decides, not the cfg."""
+    model = timm.create_model('resnet18', in_chans=1, num_classes=10).eval()
+    assert model.pretrained_cfg['input_size'] == (3, 224, 224)
+    x, y = torch.rand(2, 1, 28, 28), torch.zeros(2, dtype=torch.long)
+    result = evaluate(model, _toy_threat(0.02), data=(x, y), attacks=['pgd-1'], checks=False)
+    assert result.n_examples == 2
 
 
 # --- attack specs, autocast, progress ------------------------------------------------------------------------

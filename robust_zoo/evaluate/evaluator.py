@@ -192,16 +192,16 @@ def _budget(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> List[float]:
             len(x)]
 
 
-def _check_input_shape(model: nn.Module, x: torch.Tensor, threat: ThreatModel) -> None:
-    """A model built for images with another number of channels than the threat model's dataset would fail inside
-    its first convolution with a shape error: say what does not match, and which threat model is the model's own."""
+def _shape_hint(model: nn.Module, shape: Tuple[int, ...], threat: ThreatModel) -> str:
+    """Why a model's first forward failed on the threat model's images, when its pretrained cfg says: other channels
+    or size, and which threat model is the model's own. Only a hint: timm keeps a cfg's input_size when a model is
+    built with another `in_chans`, so the cfg alone never refuses images."""
     cfg = getattr(model, 'pretrained_cfg', None) or {}
-    size = cfg.get('input_size')
-    if size and x.dim() == 4 and x.shape[1] != size[0]:
-        own = cfg.get('threat_model')
-        raise ValueError(f'{threat.id} gives {x.shape[1]}-channel {x.shape[2]}x{x.shape[3]} images, but the model takes '
-                         f'{size[0]}-channel ones (its pretrained cfg: input_size {tuple(size)})'
-                         + (f': evaluate it under its own threat model, {own}.' if own and own != threat.id else '.'))
+    size, own = cfg.get('input_size'), cfg.get('threat_model')
+    if not size or tuple(size) == tuple(shape):
+        return ''
+    return (f'; its pretrained cfg takes input_size {tuple(size)}'
+            + (f': evaluate it under its own threat model, {own}' if own and own != threat.id else ''))
 
 
 def evaluate(
@@ -303,7 +303,6 @@ def evaluate(
         check_list.append(dict(name='n_examples', status='WARN',
                                detail=f'only {len(x_all)} examples given, the protocol asks for {n}.'))
     n = len(x_all)
-    _check_input_shape(model, x_all, threat)
     rank, world = rank_world(distributed)
     device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
     was_training = model.training
@@ -407,9 +406,10 @@ def evaluate(
             with torch.no_grad(), torch.autocast(device.type, enabled=False):
                 try:
                     n_outputs = model(first[:1].float()).shape[-1]
-                except RuntimeError as e:  # e.g. a flattening net built for another image size
-                    raise ValueError(f'the model cannot take {threat.id} images of shape {tuple(first.shape[1:])}: '
-                                     f'{e}') from e
+                except RuntimeError as e:  # e.g. a net built for images with other channels or size
+                    shape = tuple(first.shape[1:])
+                    raise ValueError(f'the model cannot take {threat.id} images of shape {shape}'
+                                     f'{_shape_hint(model, shape, threat)} ({e})') from e
             if int(y_all.max()) >= n_outputs:
                 raise ValueError(f'labels go up to {int(y_all.max())} but the model has {n_outputs} outputs: '
                                  f'build it with num_classes for {threat.dataset}.')
