@@ -6,15 +6,6 @@ from typing import List, Optional
 __all__ = ['main']
 
 
-# the leaderboard's marks for what a card warns of (robust_zoo.hub's index `caveats`)
-_CAVEAT_MARKS = {'checks_not_passed': '(!)', 'stopped_early': '(e)', 'catastrophic_overfitting': '(co)'}
-_CAVEAT_LEGEND = {
-    '(!)': 'a sanity check of the evaluator warned or failed: the robust accuracy may be overstated (see the card)',
-    '(e)': 'training stopped early on catastrophic overfitting; the card names the epoch kept',
-    '(co)': 'the shipped weights overfit catastrophically (robust_zoo/training/overfitting.py; see the card)',
-}
-
-
 def _cmd_list(args: argparse.Namespace) -> int:
     from .models import list_models
     if args.threat_models:
@@ -24,20 +15,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 0
     if args.results:  # the headline numbers the published index holds (from each card's first evaluation)
         from .hub import load_published
+        from .leaderboard import MARKS, caveat_marks
         index = load_published()
         names = list_models(args.pattern, pretrained=True)
         width = max((len(n) for n in names), default=0)
         shown = set()
         for name in names:
             e = index[name.removeprefix('robust_zoo/')]
-            marks = [m for key, m in _CAVEAT_MARKS.items() if (e.get('caveats') or {}).get(key)]
+            marks = caveat_marks(e.get('caveats'))
             shown.update(marks)
             print(f"{name:<{width}}  {e['threat_model']:<18}  clean {e['clean_accuracy']:.3f}  robust "
                   f"{e['robust_accuracy']:.3f} ({'+'.join(e['attacks'])}, n={e['n_examples']})"
                   + ''.join(f' {m}' for m in marks))
         if shown:
             print()
-            print('\n'.join(f'{m} {text}' for m, text in _CAVEAT_LEGEND.items() if m in shown))
+            print('\n'.join(f'{mark} {text}' for mark, _, text in MARKS.values() if mark in shown))
         return 0
     for name in list_models(args.pattern, pretrained=args.pretrained):
         print(name)

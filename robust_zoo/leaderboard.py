@@ -142,10 +142,26 @@ def _activation_cell(row: Mapping[str, Any]) -> str:
     return f"`{row['activation']}`" + (f" (frozen bank: {row['bank']})" if row.get('bank') else '')
 
 
+# The marks a model is read with (table, plot, `robust-zoo list --results`), keyed by the index's `caveats`, with
+# the leaderboard row's key for the same warning and a line that explains the mark.
+MARKS = {
+    'checks_not_passed': ('(!)', 'checks', 'a sanity check of the evaluator warned or failed: the robust accuracy '
+                                           'may be overstated (see the card)'),
+    'stopped_early': ('(e)', 'stopped_early', 'training stopped early on catastrophic overfitting; the card names '
+                                              'the epoch kept'),
+    'catastrophic_overfitting': ('(co)', 'overfit', 'the shipped weights overfit catastrophically '
+                                                    '(robust_zoo/training/overfitting.py; see the card)'),
+}
+
+
+def caveat_marks(caveats: Optional[Mapping[str, Any]]) -> List[str]:
+    """The marks of a published index entry's `caveats`, in the table's order."""
+    return [mark for key, (mark, _, _) in MARKS.items() if (caveats or {}).get(key)]
+
+
 def _marks(row: Mapping[str, Any]) -> str:
-    """The notes a row is read with: ' (!)' a sanity check warned, ' (e)' stopped early, ' (co)' overfit."""
-    return ((' (!)' if row.get('checks') else '') + (' (e)' if row.get('stopped_early') else '')
-            + (' (co)' if row.get('overfit') else ''))
+    """' (!)', ' (e)', ' (co)': the notes beneath the table that a leaderboard row is read with."""
+    return ''.join(f' {mark}' for mark, row_key, _ in MARKS.values() if row.get(row_key))
 
 
 def _fmt_stat(s: Optional[Mapping[str, Any]]) -> str:
