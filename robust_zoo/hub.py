@@ -444,8 +444,15 @@ def _find_recipe(args: Mapping[str, Any]) -> Optional[Path]:
     return fits[0][1] if fits and (len(fits) == 1 or fits[0][0] > fits[1][0]) else None
 
 
-def _plot_training(summary: Path, out: Path) -> Optional[Path]:
-    rows = list(csv.DictReader(summary.open())) if summary.is_file() else []
+def _summary_rows(summary: Path) -> List[Dict[str, str]]:
+    """A run's per-epoch `summary.csv` rows (none when the run has no such file)."""
+    if not summary.is_file():
+        return []
+    with summary.open(newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def _plot_training(rows: Sequence[Mapping[str, str]], out: Path) -> Optional[Path]:
     if not rows:
         return None
     plt = _pyplot()
@@ -617,6 +624,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                        model_config=dict(pretrained_cfg=pretrained_cfg, **({'label_names': label_names}
                                                                            if label_names else {})))
     shutil.copyfile(run / 'args.yaml', folder / 'args.yaml')
+    summary = _summary_rows(run / 'summary.csv')
     if (run / 'summary.csv').is_file():
         shutil.copyfile(run / 'summary.csv', folder / 'summary.csv')
     (folder / 'eval_results.json').write_text(json.dumps(records, indent=2) + '\n')
@@ -628,7 +636,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         shutil.copyfile(plot, folder / plot.name)
         images.append((plot.name, plot.stem.replace('_', ' ')))
     try:
-        if _plot_training(run / 'summary.csv', folder / 'training_curves.png'):
+        if _plot_training(summary, folder / 'training_curves.png'):
             images.insert(0, ('training_curves.png', 'training curves (summary.csv)'))
         _plot_evaluation(records, f'{name}: {threat["id"]}', folder / 'evaluation.png')
         images.insert(1 if images and images[0][0] == 'training_curves.png' else 0,
@@ -655,7 +663,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         attack_cfg = AttackConfig(attack=args['attack'], eps=args.get('attack_eps', 0.1),
                                   steps=args.get('attack_steps', 10), step_size=args.get('attack_step'),
                                   norm=args.get('attack_norm', 'Linf'))
-    overfit = _overfitting(run / 'summary.csv', args, final)
+    overfit = _overfitting(summary, args, final)
     rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
               dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
               train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
@@ -717,11 +725,11 @@ def unpublish(name: str, *, index_path: Optional[PathLike] = None, out_root: Opt
     return folder
 
 
-def _overfitting(summary: Path, args: Mapping[str, Any], final: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def _overfitting(rows: Sequence[Mapping[str, str]], args: Mapping[str, Any],
+                 final: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """The card's record of catastrophic overfitting (`robust_zoo.training.overfitting`), None where the run's
-    summary.csv shows none: the epochs that show it, the epoch whose weights ship, and whether that one does."""
+    summary.csv `rows` show none: the epochs that show it, the epoch whose weights ship, and whether that one does."""
     from .training import CO_GAP, catastrophic_overfitting_epochs, kept_epoch
-    rows = list(csv.DictReader(summary.open())) if summary.is_file() else []
     epochs = catastrophic_overfitting_epochs(rows, args.get('attack', 'none'), args.get('val_attack', 'pgd-10'))
     if not epochs:
         return None
