@@ -231,10 +231,14 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
         for repo, precision in (r.get('precision') or {}).items():
             precisions[precision].append(repo)
     if len(precisions) > 1:
+        # a precision most models share is "every other model", so the note names only the exceptions
+        counts = sorted((len(repos) for repos in precisions.values()), reverse=True)
+        common = (max(precisions, key=lambda p: len(precisions[p])) if counts[0] > counts[1] else None)
         lines += ['', 'Training precision differs between rows (the machine decided: `train_at.py --amp` trains in '
                       'fp32 where bf16 is emulated; the budget is otherwise identical): ' + '; '.join(
                           f"{precision}: " + ', '.join(f'`{repo}`' for repo in repos)
-                          for precision, repos in sorted(precisions.items())) + '.']
+                          for precision, repos in sorted(precisions.items()) if precision != common)
+                  + (f'; {common}: every other model ({len(precisions[common])})' if common else '') + '.']
     if image:
         lines += ['', f'![leaderboard]({image})']
     return '\n'.join(lines)

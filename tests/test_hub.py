@@ -959,8 +959,13 @@ def test_cards_state_their_training_precision_and_the_leaderboard_notes_a_mix(ru
                                              {'mlp3_silu_at.fmnist_s0': 'fp32'}]
     table = lb.leaderboard_markdown(rows)
     assert ('Training precision differs between rows' in table and 'bfloat16 autocast: `mlp3_relu_at.fmnist_s0`'
-            in table and 'fp32: `mlp3_silu_at.fmnist_s0`' in table)
+            in table and 'fp32: `mlp3_silu_at.fmnist_s0`.' in table)
     assert 'precision differs' not in lb.leaderboard_markdown(rows[:1])
+    # a precision most models share is not listed model by model
+    third = dict(rows[1], precision={'mlp3_gelu_at.fmnist_s0': 'fp32'})
+    table = lb.leaderboard_markdown([*rows, third])
+    assert 'bfloat16 autocast: `mlp3_relu_at.fmnist_s0`; fp32: every other model (2).' in table
+    assert 'mlp3_gelu_at' not in table.split('Training precision differs')[1]
 
 
 def test_a_card_names_the_checkouts_recipe_whatever_clone_or_precision_the_run_came_from(run, tmp_path):
