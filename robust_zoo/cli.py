@@ -165,8 +165,8 @@ def _cmd_unpublish(args: argparse.Namespace) -> int:
     for name in args.names:
         try:
             folder = unpublish(name, out_root=args.out)
-        except KeyError as e:
-            raise SystemExit(f'robust-zoo unpublish: {e.args[0]}') from None
+        except KeyError as e:  # like every other error of the command: stderr, exit 2
+            raise ValueError(e.args[0]) from None
         print(f'removed {folder} and its entry in {index_path()}')
     print('regenerate the README tables with `robust-zoo leaderboard --readme README.md`; a repo already pushed '
           'to the Hub stays there until you delete it on the Hub.')

@@ -8,7 +8,8 @@
 The heavy lifting lives in `robust_zoo.training` (the attack step, deterministic resumable epochs, atomic
 checkpoints); this script wires it to timm's optimizer, scheduler, EMA, distributed and summary helpers.
 Outputs in --output: args.yaml, summary.csv, log.txt, last.ckpt (training state, resumable),
-model.safetensors (+ model_best / model_ema), final_eval.json (robust_zoo.evaluate on the test split).
+model.safetensors (the EMA weights under --model-ema), model_best.safetensors, model_raw.safetensors (the raw
+weights under --model-ema), final_eval.json (robust_zoo.evaluate on the test split).
 """
 import argparse
 import json
@@ -99,7 +100,8 @@ g.add_argument('--amp-dtype', default='bfloat16', choices=('bfloat16', 'float16'
 g.add_argument('--channels-last', action='store_true')
 g.add_argument('--fused-act', action='store_true', help='compiled kernels for the parametric activations (PSSiLU, '
                'PSoftplus, Sparta; robust_zoo.layers.set_fused_activations): same math, 1.09-1.18x faster fp32 steps '
-               'on a CPU (benchmarks/bench_activations.py); needs a C++ compiler, stays off under --amp')
+               'on a CPU (benchmarks/bench_activations.py); needs a C++ compiler; stays off under bf16 autocast '
+               '(--amp where bf16 is native)')
 g.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
 g = parser.add_argument_group('Adversarial training')
 g.add_argument('--attack', default='fgsm-rs', choices=ATTACKS)

@@ -27,7 +27,7 @@ table never mixes two budgets. Killing and restarting this script loses at most 
 A run whose inputs (a bank from an unfinished zoo run) are missing is skipped with a message. A run killed
 before its first checkpoint (args.yaml, no last.ckpt) is moved to ROOT/superseded/ and started over. Evaluations
 are resumable too (--state), so a killed one continues where it stopped.
-Several workers may share the queue (run_grids.sh starts one per core): a worker holds an flock(2) on
+Several workers may share the queue (run_grids.sh starts GRID_WORKERS, default 2): a worker holds an flock(2) on
 ROOT/.locks/<run>.pid while it trains or evaluates that run, the others skip it, and the kernel frees the lock
 when its worker dies. A worker left with nothing it can take waits (--poll) while another still holds a run, as
 that run may unlock more (a bank, the AutoAttack stage), so the queue's tail runs on every worker.
@@ -311,8 +311,8 @@ def holder(out: Path) -> Optional[int]:
 @contextmanager
 def claim(out: Path) -> Iterator[bool]:
     """Hold an exclusive flock(2) on ROOT/.locks/<run>.pid while this worker works on a run, so that parallel
-    workers (run_grids.sh starts one per core) never train, evaluate or set aside the same run. Yields False while
-    another live worker holds it. A dead worker's lock is free at once (the kernel releases it), so no takeover
+    workers (run_grids.sh starts GRID_WORKERS, default 2) never train, evaluate or set aside the same run. Yields
+    False while another live worker holds it. A dead worker's lock is free at once (the kernel releases it), so no takeover
     can race. The file is removed on release; a worker that locked a file just removed (its inode no longer at
     the path) drops it and tries again on the new one."""
     path = _lock_path(out)

@@ -249,7 +249,8 @@ def evaluate(
 
     Resuming: with `state_path`, the per-example outcomes are written (JSON, atomically) after every batch,
     with a fingerprint of the run (the model's parameter digest, a digest of the data, the threat model,
-    attacks, number of examples, batch size, seed, checks, amp). A rerun with the same file skips the
+    attacks, number of examples, batch size, seed, checks and the full checks' probe size, amp, compile, and for
+    an AutoAttack subset its settings). A rerun with the same file skips the
     finished batches and ends with the numbers of an uninterrupted run (`seconds` adds up the runs); a file
     of another evaluation raises `EvalStateError` (a ValueError): delete it to start over.
 
