@@ -11,12 +11,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .evaluate.autoattack import is_subset
 from .hub import _protocol_label, _pyplot, _wilson, cards_dir
 
 __all__ = [
     'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'TRANSFER_END',
-    'TRANSFER_START', 'claim_verdicts', 'headline_protocols', 'leaderboard', 'leaderboard_markdown',
-    'published_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts', 'write_leaderboard',
+    'TRANSFER_START', 'claim_verdicts', 'deciding_protocol', 'headline_protocols', 'leaderboard',
+    'leaderboard_markdown', 'published_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts',
+    'write_leaderboard',
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -43,10 +45,13 @@ def _card_results(readme: Path) -> Dict[str, Any]:
     return dict(rz, results=results, folder=readme.parent.name)
 
 
-def _stat(values: Sequence[float], n: int, repos: Sequence[str] = ()) -> Dict[str, Any]:
+def _stat(values: Sequence[float], n: int, repos: Sequence[str] = (), seeds: Sequence[int] = ()) -> Dict[str, Any]:
+    """Mean, sample sd and Wilson interval of one protocol's values over seeds; `repos` and `seeds` align with
+    `values` (which card, which seed)."""
     mean = statistics.fmean(values)
     return dict(mean=mean, sd=statistics.stdev(values) if len(values) > 1 else None, min=min(values), max=max(values),
-                values=list(values), repos=list(repos), n_seeds=len(values), n_examples=n, wilson95=_wilson(mean, n))
+                values=list(values), repos=list(repos), seeds=list(seeds), n_seeds=len(values), n_examples=n,
+                wilson95=_wilson(mean, n))
 
 
 def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
@@ -94,22 +99,22 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
 
 def _aggregate(members: Sequence[Mapping[str, Any]], threat: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
     """(clean stat at the largest n, {protocol label: robust stat}) over the cards `members`."""
-    clean: Dict[int, List[Tuple[float, str]]] = defaultdict(list)  # each value with its card's repo
-    robust: Dict[Tuple[str, int], List[Tuple[float, str]]] = defaultdict(list)
+    clean: Dict[int, List[Tuple[float, str, int]]] = defaultdict(list)  # each value with its card's repo and seed
+    robust: Dict[Tuple[str, int], List[Tuple[float, str, int]]] = defaultdict(list)
     labels: Dict[Tuple[str, int], str] = {}
     for card in members:
         for r in card['results']:
             if r['threat_model'] not in (None, threat):
                 continue
             if r['kind'] == 'clean':
-                clean[r['n_examples']].append((r['value'], card['folder']))
+                clean[r['n_examples']].append((r['value'], card['folder'], card.get('seed')))
             else:
                 key = (r['attack'], r['n_examples'])
-                robust[key].append((r['value'], card['folder']))
+                robust[key].append((r['value'], card['folder'], card.get('seed')))
                 labels[key] = _protocol_label(dict(r, kind='robust'))
     n_clean = max(clean) if clean else None
     def stat(pairs, n):
-        return _stat([v for v, _ in pairs], n, [repo for _, repo in pairs])
+        return _stat([v for v, _, _ in pairs], n, [repo for _, repo, _ in pairs], [seed for _, _, seed in pairs])
     return (stat(clean[n_clean], n_clean) if n_clean else None,
             {labels[k]: stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
                 kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))})
@@ -172,6 +177,11 @@ def _fmt_stat(s: Optional[Mapping[str, Any]]) -> str:
     return f"{100 * s['mean']:.1f}{spread} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def _seeds_note(stat: Optional[Mapping[str, Any]], row: Mapping[str, Any]) -> str:
+    """' (seed 0)' where a cell comes from fewer seeds than its row has (e.g. APGD ran on seed 0 only), else ''."""
+    return f' ({_seed_list(stat)})' if stat and stat['n_seeds'] < len(row['seeds']) else ''
+
+
 def _attack_of(label: str) -> str:
     return label.rsplit(', n=', 1)[0]
 
@@ -201,17 +211,21 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
              '|' + '---|' * (5 + len(attacks))]
     flagged = {repo: checks for r in rows for repo, checks in (r.get('checks') or {}).items()}
     several = _several_attacks(rows)
+    partial = False  # a cell from fewer seeds than its row
     for r, cells_here in zip(rows, cells_of):
         cells = [_arch_cell(r, several), _activation_cell(r) + _marks(r),
                  f"`{r['threat_model']}`", str(len(r['seeds'])),
                  _fmt_stat(r['clean']) + (f" (n={r['clean']['n_examples']})" if r['clean'] and len(clean_ns) > 1 else '')]
-        cells += [_fmt_stat(cells_here.get(a)) + (f" (n={cells_here[a]['n_examples']})" if a in cells_here
-                                                   and len(ns[a]) > 1 else '') for a in attacks]
+        partial = partial or any(_seeds_note(cells_here.get(a), r) for a in attacks)
+        cells += [_fmt_stat(cells_here.get(a)) + _seeds_note(cells_here.get(a), r)
+                  + (f" (n={cells_here[a]['n_examples']})" if a in cells_here and len(ns[a]) > 1 else '')
+                  for a in attacks]
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', 'Accuracy in %: mean ± sample standard deviation over seeds (no ± for one seed), then [the 95% Wilson '
                   'interval at the mean and n test images]. Each attack is shown on the most test images it ran on '
-                  '(each card also lists its smaller evaluations, e.g. a run\'s own final one on 1,000). Generated from '
-                  'the model cards in `model_cards/` by `robust-zoo leaderboard`.']
+                  '(each card also lists its smaller evaluations, e.g. a run\'s own final one on 1,000)'
+              + ('; a cell measured on fewer seeds than its row names its seeds, e.g. (seed 0)' if partial else '')
+              + '. Generated from the model cards in `model_cards/` by `robust-zoo leaderboard`.']
     if flagged:
         lines += ['', '(!) A sanity check of the evaluator did not pass for ' + '; '.join(
             f"`{repo}` ({', '.join(checks)})" for repo, checks in flagged.items())
@@ -333,11 +347,10 @@ def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
             present = [a for a in better if a in acts]
             if base not in acts or not present:
                 continue
-            common = [p for p in acts[base]['robust'] if all(p in acts[a]['robust'] for a in present)]
-            if not common:
-                continue
-            protocol = common[-1]
             arms = [base, *present]
+            protocol = deciding_protocol([acts[a] for a in arms])
+            if protocol is None:
+                continue
             verdict, parts, seeds = _versus({a: acts[a]['robust'][protocol] for a in arms}, present, base)
             flagged = [f'{a} (e)' for a in arms if acts[a].get('stopped_early')] + [
                 f'{a} (!)' for a in arms if acts[a].get('checks')] + [f'{a} (co)' for a in arms if acts[a].get('overfit')]
@@ -345,8 +358,55 @@ def claim_verdicts(rows: Sequence[Mapping[str, Any]]) -> List[str]:
                        f'{base}: {parts}; seeds {seeds}; 2 standard errors decide'
                        f'{_ONE_SEED if any(acts[a]["robust"][protocol]["n_seeds"] < 2 for a in arms) else ""}'
                        + (f'; read with the notes on {", ".join(flagged)} beneath the table' if flagged else '') + ').'
-                       + _without_overfit({a: acts[a] for a in arms}, present, base, protocol))
+                       + _without_overfit({a: acts[a] for a in arms}, present, base, protocol)
+                       + _under_stronger_attacks({a: acts[a] for a in arms}, present, base, protocol))
     return out
+
+
+def deciding_protocol(rows: Sequence[Mapping[str, Any]]) -> Optional[str]:
+    """The robust protocol that decides a comparison of leaderboard `rows`: among those every row ran, the one with
+    the most seeds in its thinnest row, then a worst case over several attacks, then the most test images (None
+    when the rows share none). So PGD-20 on 3 seeds x 10,000 images decides, not APGD on seed 0 x 1,000."""
+    common = [p for p in rows[0]['robust'] if all(p in r['robust'] for r in rows)] if rows else []
+    if not common:
+        return None
+    return max(reversed(common), key=lambda p: (min(r['robust'][p]['n_seeds'] for r in rows),
+                                                _attack_of(p).startswith('worst case of'),
+                                                rows[0]['robust'][p]['n_examples']))
+
+
+def _is_stronger(attack: str) -> bool:
+    """AutoAttack or a subset of its attacks (APGD-CE, APGD-T, ...): stronger than PGD at the same budget."""
+    return attack.startswith('autoattack') or is_subset(attack)
+
+
+def _under_stronger_attacks(rows: Mapping[str, Mapping[str, Any]], present: Sequence[str], base: str,
+                            protocol: str) -> str:
+    """The comparison again under each stronger attack (APGD, AutoAttack) that `base` and at least one claimed arm
+    ran, usually on fewer seeds and test images: the verdict stays with `protocol`; these say whether a stronger
+    attack changes the picture ('' when there is none). `rows`: {arm: leaderboard row}."""
+    out = ''
+    cells = {a: headline_protocols(rows[a]) for a in [base, *present]}
+    for attack in dict.fromkeys(k for k in cells[base] if _is_stronger(k) and k != _attack_of(protocol)):
+        kept = [a for a in present if attack in cells[a]]
+        if not kept:
+            continue
+        stats = {a: cells[a][attack] for a in [base, *kept]}
+        verdict, parts, _ = _versus(stats, kept, base)
+        ns = sorted({s['n_examples'] for s in stats.values()})
+        seeds = ', '.join(f"{a}: {_seed_list(s)}" for a, s in stats.items())
+        one = any(s['n_seeds'] < 2 for s in stats.values())
+        out += (f" Under the stronger {attack} (n={', '.join(map(str, ns))}; {seeds}"
+                f"{'; test-sample error only' if one else ''}): this scale {verdict} ({parts}).")
+    return out
+
+
+def _seed_list(stat: Mapping[str, Any]) -> str:
+    """'seed 0', 'seeds 0, 1', or '2 seeds' where the seeds are unknown."""
+    seeds = stat.get('seeds') or []
+    if len(seeds) != stat['n_seeds'] or None in seeds:
+        return f"{stat['n_seeds']} seed{'s' if stat['n_seeds'] > 1 else ''}"
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
 
 
 def _verdict_of(signs: Sequence[int]) -> str:
@@ -424,13 +484,13 @@ def transfer_experiments(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, An
                 and x['threat_model'] == r['threat_model'] and x.get('train_attack') == r.get('train_attack')
                 and x['activation'] in ('relu', 'sparta')}
         arms = [a for a in (same.get('relu'), same.get('sparta'), r) if a]
-        common = [p for p in r['robust'] if all(p in a['robust'] for a in arms)]
+        protocol = deciding_protocol(arms)
         source_dataset = r['bank'].rpartition(' on ')[2]
         target_dataset = get_threat_model(r['threat_model']).dataset
         out.append(dict(target=r['base_architecture'], threat_model=r['threat_model'], bank=r['bank'],
                         across='datasets' if target_dataset != source_dataset else 'CNNs',
                         relu=same.get('relu'), scratch=same.get('sparta'), transferred=r,
-                        protocol=common[-1] if common else None))
+                        protocol=protocol))
     return out
 
 

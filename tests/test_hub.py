@@ -931,6 +931,44 @@ def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
     assert '| pgd-20, n=10000 |' in lb.leaderboard_markdown([zoo]).splitlines()[0]
 
 
+def test_a_cell_from_fewer_seeds_than_its_row_names_them():
+    """APGD runs on seed 0 of a 3-seed activation: its cell says (seed 0), so it is not read as a mean over seeds."""
+    zoo = _row('relu', 0.74, 0.002, 3)
+    zoo['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.73], 1000, ['resnet20_relu_at.fmnist_s0'], [0])
+    table = lb.leaderboard_markdown([zoo])
+    relu = table.splitlines()[2]
+    assert relu.endswith(f"| {lb._fmt_stat(zoo['robust']['apgd-ce+apgd-t, n=1000'])} (seed 0) |")
+    assert '(seed' not in relu.split(' | ')[-2]  # the 3-seed PGD cell names no seeds
+    assert 'fewer seeds than its row names its seeds' in table
+    assert 'fewer seeds' not in lb.leaderboard_markdown([_row('relu', 0.74, 0.002, 3)])
+
+
+def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
+    """The verdict stays with PGD-20 (most seeds and images); where ReLU and a claimed activation also ran APGD
+    or AutoAttack, a sentence says what that stronger attack finds, with its seeds and n."""
+    def row(act, pgd, apgd=None, aa=None):
+        r = _row(act, pgd, 0.002, 3, n=10000)
+        r['robust'] = {'pgd-20, n=10000': r['clean']}
+        if apgd is not None:
+            r['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([apgd], 1000, [f'{act}.s0'], [0])
+        if aa is not None:
+            r['robust']['autoattack-standard, n=500'] = lb._stat([aa], 500, [f'{act}.s0'], [0])
+        return r
+    rows = [row('relu', 0.74, apgd=0.72, aa=0.70), row('pssilu', 0.74, apgd=0.62, aa=0.69), row('silu', 0.73),
+            row('sparta', 0.735, apgd=0.71)]
+    verdicts = {v.split('**')[1]: v for v in lb.claim_verdicts(rows)}
+    pssilu = verdicts['PSSiLU beats ReLU (Dai et al.)']
+    assert 'cannot tell (pgd-20, n=10000' in pssilu
+    assert ('Under the stronger apgd-ce+apgd-t (n=1000; relu: seed 0, pssilu: seed 0; test-sample error only): '
+            'this scale disagrees (pssilu -10.0 ± ' in pssilu)
+    assert 'Under the stronger autoattack-standard (n=500; relu: seed 0, pssilu: seed 0; test-sample error only): ' \
+           'this scale cannot tell (pssilu -1.0 ± ' in pssilu
+    assert 'Under the stronger apgd-ce+apgd-t' in verdicts['Sparta beats ReLU (Guo et al.)']
+    assert 'autoattack' not in verdicts['Sparta beats ReLU (Guo et al.)']  # sparta did not run it
+    assert 'Under the stronger' not in verdicts['SAT (Xie et al.): smooth activations beat ReLU']  # silu ran neither
+    assert 'Under the stronger' not in ''.join(lb.claim_verdicts([row('relu', 0.74), row('pssilu', 0.74, apgd=0.7)]))
+
+
 def test_one_seed_verdicts_say_they_are_provisional():
     def row(act, robust):
         stat = lb._stat([robust], 10000)
