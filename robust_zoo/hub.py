@@ -820,6 +820,26 @@ def _headline(records: List[dict]) -> dict:
     return max(records, key=lambda r: r['n_examples'])
 
 
+def _stronger_attacks_text(records: Sequence[Mapping[str, Any]], first: Mapping[str, Any]) -> str:
+    """Sentences for the card's summary on each AutoAttack record (or a subset: APGD) other than the headline one,
+    with PGD's number on the same test images where a record has it: usually fewer images than the headline, but
+    the stronger attack is the one to trust ('' when there is none)."""
+    from .evaluate.autoattack import is_autoattack
+    out = ''
+    for r in records:
+        strong = [a for a in r['attacks'] if is_autoattack(a)]
+        if r is first or not strong:
+            continue
+        lo, hi = r['confidence_interval']
+        out += (f" Under the stronger {' and '.join(strong)}, on the first {r['n_examples']} test images: robust "
+                f"accuracy {_pct(r['robust_accuracy'])} (Wilson 95% {_pct(lo)} to {_pct(hi)})")
+        same = [(a, v) for q in records if q is not r and q['n_examples'] == r['n_examples']
+                and q['threat_model']['id'] == r['threat_model']['id']
+                for a, v in q['attacks'].items() if not is_autoattack(a)]
+        out += (', against ' + ', '.join(f'{a} {_pct(v)}' for a, v in same) + ' on the same images.' if same else '.')
+    return out
+
+
 def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records, dataset, images, sha, folder,
                recipe_path, attack_cfg, run, bank=None, overfit=None) -> str:
     import timm
@@ -845,6 +865,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         f"{_pct(lo)} to {_pct(hi)}), clean accuracy {_pct(first['clean_accuracy'])} (Wilson 95% "
         f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[0])} to "
         f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[1])})."
+        + _stronger_attacks_text(records, first)
         + (f' Every other evaluation ({len(records) - 1} more) is under *Evaluation*.' if len(records) > 1 else ''),
         '',
         '## How to load',

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .evaluate.autoattack import is_subset
+from .evaluate.autoattack import is_autoattack
 from .hub import _protocol_label, _pyplot, _wilson, cards_dir
 
 __all__ = [
@@ -375,11 +375,6 @@ def deciding_protocol(rows: Sequence[Mapping[str, Any]]) -> Optional[str]:
                                                 rows[0]['robust'][p]['n_examples']))
 
 
-def _is_stronger(attack: str) -> bool:
-    """AutoAttack or a subset of its attacks (APGD-CE, APGD-T, ...): stronger than PGD at the same budget."""
-    return attack.startswith('autoattack') or is_subset(attack)
-
-
 def _under_stronger_attacks(rows: Mapping[str, Mapping[str, Any]], present: Sequence[str], base: str,
                             protocol: str) -> str:
     """The comparison again under each stronger attack (APGD, AutoAttack) that `base` and at least one claimed arm
@@ -387,7 +382,7 @@ def _under_stronger_attacks(rows: Mapping[str, Mapping[str, Any]], present: Sequ
     attack changes the picture ('' when there is none). `rows`: {arm: leaderboard row}."""
     out = ''
     cells = {a: headline_protocols(rows[a]) for a in [base, *present]}
-    for attack in dict.fromkeys(k for k in cells[base] if _is_stronger(k) and k != _attack_of(protocol)):
+    for attack in dict.fromkeys(k for k in cells[base] if is_autoattack(k) and k != _attack_of(protocol)):
         kept = [a for a in present if attack in cells[a]]
         if not kept:
             continue

@@ -931,6 +931,28 @@ def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
     assert '| pgd-20, n=10000 |' in lb.leaderboard_markdown([zoo]).splitlines()[0]
 
 
+def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_path):
+    """The headline is the record on the most images (PGD); an APGD or AutoAttack record on fewer images gets its own
+    sentence in the summary, with PGD's number on the same images, since the stronger attack is the one to trust."""
+    x, y = load_dataset('fashion-mnist', 'test', n=20) if FASHION_MNIST_DIR.exists() else (
+        torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(20) % 10)
+    apgd = evaluate(run['model'], 'fashion-mnist-linf', data=(x, y), attacks=['apgd-ce'], n_examples=20, checks=False,
+                    model_name=f'robust_zoo/{ARCH}').to_dict()
+    folder = hub.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json',
+                                                                   run['dir'] / 'pgd20_n20.json', apgd],
+                                 out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
+    summary = next(line for line in (folder / 'README.md').read_text().splitlines() if line.startswith('Under the `'))
+    pct = hub._pct
+    lo, hi = apgd['confidence_interval']
+    assert (f"Under the stronger apgd-ce, on the first 20 test images: robust accuracy {pct(apgd['robust_accuracy'])} "
+            f"(Wilson 95% {pct(lo)} to {pct(hi)}), against pgd-20 {pct(run['records'][1]['attacks']['pgd-20'])} on "
+            'the same images.') in summary
+    assert summary.index('on the first 50 test images') < summary.index('Under the stronger')  # the headline first
+    plain = hub.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json'],
+                                out_root=tmp_path / 'cards2', index_path=tmp_path / 'published2.json')
+    assert 'Under the stronger' not in (plain / 'README.md').read_text()
+
+
 def test_a_cell_from_fewer_seeds_than_its_row_names_them():
     """APGD runs on seed 0 of a 3-seed activation: its cell says (seed 0), so it is not read as a mean over seeds."""
     zoo = _row('relu', 0.74, 0.002, 3)

@@ -20,7 +20,7 @@ from typing import Callable, List, Optional
 import torch
 from torch import nn
 
-__all__ = ['ATTACKS', 'VERSIONS', 'autoattack', 'is_subset']
+__all__ = ['ATTACKS', 'VERSIONS', 'autoattack', 'is_autoattack', 'is_subset']
 
 VERSIONS = ('standard', 'plus', 'rand')
 ATTACKS = ('apgd-ce', 'apgd-t', 'apgd-dlr', 'fab', 'fab-t', 'square')
@@ -53,6 +53,13 @@ class _Fp32Logits(nn.Module):
 def is_subset(spec: str) -> bool:
     """Whether attack `spec` names AutoAttack's attacks alone (`apgd-ce`, `apgd-ce+apgd-t`, ...)."""
     return all(p in ATTACKS for p in spec.lower().split('+'))
+
+
+def is_autoattack(spec: str) -> bool:
+    """Whether attack `spec` is AutoAttack (`autoattack-<version>`) or a subset of its attacks: an attack stronger
+    than PGD at the same budget, which cards and the leaderboard state beside PGD's numbers."""
+    spec = spec.lower()
+    return (spec.startswith('autoattack-') and spec[len('autoattack-'):] in VERSIONS) or is_subset(spec)
 
 
 def _restrict(adversary: "AutoAttack", attacks: Optional[List[str]]) -> "AutoAttack":
