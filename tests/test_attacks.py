@@ -42,14 +42,25 @@ def test_attack_keeps_train_eval_mode(model_and_batch):
     model, x, y = model_and_batch
     pgd(model, x, y, eps=0.1, steps=1)
     assert not model.training
+    try:
+        pgd(model.train(), x, y, eps=0.1, steps=1)
+        assert model.training
+    finally:
+        model.eval()
 
 
 def test_fgsm_rs_default_step_is_1_25_eps(model_and_batch):
-    """From a random start in [-eps, eps], a 1.25 eps signed step lands on the boundary for most pixels."""
+    """FGSM-RS is one PGD step of 1.25 eps from the same random start (Wong et al. 2020), not of eps or 2 eps."""
     model, x, y = model_and_batch
     x = x.clamp(0.2, 0.8)  # away from the [0, 1] clipping
-    x_adv = fgsm_rs(model, x, y, eps=0.1)
-    assert ((x_adv - x).abs() > 0.1 - 1e-6).float().mean() > 0.5
+
+    def seeded(attack, **kw):
+        torch.manual_seed(3)
+        return attack(model, x, y, eps=0.1, **kw)
+    x_adv = seeded(fgsm_rs)
+    assert torch.equal(x_adv, seeded(pgd, steps=1, step_size=0.125))
+    assert not torch.equal(x_adv, seeded(pgd, steps=1, step_size=0.1))
+    assert not torch.equal(x_adv, seeded(pgd, steps=1, step_size=0.2))
 
 
 def test_n_fgsm_is_not_projected_onto_the_eps_ball(model_and_batch):

@@ -396,7 +396,8 @@ def test_every_efficientnet_size_maps_by_name_and_shape(size):
     """L1 included (273M parameters on the meta device): the converter is size-generic."""
     model = timm.create_model(f'robust_zoo/efficientnet_{size}_silu_at.sat_in1k', device='meta')
     plan = sat.plan_sat_efficientnet(sat_efficientnet_shapes(size), model)
-    assert len(plan) == len([k for k in model.state_dict() if not k.endswith('num_batches_tracked') and 'normalize' not in k])
+    assert set(plan) == {k for k in model.state_dict() if not k.endswith('num_batches_tracked') and 'normalize' not in k}
+    assert len({source for source, _ in plan.values()}) == len(plan)  # one checkpoint variable per weight
 
 
 def test_efficientnet_block_layers_map_in_call_order():

@@ -841,7 +841,8 @@ def test_cli_unpublish_withdraws_the_card_and_its_index_entry(run, tmp_path, pub
     assert not (tmp_path / 'model_cards' / f'{ARCH}.old_s0').exists()
     assert list(hub.load_published()) == [f'{ARCH}.kept_s0']
     assert robust_zoo.list_models(pretrained=True) == [f'robust_zoo/{ARCH}.kept_s0']
-    with pytest.raises(RuntimeError):  # no weights under that tag any more
+    with pytest.raises(RuntimeError, match=rf'Invalid pretrained tag \(old_s0\) for robust_zoo/{ARCH}: its tags are '
+                                           'kept_s0'):  # no weights under that tag any more
         timm.create_model(f'robust_zoo/{ARCH}.old_s0', pretrained=True)
     assert main(['unpublish', f'{ARCH}.old_s0']) == 2
     assert re.search(f'robust-zoo: error: .*is not published .*published: {ARCH}.kept_s0', capsys.readouterr().err)

@@ -186,7 +186,7 @@ def test_range_check_stays_armed_until_a_valid_batch():
     model = timm.create_model('resnet20_relu_at').eval()
     bad = torch.full((1, 1, 28, 28), 255.0)
     for _ in range(2):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r'images in \[0, 1\]'):
             model(bad)
     model(_images((1, 28, 28)))
     assert model.normalize.check_range is False  # checked once: no per-step cost afterwards

@@ -38,9 +38,13 @@ def test_round_trip_is_exact_and_keeps_provenance(bank):
     units, meta = read_bank(bank)
     assert len(units) == 19 and meta['dataset'] == 'fashion-mnist' and meta['threat_model'] == 'fashion-mnist-linf'
     assert meta['recipe'].endswith('fmnist_resnet20.yaml') and meta['kernel_size'] == [3]
+    # with every other weight copied, the bank's units alone make the target compute what the source does
+    unit_keys = {f'{u}.{k}' for u, m in sparta_units(source).items() for k in m.state_dict()}
+    missing, unexpected = target.load_state_dict(
+        {k: v for k, v in source.state_dict().items() if k not in unit_keys}, strict=False)
+    assert set(missing) == unit_keys and not unexpected
     x = torch.rand(4, 1, 28, 28)
-    target.load_state_dict({k: v for k, v in source.state_dict().items()})
-    torch.testing.assert_close(target(x), source(x))
+    torch.testing.assert_close(target.eval()(x), source.eval()(x), rtol=0, atol=0)
 
 
 def test_freeze_really_freezes_the_bank_and_only_the_bank(bank):
@@ -60,9 +64,18 @@ def test_freeze_really_freezes_the_bank_and_only_the_bank(bank):
 
 
 def test_unfrozen_bank_trains(bank):
+    """freeze=False: the bank's values are the starting point, and a training step moves them."""
     model = timm.create_model('robust_zoo/resnet20_sparta_at')
     load_bank(model, bank, freeze=False)
-    assert all(p.requires_grad for u in sparta_units(model).values() for p in u.parameters())
+    units = sparta_units(model)
+    assert all(p.requires_grad for u in units.values() for p in u.parameters())
+    source = sparta_units(_trained_like())
+    assert all(torch.equal(u.beta, source[n].beta) for n, u in units.items())
+    before = {n: u.beta.detach().clone() for n, u in units.items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    F.cross_entropy(model.train()(torch.rand(8, 1, 28, 28)), torch.arange(8)).backward()
+    opt.step()
+    assert any(not torch.equal(before[n], u.beta) for n, u in units.items())
 
 
 def test_relative_depth_mapping_to_resnet56():

@@ -80,7 +80,9 @@ def test_epoch_batches_are_deterministic_disjoint_across_ranks_and_change_per_ep
 def test_freeze_backbone_and_activations():
     model = timm.create_model('robust_zoo/resnet20_sparta_at')
     names = freeze(model, 'activations')
-    assert names and all('act' in n for n in names)
+    from robust_zoo.sparta import sparta_units
+    assert set(names) == {f'{unit}.{n}' for unit, m in sparta_units(model).items() for n, _ in m.named_parameters()}
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n in names)
     assert all(p.requires_grad for n, p in model.named_parameters() if n not in names)
     model = timm.create_model('robust_zoo/resnet20_pssilu_at')
     assert freeze(model, 'activations') == [n for n, _ in model.shared_act.named_parameters(prefix='shared_act')]
@@ -133,9 +135,20 @@ def test_train_one_epoch_resumed_mid_epoch_equals_the_full_epoch():
 
 
 def test_validate_reports_clean_and_robust_accuracy():
-    model = timm.create_model('robust_zoo/mlp3_relu_at')
-    out = validate(model, _tiny_data(32), lambda m, x, y: x.flip(0), batch_size=8)
-    assert set(out) == {'clean_acc', 'robust_acc'} and model.training
+    """Accuracy in eval mode on the clean images and on the attack's images of each batch; the mode is restored."""
+    torch.manual_seed(0)
+    model = timm.create_model('robust_zoo/mlp3_relu_at').train()
+    ds = _tiny_data(32)
+    x, y = ds.batch(torch.arange(32))
+    model.eval()
+    with torch.no_grad():  # by hand: the "attack" swaps the images of each batch of 8 around
+        clean = (model(x).argmax(1) == y).float().mean().item()
+        robust = (model(torch.cat([b.flip(0) for b in x.split(8)])).argmax(1) == y).float().mean().item()
+    model.train()
+    out = validate(model, ds, lambda m, xb, yb: xb.flip(0), batch_size=8)
+    assert out == {'clean_acc': pytest.approx(clean), 'robust_acc': pytest.approx(robust)} and clean != robust
+    assert model.training
+    assert validate(model.eval(), ds, batch_size=8) == {'clean_acc': pytest.approx(clean)} and not model.training
 
 
 def test_catastrophic_overfitting_is_a_single_step_attack_far_above_multi_step_validation():
