@@ -158,7 +158,8 @@ def test_fine_tune_new_head_with_frozen_backbone(tmp_path):
 
 @pytest.mark.parametrize('flags, message', [
     (['--attack-eps', '8'], '8/255'),
-    (['--model', 'robust_zoo/no_such_net_at'], 'unknown --model'),
+    (['--model', 'robust_zoo/resnet20_reluu_at'], "no model 'resnet20_reluu_at'. Did you mean robust_zoo/resnet20_relu_at"),
+    (['--model', 'resnet18x'], '--model: Unknown model (resnet18x). Did you mean resnet18,'),
     (['--dataset', 'svhn'], 'unknown --dataset'),
     (['--val-attack', 'pgd-x'], 'Unknown or not yet available attack'),
     (['--in-chans', '3'], 'images have 1 channel(s)'),

@@ -12,6 +12,7 @@ model.safetensors (the EMA weights under --model-ema), model_best.safetensors, m
 weights under --model-ema), final_eval.json (robust_zoo.evaluate on the test split).
 """
 import argparse
+import difflib
 import json
 import logging
 import logging.handlers
@@ -208,7 +209,12 @@ def build_model(args, num_classes: int, in_chans: int):
                                   in_chans=in_chans, **kwargs)
     except RuntimeError as e:
         if 'Unknown model' in str(e):
-            raise UserError(f'unknown --model {args.model!r}; list them with `robust-zoo list`.') from None
+            if args.model.startswith('robust_zoo/'):  # robust_zoo's message names close matches and the listing
+                raise UserError(f'--model: {e}') from None
+            close = difflib.get_close_matches(args.model, timm.list_models(), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ''
+            raise UserError(f'--model: {e}.{hint} List them with timm.list_models(), or `robust-zoo list` for '
+                            "robust_zoo's (as robust_zoo/<name>).") from None
         raise
     if args.initial_checkpoint:
         state = load_weights(args.initial_checkpoint)
