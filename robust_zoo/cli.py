@@ -78,7 +78,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, save_eval_plots
     from .evaluate.evaluator import load_eval_data
     from .threat_models import get_threat_model
-    from .training import resolve_autocast
+    from .training import check_weights_file, resolve_autocast
     rank, world, device = _init_distributed(args.device)
     try:
         logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format='%(message)s')
@@ -86,7 +86,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if message:
             logging.getLogger(__name__).info(message)
         name = args.model if ':' in args.model or '/' in args.model else f'robust_zoo/{args.model}'
-        overlay = dict(file=args.checkpoint) if args.checkpoint else None
+        overlay = dict(file=str(check_weights_file(args.checkpoint))) if args.checkpoint else None
         # the published weights by default (robust_zoo/<arch>[.<tag>]); --checkpoint for your own
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay).to(device).eval()
         threat = args.threat_model or model.pretrained_cfg.get('threat_model')

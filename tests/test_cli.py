@@ -1,5 +1,6 @@
 """The `robust-zoo` command: listing models, the demo (main job) on a tiny budget, and error output."""
 import os
+import re
 
 import pytest
 
@@ -72,6 +73,25 @@ def test_user_errors_exit_2_without_traceback(capsys):
     assert main(['demo', '--train', '--model', 'resnet20_silo_at', '--train-samples', '8']) == 2
     err = capsys.readouterr().err
     assert err.startswith('robust-zoo: error:') and 'resnet20_silu_at' in err
+
+
+@pytest.mark.parametrize('content, name, message', [
+    (b'garbage', 'w.safetensors', r'w.safetensors is not a readable safetensors file .*truncated or corrupt'),
+    (None, 'missing.safetensors', r'weights file .*missing.safetensors does not exist'),
+    (b'x', 'w.pth', r'w.pth is not a .safetensors file: .*never unpickles'),
+])
+def test_eval_refuses_a_bad_checkpoint_before_building_anything(tmp_path, capsys, content, name, message):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    assert main(['eval', 'mlp3_relu_at', '--checkpoint', str(tmp_path / name), '--n-examples', '4']) == 2
+    err = capsys.readouterr().err
+    assert re.match(f'robust-zoo: error: .*{message}', err) and 'Traceback' not in err
+
+
+def test_eval_refuses_zero_examples(capsys):
+    """--n-examples 0 would otherwise fall back to the protocol's 10,000 images."""
+    assert main(['eval', 'mlp3_relu_at', '--n-examples', '0']) == 2
+    assert 'n_examples must be >= 1' in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')

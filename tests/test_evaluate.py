@@ -394,3 +394,9 @@ def test_compiled_attacks_give_the_eager_numbers_and_compile_once():
     evaluate(model, 'fashion-mnist-linf', attacks=['pgd-3'], data=data, checks=False, batch_size=8, compile=True)
     assert compiled_for_attacks(model) is compiled  # ... and later evaluations reuse it
     assert list(model.state_dict()) == keys  # the compiled copy is not a submodule of the model
+
+
+def test_zero_or_negative_n_examples_is_refused_not_read_as_the_protocol():
+    for n in (0, -5):
+        with pytest.raises(ValueError, match=f'n_examples must be >= 1.*got {n}'):
+            evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(10), n_examples=n)

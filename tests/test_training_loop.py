@@ -8,7 +8,7 @@ import torch
 import robust_zoo  # noqa: F401
 from robust_zoo.data import ImageTensorDataset
 from robust_zoo.training import (
-    AttackConfig, CheckpointError, atomic_write, epoch_batches, freeze, load_train_state, load_weights,
+    AttackConfig, CheckpointError, atomic_write, check_weights_file, epoch_batches, freeze, load_train_state, load_weights,
     parameter_digest, save_train_state, save_weights, subset, train_one_epoch, validate,
 )
 
@@ -37,6 +37,10 @@ def test_weights_round_trip_and_corrupt_file_error(tmp_path):
         load_weights(path)
     with pytest.raises(CheckpointError, match='does not exist'):
         load_weights(tmp_path / 'nope.safetensors')
+    with pytest.raises(CheckpointError, match='truncated or corrupt'):  # the header alone is checked
+        check_weights_file(path)
+    good = save_weights(model.state_dict(), tmp_path / 'good.safetensors')
+    assert check_weights_file(good) == good
 
 
 class _Evil:

@@ -65,11 +65,18 @@ def make_attack(spec: str, threat: ThreatModel, seed: int = 0, warnings: Optiona
     raise ValueError(f'Unknown or not yet available attack {spec!r}; available: {_AVAILABLE}.')
 
 
+def _check_n(n: Optional[int]) -> None:
+    """None asks for the protocol's number of examples; 0 or fewer would silently do the same, so it is refused."""
+    if n is not None and n < 1:
+        raise ValueError(f'n_examples must be >= 1 (or None for the threat model\'s protocol), got {n}.')
+
+
 def load_eval_data(threat_model: Union[str, ThreatModel], n: Optional[int] = None,
                    root: str | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The first `n` (default: the protocol's) test examples of the threat model's dataset, from `root` or its
     default location: the data `evaluate` reads when it is given none."""
     threat = get_threat_model(threat_model)
+    _check_n(n)
     n = n or threat.n_examples
     dataset = 'imagenet' if threat.dataset == 'imagenet-1k' else threat.dataset
     if dataset not in DATASETS:
@@ -286,6 +293,7 @@ def evaluate(
     check_names = _check_names(checks)
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+    _check_n(n_examples)
     n = n_examples or threat.n_examples
     requested = list(attacks) if attacks is not None else list(threat.attacks)
     check_list = []

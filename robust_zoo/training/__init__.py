@@ -1,7 +1,8 @@
 """Adversarial training: the library step, deterministic resumable epochs, and atomic checkpoints.
 `train/train_at.py` is the timm-style script on top of these pieces."""
 from .checkpoint import (
-    CheckpointError, atomic_write, atomic_write_text, load_model_state, load_train_state, load_weights, save_train_state, save_weights,
+    CheckpointError, atomic_write, atomic_write_text, check_weights_file, load_model_state, load_train_state, load_weights,
+    save_train_state, save_weights,
 )
 from .loop import (
     epoch_batches, freeze, iterate_batches, parameter_digest, ranks_identical, step_seed, subset, train_one_epoch,
@@ -17,6 +18,7 @@ from .step import (
 __all__ = [
     'ATTACKS', 'CO_GAP', 'SINGLE_STEP_ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'CheckpointError', 'StepOutput',
     'adversarial_step', 'atomic_write', 'atomic_write_text', 'attack_mode', 'catastrophic_overfitting_epochs',
+    'check_weights_file',
     'epoch_batches', 'freeze', 'iterate_batches', 'kept_epoch', 'load_model_state', 'load_train_state',
     'load_weights', 'make_adversarial', 'native_autocast', 'parameter_digest', 'ranks_identical',
     'resolve_autocast', 'save_train_state', 'save_weights', 'set_smooth_backward', 'step_seed', 'subset',

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ['CheckpointError', 'STATE_FORMAT', 'atomic_write', 'atomic_write_text', 'load_train_state', 'load_weights',
-           'save_train_state', 'save_weights']
+__all__ = ['CheckpointError', 'STATE_FORMAT', 'atomic_write', 'atomic_write_text', 'check_weights_file',
+           'load_train_state', 'load_weights', 'save_train_state', 'save_weights']
 
 STATE_FORMAT = 'robust_zoo.train_state/1'
 PathLike = Union[str, os.PathLike]
@@ -71,6 +71,24 @@ def load_weights(path: PathLike) -> Dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f'{path} is not a readable safetensors file ({e}); it may be truncated or '
                               f'corrupt: re-download it or use another checkpoint.') from e
+
+
+def check_weights_file(path: PathLike) -> Path:
+    """`path` if it is a readable safetensors file (its header is parsed, the tensors are not read), else a
+    `CheckpointError` that says what is wrong; other formats are refused, as robust_zoo never unpickles weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'weights file {path} does not exist.')
+    if path.suffix != '.safetensors':
+        raise CheckpointError(f'{path} is not a .safetensors file: robust_zoo loads weights only as safetensors (it '
+                              'never unpickles .pth/.bin files); save them with safetensors.torch.save_file.')
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f'{path} is not a readable safetensors file ({e}); it may be truncated or '
+                              f'corrupt: re-download it or use another checkpoint.') from e
+    return path
 
 
 def save_train_state(path: PathLike, state: Dict[str, Any]) -> Path:
