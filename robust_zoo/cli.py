@@ -18,6 +18,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         from .leaderboard import MARKS, caveat_marks
         index = load_published()
         names = list_models(args.pattern, pretrained=True)
+        if not names:
+            return _no_match(args)
         width = max((len(n) for n in names), default=0)
         shown = set()
         for name in names:
@@ -31,9 +33,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print()
             print('\n'.join(f'{mark} {text}' for mark, _, text in MARKS.values() if mark in shown))
         return 0
-    for name in list_models(args.pattern, pretrained=args.pretrained):
+    names = list_models(args.pattern, pretrained=args.pretrained)
+    if not names:
+        return _no_match(args)
+    for name in names:
         print(name)
     return 0
+
+
+def _no_match(args: argparse.Namespace) -> int:
+    """Say on stderr that `list`'s pattern matched nothing; exit status 1, like grep's."""
+    what = 'published model' if args.results or args.pretrained else 'model'
+    print(f'robust-zoo: no {what} matches {args.pattern!r} (patterns are shell-style, e.g. "resnet20_*"; '
+          f'`robust-zoo list{" --results" if args.results else ""}` shows them all).', file=sys.stderr)
+    return 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

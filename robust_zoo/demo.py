@@ -104,11 +104,11 @@ def run_published(name: Optional[str] = None, n_examples: int = 100, attacks=MAI
     on the first `n_examples` test images with `attacks` (PGD-20 and APGD-CE on 100 images: ~40 s on 2 idle CPU
     cores, APGD-CE's 100 iterations through pyautoattack being most of it);
     print the table next to the card's own numbers. Returns the accuracies (fractions)."""
-    from .hub import load_published
+    from .hub import load_published, not_published
     index = load_published()
     name = name or default_published_model()
     if name is None or name not in index:
-        raise ValueError(f'{name!r} is not a published model; published: {", ".join(sorted(index)) or "none yet"}.')
+        raise ValueError(not_published(str(name), index))
     entry = index[name]
     model = timm.create_model(f'robust_zoo/{name}', pretrained=True).eval()
     threat = get_threat_model(entry['threat_model'])

@@ -15,6 +15,7 @@ Loading `timm.create_model('robust_zoo/<arch>.<tag>', pretrained=True)` takes, i
 """
 import csv
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
     'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'hf_org', 'index_path',
-    'load_published', 'push_card_repo', 'register_published', 'repo_files', 'resolve_published_weights',
+    'load_published', 'not_published', 'push_card_repo', 'register_published', 'repo_files', 'resolve_published_weights',
     'sha256_file', 'unpublish', 'with_published', 'write_card_repo',
 ]
 
@@ -703,6 +704,16 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     return folder
 
 
+def not_published(name: str, index: Mapping[str, Any], where: str = '') -> str:
+    """The error message for a name that is not in the published `index`: its closest published names (not all
+    of them) and the command that lists them."""
+    if not index:
+        return f'{name!r} is not published{where}: no model is published yet.'
+    close = difflib.get_close_matches(name, list(index), n=3, cutoff=0.5)
+    return (f'{name!r} is not published{where}.' + (f" Did you mean {', '.join(close)}?" if close else '')
+            + ' `robust-zoo list --results` lists every published model with its numbers.')
+
+
 def unpublish(name: str, *, index_path: Optional[PathLike] = None, out_root: Optional[PathLike] = None) -> Path:
     """Withdraw a published model: delete its card folder `<out_root>/<name>/` and its index entry, e.g. when
     its recipe was superseded (a table must never mix budgets). The Hub repo, if pushed, is not touched.
@@ -714,7 +725,7 @@ def unpublish(name: str, *, index_path: Optional[PathLike] = None, out_root: Opt
     index = load_published(index_file)
     name = name.removeprefix('robust_zoo/')
     if name not in index:
-        raise KeyError(f'{name!r} is not published in {index_file}; published: {", ".join(sorted(index)) or "none"}.')
+        raise KeyError(not_published(name, index, f' in {index_file}'))
     del index[name]
     index_file.write_text(json.dumps(dict(sorted(index.items())), indent=2) + '\n')
     folder = root / name

@@ -14,6 +14,13 @@ def test_list_prints_prefixed_names(capsys):
     assert 'robust_zoo/resnet20_silu_at' in names and len(names) == 11
 
 
+@pytest.mark.parametrize('flags', [[], ['--results']])
+def test_list_says_when_nothing_matches_and_exits_1(capsys, flags):
+    assert main(['list', 'resnet20_reluu*', *flags]) == 1
+    out, err = capsys.readouterr()
+    assert not out and "matches 'resnet20_reluu*'" in err and 'shell-style' in err
+
+
 def test_list_results_prints_each_published_model_with_its_stated_numbers(capsys):
     from robust_zoo.hub import load_published
     index = load_published()

@@ -845,7 +845,8 @@ def test_cli_unpublish_withdraws_the_card_and_its_index_entry(run, tmp_path, pub
                                            'kept_s0'):  # no weights under that tag any more
         timm.create_model(f'robust_zoo/{ARCH}.old_s0', pretrained=True)
     assert main(['unpublish', f'{ARCH}.old_s0']) == 2
-    assert re.search(f'robust-zoo: error: .*is not published .*published: {ARCH}.kept_s0', capsys.readouterr().err)
+    assert re.search(f"robust-zoo: error: '{ARCH}.old_s0' is not published in .*Did you mean {ARCH}.kept_s0\\? "
+                     '`robust-zoo list --results` lists', capsys.readouterr().err)
 
 
 def test_a_sparta_card_publishes_its_bank_loadable_by_name(tmp_path, monkeypatch):
@@ -889,7 +890,7 @@ def test_main_job_evaluates_a_published_model_and_prints_its_table(card, publish
            f"the first {first['n_examples']} test images)" in text
     reference = evaluate(run['model'], 'fashion-mnist-linf', attacks=['fgsm'], n_examples=20, checks=False)
     assert out['clean'] == reference.clean_accuracy and out['fgsm'] == reference.attacks['fgsm']
-    with pytest.raises(ValueError, match='not a published model'):
+    with pytest.raises(ValueError, match='is not published'):
         demo.run_published('resnet20_silu_at.nope')
 
 
