@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
     'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'hf_org', 'index_path',
-    'load_published', 'not_published', 'push_card_repo', 'register_published', 'repo_files', 'resolve_published_weights',
-    'sha256_file', 'unpublish', 'with_published', 'write_card_repo',
+    'load_published', 'not_published', 'push_card_repo', 'register_published', 'repo_files',
+    'resolve_published_weights', 'sha256_file', 'unpublish', 'with_published', 'write_card_repo',
 ]
 
 _logger = logging.getLogger(__name__)

@@ -69,8 +69,12 @@ def load_weights(path: PathLike) -> Dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f'{path} is not a readable safetensors file ({e}); it may be truncated or '
-                              f'corrupt: re-download it or use another checkpoint.') from e
+        raise _unreadable(path, e) from e
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f'{path} is not a readable safetensors file ({error}); it may be truncated or corrupt: '
+                           're-download it or use another checkpoint.')
 
 
 def check_weights_file(path: PathLike) -> Path:
@@ -86,8 +90,7 @@ def check_weights_file(path: PathLike) -> Path:
         with safe_open(str(path), framework='pt') as f:
             f.keys()
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f'{path} is not a readable safetensors file ({e}); it may be truncated or '
-                              f'corrupt: re-download it or use another checkpoint.') from e
+        raise _unreadable(path, e) from e
     return path
 
 
