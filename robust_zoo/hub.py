@@ -1015,7 +1015,9 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
                   f'`sparta_bank.safetensors` holds this model\'s trained Sparta units on their own, to reuse them '
                   f'(frozen) in another CNN: `timm.create_model("robust_zoo/resnet56_sparta_at", sparta_bank="{name}")` '
                   'or `robust_zoo.sparta.load_bank(model, ...)`; the unit mapping is documented in `robust_zoo/sparta.py`.']
-    no_aa = not any(a.startswith('autoattack') or a.startswith('apgd') for r in records for a in r['attacks'])
+    from .evaluate.autoattack import is_autoattack
+    aa_parts = list(dict.fromkeys(a for r in records for a in r['attacks'] if is_autoattack(a)))
+    full_aa = any(a.startswith('autoattack-') for a in aa_parts)
     lines += [
         '',
         '## Limitations',
@@ -1023,8 +1025,11 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         f"- Robustness is measured, not certified, and only for `{t['id']}` ({t['norm']}, eps {t['eps']:g}) on "
         f'{display}: accuracies under attack are upper bounds on the true robust accuracy.',
     ]
-    if no_aa:
+    if not aa_parts:
         lines.append('- No AutoAttack evaluation is in these records: stronger attacks can lower the numbers.')
+    elif not full_aa:
+        lines.append(f"- Only part of AutoAttack ran ({', '.join(aa_parts)}), not the whole of AutoAttack standard "
+                     '(APGD-CE, APGD-T, FAB-T, Square): the rest can lower the numbers further.')
     for i, record in enumerate(records):  # a check that did not pass is a limitation of the numbers it checks
         lines += [f"- Sanity check `{c.get('name')}` of record {i + 1} ({c.get('status')}): {c.get('detail')}"
                   for c in record.get('checks', []) if c.get('status') in ('WARN', 'FAIL')]

@@ -302,6 +302,12 @@ def test_a_card_states_the_settings_of_an_autoattack_subset(run, card, tmp_path)
     assert "| apgd-ce+apgd-t | 20 |" in text
     assert "apgd-ce+apgd-t: AutoAttack's attacks alone" in text and 'APGD-CE 1 restart, APGD-T 9 target classes' in text
     assert "attacks alone" not in (card['folder'] / 'README.md').read_text()  # PGD only: no such note
+    # the whole of AutoAttack standard in the records: no limitation on missing AutoAttack parts is left
+    record['attacks'] = {'autoattack-standard': record['attacks']['apgd-ce+apgd-t']}
+    folder = hub.write_card_repo(run['dir'], tag='aa_s0', evaluations=[run['records'][0], record],
+                                 out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
+    limits = (folder / 'README.md').read_text().split('## Limitations')[1]
+    assert 'No AutoAttack evaluation' not in limits and 'Only part of AutoAttack' not in limits
 
 
 def test_a_check_that_did_not_pass_is_listed_under_limitations(run, tmp_path):
@@ -950,9 +956,13 @@ def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_
             f"(Wilson 95% {pct(lo)} to {pct(hi)}), against pgd-20 {pct(run['records'][1]['attacks']['pgd-20'])} on "
             'the same images.') in summary
     assert summary.index('on the first 50 test images') < summary.index('Under the stronger')  # the headline first
+    assert '- Only part of AutoAttack ran (apgd-ce), not the whole of AutoAttack standard' in \
+           (folder / 'README.md').read_text()
     plain = hub.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json'],
                                 out_root=tmp_path / 'cards2', index_path=tmp_path / 'published2.json')
-    assert 'Under the stronger' not in (plain / 'README.md').read_text()
+    text = (plain / 'README.md').read_text()
+    assert 'Under the stronger' not in text and 'Only part of AutoAttack' not in text
+    assert '- No AutoAttack evaluation is in these records' in text
 
 
 def test_a_cell_from_fewer_seeds_than_its_row_names_them():
