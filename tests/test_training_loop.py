@@ -8,8 +8,8 @@ import torch
 import robust_zoo  # noqa: F401
 from robust_zoo.data import ImageTensorDataset
 from robust_zoo.training import (
-    AttackConfig, CheckpointError, atomic_write, check_weights_file, epoch_batches, freeze, load_train_state, load_weights,
-    parameter_digest, save_train_state, save_weights, subset, train_one_epoch, validate,
+    AttackConfig, CheckpointError, atomic_write, check_weights_file, epoch_batches, freeze, load_train_state,
+    load_weights, parameter_digest, save_train_state, save_weights, subset, train_one_epoch, validate,
 )
 
 

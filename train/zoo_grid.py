@@ -312,9 +312,9 @@ def holder(out: Path) -> Optional[int]:
 def claim(out: Path) -> Iterator[bool]:
     """Hold an exclusive flock(2) on ROOT/.locks/<run>.pid while this worker works on a run, so that parallel
     workers (run_grids.sh starts GRID_WORKERS, default 2) never train, evaluate or set aside the same run. Yields
-    False while another live worker holds it. A dead worker's lock is free at once (the kernel releases it), so no takeover
-    can race. The file is removed on release; a worker that locked a file just removed (its inode no longer at
-    the path) drops it and tries again on the new one."""
+    False while another live worker holds it. A dead worker's lock is free at once (the kernel releases it), so no
+    takeover can race. The file is removed on release; a worker that locked a file just removed (its inode no
+    longer at the path) drops it and tries again on the new one."""
     path = _lock_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:

@@ -1,8 +1,8 @@
 """Adversarial training: the library step, deterministic resumable epochs, and atomic checkpoints.
 `train/train_at.py` is the timm-style script on top of these pieces."""
 from .checkpoint import (
-    CheckpointError, atomic_write, atomic_write_text, check_weights_file, load_model_state, load_train_state, load_weights,
-    save_train_state, save_weights,
+    CheckpointError, atomic_write, atomic_write_text, check_weights_file, load_model_state, load_train_state,
+    load_weights, save_train_state, save_weights,
 )
 from .loop import (
     epoch_batches, freeze, iterate_batches, parameter_digest, ranks_identical, step_seed, subset, train_one_epoch,
