@@ -197,6 +197,24 @@ def headline_protocols(row: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
     return best
 
 
+def _stronger_records(rows: Sequence[Mapping[str, Any]], repo: str) -> List[str]:
+    """What each stronger attack (APGD, AutoAttack) found on the card `repo`, beside the other attacks' numbers on
+    the same test images, e.g. 'apgd-ce+apgd-t on 1000 test images: 72.1, against pgd-20 72.9': the (!) note's
+    answer to "does a stronger attack confirm it?" ([] when none ran)."""
+    values: Dict[Tuple[str, int], float] = {}
+    for r in rows:
+        for label, stat in r['robust'].items():
+            if repo in stat.get('repos', ()):
+                values[(_attack_of(label), stat['n_examples'])] = stat['values'][stat['repos'].index(repo)]
+    out = []
+    for (attack, n), value in values.items():
+        if not is_autoattack(attack):
+            continue
+        weaker = [f'{a} {100 * v:.1f}' for (a, m), v in values.items() if m == n and not is_autoattack(a)]
+        out.append(f'{attack} on {n} test images: {100 * value:.1f}' + (f", against {', '.join(weaker)}" if weaker else ''))
+    return out
+
+
 def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str] = None) -> str:
     """The leaderboard rows as a markdown table (accuracies in %): one column per attack, at the largest n."""
     if not rows:
@@ -227,10 +245,12 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
               + ('; a cell measured on fewer seeds than its row names its seeds, e.g. (seed 0)' if partial else '')
               + '. Generated from the model cards in `model_cards/` by `robust-zoo leaderboard`.']
     if flagged:
+        stronger = {repo: _stronger_records(rows, repo) for repo in flagged}
         lines += ['', '(!) A sanity check of the evaluator did not pass for ' + '; '.join(
-            f"`{repo}` ({', '.join(checks)})" for repo, checks in flagged.items())
-            + ': its robust accuracy may be overstated until a stronger attack (APGD, AutoAttack) confirms it; '
-              'see the card.']
+            f"`{repo}` ({', '.join([*checks, *stronger[repo]])})" for repo, checks in flagged.items())
+            + ': its robust accuracy may be overstated until a stronger attack (APGD, AutoAttack) confirms it'
+            + ('; where one ran, its number is given beside the weaker attacks\' on the same test images'
+               if any(stronger.values()) else '') + '; see the card.']
     stopped = {repo: kept for r in rows for repo, kept in (r.get('stopped_early') or {}).items()}
     if stopped:
         lines += ['', '(e) Training stopped early on catastrophic overfitting (validation robust accuracy fell below '

@@ -629,6 +629,23 @@ def test_leaderboard_flags_models_whose_sanity_checks_did_not_pass(run, tmp_path
     assert 'caveats' not in published['mlp3_relu_at.fmnist_s0']
 
 
+def test_the_sanity_note_gives_a_stronger_attacks_number_beside_pgd_on_the_same_images():
+    """A flagged model that also ran APGD gets APGD's number beside PGD's on the same test images in the (!) note,
+    so the reader sees whether the stronger attack confirms it; a flagged model without one keeps the caveat."""
+    relu = _row('relu', 0.74, 0.002, 2, n=10000)
+    relu['robust'] = {'pgd-20, n=10000': lb._stat([0.74, 0.741], 10000, ['relu.s0', 'relu.s1'], [0, 1]),
+                      'pgd-20, n=1000': lb._stat([0.752, 0.749], 1000, ['relu.s0', 'relu.s1'], [0, 1]),
+                      'apgd-ce+apgd-t, n=1000': lb._stat([0.731], 1000, ['relu.s0'], [0])}
+    relu['checks'] = {'relu.s0': ['black box WARN'], 'relu.s1': ['restarts WARN']}
+    table = lb.leaderboard_markdown([relu])
+    assert ('`relu.s0` (black box WARN, apgd-ce+apgd-t on 1000 test images: 73.1, against pgd-20 75.2); '
+            '`relu.s1` (restarts WARN): its robust accuracy may be overstated until a stronger attack (APGD, '
+            "AutoAttack) confirms it; where one ran, its number is given beside the weaker attacks' on the same test "
+            'images; see the card.') in table
+    del relu['robust']['apgd-ce+apgd-t, n=1000']
+    assert "where one ran" not in lb.leaderboard_markdown([relu])
+
+
 def test_a_run_stopped_early_says_which_epoch_it_kept_on_its_card_and_the_leaderboard(run, tmp_path):
     src = tmp_path / 'run-early'
     shutil.copytree(run['dir'], src)
