@@ -282,3 +282,36 @@ def test_the_full_checks_run_once_per_run_with_pgd20_on_10k_and_apgd_keeps_the_f
     assert all(cmd.count('--checks') == 1 for cmd in cmds.values())
     assert checks == {'pgd20_10k': 'full', 'apgd_1k': 'fast', 'aa_500': 'fast'}
     assert zoo_grid.EVAL_10K == 'pgd20_10k'
+
+
+def test_a_half_done_evaluation_of_published_weights_is_carried_in_git_to_the_next_machine(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """runs/ does not outlive the machine: an evaluation of published weights keeps its state in train/pending/
+    (committed at a session's end), the next machine resumes from it, and a finished one removes it. Weights that
+    are not published keep theirs in the run folder: a retrained run would refuse a carried state."""
+    monkeypatch.setattr(zoo_grid, 'PENDING', tmp_path / 'pending')
+    run = zoo_grid._zoo('relu', 0)._replace(evals=('pgd20_10k', 'apgd_1k'))
+    out = tmp_path / 'fmnist-zoo' / run.name
+    zoo_grid.restore_from_card(out, zoo_grid.restorable(out, run))
+    carried = tmp_path / 'pending' / 'fmnist-zoo' / run.name / 'apgd_1k.state.json'
+    assert zoo_grid.carried_state(out, 'apgd_1k') == carried
+    (out / 'apgd_1k.state.json').write_text(json.dumps(dict(batches={'0': {}, '1': {}})))  # started before
+    assert zoo_grid.state_path(out, run, 'apgd_1k') == carried and not (out / 'apgd_1k.state.json').exists()
+    assert json.loads(carried.read_text())['batches'] == {'0': {}, '1': {}}, 'its finished batches moved along'
+    zoo_grid.run_one(tmp_path / 'fmnist-zoo', run, [], dry_run=True)
+    assert f'resumes after 2 batches, from {carried}' in capsys.readouterr().out
+
+    calls = []
+    def fake_eval(cmd, **kw):
+        calls.append(cmd)
+        Path(cmd[cmd.index('--output') + 1]).write_text('{}')
+        return 0
+    monkeypatch.setattr(zoo_grid.subprocess, 'call', fake_eval)
+    assert zoo_grid.run_one(tmp_path / 'fmnist-zoo', run, [], dry_run=False) == 'ran'
+    assert calls[0][calls[0].index('--state') + 1] == str(carried)
+    assert not carried.exists() and not (tmp_path / 'pending' / 'fmnist-zoo').exists(), 'finished: nothing carried'
+
+    other = tmp_path / 'fmnist-zoo' / 'retrained'
+    other.mkdir()
+    (other / 'model.safetensors').write_bytes(b'other weights')
+    assert zoo_grid.state_path(other, run, 'apgd_1k') == other / 'apgd_1k.state.json'

@@ -34,6 +34,9 @@ that run may unlock more (a bank, the AutoAttack stage), so the queue's tail run
 runs/ is not in git: on a new machine a run whose folder is missing but whose card is published (under the
 current recipe) is restored from its card (weights, args.yaml, summary.csv, evaluation records) instead of
 being trained again, so its later stages (APGD, AutoAttack, its Sparta bank) continue from the published model.
+Those later evaluations of published weights keep their resumable state in train/pending/ (`carried_state`),
+which is in git: commit it when a session ends with one half done (`git add -A train/pending`), and the next
+machine resumes it from its last finished batch; a finished evaluation removes its state there.
 `--dry-run` lists every run's state; for a running one, the last line of its newest log (training or evaluation)
 and how long ago it was written: a worker that stopped logging shows up as an old line.
 """
@@ -53,6 +56,7 @@ ACTIVATIONS = ('relu', 'softplus', 'smoothrelu', 'silu', 'gelu', 'elu', 'pssilu'
 CLAIMS = ('relu', 'silu', 'pssilu', 'sparta', 'capped_relu', 'relu_smoothgrad')  # 3 seeds each
 SEEDS = (0, 1, 2)
 HERE = Path(__file__).resolve().parent
+PENDING = HERE / 'pending'  # in git: the half-done evaluations of published runs (carried_state)
 EVAL_10K = 'pgd20_10k'
 # evaluation records a finished run can get: file stem -> robust-zoo eval flags (all resumable with --state).
 # The full checks (PGD's steps, restarts, eps sweep, Square) probe the model on its first 100 clean-correct test
@@ -208,11 +212,51 @@ def bank_of(run: Path) -> Path:
     return path
 
 
-def eval_cmd(out: Path, model: str, kind: str) -> List[str]:
-    """One of EVALS on a finished run's weights, with its sanity checks, resumable: a card record."""
+def eval_cmd(out: Path, model: str, kind: str, state: Optional[Path] = None) -> List[str]:
+    """One of EVALS on a finished run's weights, with its sanity checks, resumable from `state` (default:
+    OUT/<kind>.state.json): a card record."""
     return [sys.executable, '-m', 'robust_zoo.cli', 'eval', f'robust_zoo/{model}',
             '--checkpoint', str(out / 'model.safetensors'), '--threat-model', 'fashion-mnist-linf', *EVALS[kind],
-            '--state', str(out / f'{kind}.state.json'), '--output', str(out / f'{kind}.json')]
+            '--state', str(state or out / f'{kind}.state.json'), '--output', str(out / f'{kind}.json')]
+
+
+def carried_state(out: Path, kind: str) -> Path:
+    """Where the evaluation `kind` of the run folder `out` keeps its state when the run's weights are published:
+    PENDING/<grid folder>/<run>/<kind>.state.json, in git, so that an evaluation cut off by a session's end
+    (runs/ does not outlive the machine) is committed half done and resumed on the next machine."""
+    return PENDING / out.parent.name / out.name / f'{kind}.state.json'
+
+
+def _weights_published(out: Path, run: Run) -> bool:
+    """Whether the run's weights are the published ones (sha256 as in the index): only then is an evaluation state
+    worth carrying, since its fingerprint holds the weights and a retrained run would refuse it."""
+    from robust_zoo.hub import load_published, sha256_file
+    entry = load_published().get(f'{run.model}.{run.tag}')
+    return bool(entry) and (out / 'model.safetensors').is_file() and \
+        sha256_file(out / 'model.safetensors') == entry.get('sha256')
+
+
+def state_path(out: Path, run: Run, kind: str) -> Path:
+    """The `--state` of an evaluation: carried in git (`carried_state`) for published weights, else in the run.
+    A state the run folder already holds for published weights (one started before the weights were published) is
+    moved to the carried place, so its finished batches are kept."""
+    if not _weights_published(out, run):
+        return out / f'{kind}.state.json'
+    carried, here = carried_state(out, kind), out / f'{kind}.state.json'
+    if here.is_file() and not carried.exists():
+        carried.parent.mkdir(parents=True, exist_ok=True)
+        here.replace(carried)
+    return carried
+
+
+def _batches_done(state: Path) -> str:
+    """' (resumes after N batches, from PATH)' for a state file with finished batches, else ''."""
+    import json
+    try:
+        n = len(json.loads(state.read_text()).get('batches', {}))
+    except (OSError, ValueError):
+        return ''
+    return f' (resumes after {n} batch{"es" * (n != 1)}, from {state})' if n else ''
 
 
 def _card_of(run: Run) -> Path:
@@ -405,7 +449,8 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
                   f'{out.parent / "superseded"}/ and trained again')
             return 'restart'
         state = 'evaluate' if trained else 'partial' if (out / 'last.ckpt').exists() else 'todo'
-        print(f'{state:8} {out}')
+        resumes = ''.join(_batches_done(carried_state(out, kind)) for kind in todo) if trained else ''
+        print(f'{state:8} {out}{resumes}')
         return state
     if not trained:
         if _killed_before_checkpoint(out):
@@ -422,13 +467,20 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
             print(f'FAILED   {out} (exit {rc}); continuing with the next run', flush=True)
             return 'failed'
     for kind in todo:
-        cmd = eval_cmd(out, run.model, kind)
+        state = state_path(out, run, kind)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        cmd = eval_cmd(out, run.model, kind, state)
         print(f'evaluate {out}: {" ".join(cmd[1:])}', flush=True)
         with open(out / f'{kind}.log', 'a') as log:
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
         if rc != 0:
             print(f'FAILED   {out} {kind} (exit {rc}, see {out / kind}.log); continuing', flush=True)
             return 'failed'
+        if state.is_relative_to(PENDING):  # finished: its record is in the run, the card carries it from here
+            state.unlink(missing_ok=True)
+            for folder in (state.parent, state.parent.parent):
+                if folder != PENDING and not any(folder.iterdir()):
+                    folder.rmdir()
     return 'ran'
 
 
