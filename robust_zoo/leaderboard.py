@@ -215,6 +215,24 @@ def _stronger_records(rows: Sequence[Mapping[str, Any]], repo: str) -> List[str]
     return out
 
 
+def _precision_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The note naming the models trained in another precision than the rest ('' when all share one): a precision
+    most models share is "every other model", so the note names only the exceptions."""
+    precisions: Dict[str, List[str]] = defaultdict(list)
+    for r in rows:
+        for repo, precision in (r.get('precision') or {}).items():
+            precisions[precision].append(repo)
+    if len(precisions) < 2:
+        return ''
+    counts = sorted((len(repos) for repos in precisions.values()), reverse=True)
+    common = max(precisions, key=lambda p: len(precisions[p])) if counts[0] > counts[1] else None
+    return ('Training precision differs between models (the machine decided: `train_at.py --amp` trains in fp32 where '
+            'bf16 is emulated; the budget is otherwise identical): ' + '; '.join(
+                f"{precision}: " + ', '.join(f'`{repo}`' for repo in repos)
+                for precision, repos in sorted(precisions.items()) if precision != common)
+            + (f'; {common}: every other model ({len(precisions[common])})' if common else '') + '.')
+
+
 def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str] = None) -> str:
     """The leaderboard rows as a markdown table (accuracies in %): one column per attack, at the largest n."""
     if not rows:
@@ -260,19 +278,9 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
     note = _overfit_note(rows)
     if note:
         lines += ['', note]
-    precisions: Dict[str, List[str]] = defaultdict(list)
-    for r in rows:
-        for repo, precision in (r.get('precision') or {}).items():
-            precisions[precision].append(repo)
-    if len(precisions) > 1:
-        # a precision most models share is "every other model", so the note names only the exceptions
-        counts = sorted((len(repos) for repos in precisions.values()), reverse=True)
-        common = (max(precisions, key=lambda p: len(precisions[p])) if counts[0] > counts[1] else None)
-        lines += ['', 'Training precision differs between rows (the machine decided: `train_at.py --amp` trains in '
-                      'fp32 where bf16 is emulated; the budget is otherwise identical): ' + '; '.join(
-                          f"{precision}: " + ', '.join(f'`{repo}`' for repo in repos)
-                          for precision, repos in sorted(precisions.items()) if precision != common)
-                  + (f'; {common}: every other model ({len(precisions[common])})' if common else '') + '.']
+    note = _precision_note(rows)
+    if note:
+        lines += ['', note]
     if image:
         lines += ['', f'![leaderboard]({image})']
     return '\n'.join(lines)
@@ -528,9 +536,9 @@ def transfer_markdown(experiments: Sequence[Mapping[str, Any]]) -> str:
     lines += ['', 'Accuracy in %: mean ± sample standard deviation over seeds (no ± for one seed), then [the 95% Wilson '
                   'interval at the mean and n test images]. Seed s of a transferred model loads the bank of seed s of '
                   'its source. Generated from the model cards in `model_cards/` by `robust-zoo leaderboard`.']
-    note = _overfit_note([row for e in experiments for row in (e['relu'], e['scratch'], e['transferred']) if row])
-    if note:
-        lines += ['', note]
+    rows = [row for e in experiments for row in (e['relu'], e['scratch'], e['transferred']) if row]
+    for note in (_overfit_note(rows), _precision_note(rows)):
+        lines += ['', note] if note else []
     return '\n'.join(lines)
 
 

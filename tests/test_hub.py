@@ -820,6 +820,14 @@ def test_transfer_verdicts_are_also_given_without_runs_that_overfit():
     table = lb.transfer_markdown([experiment])
     assert '| CNNs | resnet32 | `fashion-mnist-linf` | ReLU (co) | 3 |' in table
     assert '(co) Catastrophic overfitting (Wong et al. 2020) in the shipped weights of `resnet32_relu_at.s1`' in table
+    assert 'precision differs' not in table
+    rows[0]['precision'] = {'resnet32_relu_at.s0': 'fp32', 'resnet32_relu_at.s1': 'fp32',
+                            'resnet32_relu_at.s2': 'bfloat16 autocast'}
+    rows[1]['precision'] = {'resnet32_sparta_at.s0': 'fp32'}
+    table = lb.transfer_markdown(lb.transfer_experiments(rows))  # seeds of one arm trained in two precisions
+    assert ('Training precision differs between models (the machine decided: `train_at.py --amp` trains in fp32 '
+            'where bf16 is emulated; the budget is otherwise identical): bfloat16 autocast: `resnet32_relu_at.s2`; '
+            'fp32: every other model (3).') in table
 
 
 def test_transfer_across_datasets_and_missing_arms():
@@ -1048,7 +1056,7 @@ def test_cards_state_their_training_precision_and_the_leaderboard_notes_a_mix(ru
     assert [r['precision'] for r in rows] == [{'mlp3_relu_at.fmnist_s0': 'bfloat16 autocast'},
                                              {'mlp3_silu_at.fmnist_s0': 'fp32'}]
     table = lb.leaderboard_markdown(rows)
-    assert ('Training precision differs between rows' in table and 'bfloat16 autocast: `mlp3_relu_at.fmnist_s0`'
+    assert ('Training precision differs between models' in table and 'bfloat16 autocast: `mlp3_relu_at.fmnist_s0`'
             in table and 'fp32: `mlp3_silu_at.fmnist_s0`.' in table)
     assert 'precision differs' not in lb.leaderboard_markdown(rows[:1])
     # a precision most models share is not listed model by model
