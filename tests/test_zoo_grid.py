@@ -17,7 +17,9 @@ def test_all_grid_is_both_grids_once_then_apgd_for_seed_0():
     zoo, transfer = Path('z'), Path('t')
     queue = zoo_grid.all_grid(zoo, transfer)
     apgd = [run.name for _, run in queue if 'apgd_1k' in run.evals]
-    assert sorted(apgd) == sorted(f'resnet20_{a}_at-s0' for a in zoo_grid.ACTIVATIONS)
+    assert apgd == [f'resnet20_{a}_at-s0' for a in ('relu', 'silu', 'sparta', 'softplus', 'smoothrelu', 'gelu',
+                                                  'elu', 'pssilu', 'psoftplus', 'capped_relu', 'relu_smoothgrad')] \
+        + ['mlp3_capped_relu_at-s0', 'mlp3_relu_at-s0', 'mlp3_capped_relu_at-pgd-s0', 'mlp3_relu_at-pgd-s0']
     assert [run.name for _, run in queue[-len(apgd):]] == apgd, 'the APGD evaluations come after all training'
     assert not any('aa_500' in run.evals for _, run in queue), 'AutoAttack waits for every seed-0 number'
     queue = queue[:-len(apgd)]
@@ -67,7 +69,9 @@ def test_only_keeps_the_matching_runs_in_queue_order(tmp_path):
         str(tmp_path / 'zoo' / 'mlp3_capped_relu_at-s0'), str(tmp_path / 'zoo' / 'mlp3_relu_at-s0'),
         str(tmp_path / 'zoo' / 'mlp3_capped_relu_at-pgd-s0'), str(tmp_path / 'zoo' / 'mlp3_relu_at-pgd-s0'),
         str(tmp_path / 't' / 'digits-resnet20_relu_at-s2'), str(tmp_path / 't' / 'digits-resnet20_sparta_at-s2'),
-        str(tmp_path / 't' / 'digits-resnet20_sparta_at-bank-s2')]
+        str(tmp_path / 't' / 'digits-resnet20_sparta_at-bank-s2'),
+        *(str(tmp_path / 'zoo' / name) for name in ('mlp3_capped_relu_at-s0', 'mlp3_relu_at-s0',  # their APGD stage
+                                                    'mlp3_capped_relu_at-pgd-s0', 'mlp3_relu_at-pgd-s0'))]
     queue = zoo_grid.all_grid(Path('z'), Path('t'))
     assert zoo_grid.select(queue, None) == queue and zoo_grid.select(queue, ['no-such-run']) == []
 

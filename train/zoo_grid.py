@@ -11,7 +11,8 @@ evaluated with PGD-20 on all 10,000 test images (RUN/pgd20_10k.json, the cards' 
 Fashion-MNIST and in ResNet-20 on the digits, against ReLU and Sparta from scratch, same seeds and budget.
 `all`: both as one queue, ordered so that every session's end leaves complete results behind: seed 0 of
 every experiment first (each transfer run as soon as its bank exists), then seeds 1 and 2, then APGD-CE +
-APGD-T on 1,000 test images for seed 0 of every zoo activation (RUN/apgd_1k.json), and last AutoAttack
+APGD-T on 1,000 test images for seed 0 of every zoo model (RUN/apgd_1k.json; ResNet-20's activations, then the
+small net's capped_relu and relu under both training attacks), and last AutoAttack
 standard on 500 test images (RUN/aa_500.json) for the three best of them by PGD-20 on 10,000 images, once
 every seed-0 activation has that number (the queue is rebuilt after each pass, so this stage appears then).
 A trained run still lacking its PGD-20 on 10,000 images is evaluated before any new training starts.
@@ -140,8 +141,10 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     for s in SEEDS[1:]:
         queue += zoo(_mlp3(s) + _mlp3(s, 'pgd') + [_zoo(a, s) for a in ('sparta',) + tuple(a for a in CLAIMS if a != 'sparta')])
         queue += transfer(_digits(s, zoo_root) + _deeper(32, s, zoo_root) + _deeper(56, s, zoo_root))
-    apgd = [(root, run._replace(evals=run.evals + ('apgd_1k',))) for root, run in queue
-            if root == zoo_root and run.seed == 0 and run.name.startswith('resnet20_')]
+    # every seed-0 zoo model, ResNet-20 first; the small net's too (seconds each), as capped ReLU's robustness is
+    # the kind a stronger attack may find masked
+    apgd = [(root, run._replace(evals=run.evals + ('apgd_1k',))) for prefix in ('resnet20_', 'mlp3_')
+            for root, run in queue if root == zoo_root and run.seed == 0 and run.name.startswith(prefix)]
     best = best_three(zoo_root)
     return queue + apgd + [(root, run._replace(evals=run.evals + ('aa_500',))) for root, run in apgd
                            if run.name in best]
