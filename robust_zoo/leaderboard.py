@@ -17,8 +17,8 @@ from .hub import _protocol_label, _pyplot, _wilson, cards_dir
 __all__ = [
     'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'TRANSFER_END',
     'TRANSFER_START', 'claim_verdicts', 'deciding_protocol', 'headline_protocols', 'leaderboard',
-    'leaderboard_markdown', 'published_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_verdicts',
-    'write_leaderboard',
+    'leaderboard_markdown', 'published_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_summary',
+    'transfer_verdicts', 'write_leaderboard',
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -583,6 +583,24 @@ def transfer_verdicts(experiments: Sequence[Mapping[str, Any]]) -> List[str]:
     return out
 
 
+def transfer_summary(experiments: Sequence[Mapping[str, Any]]) -> str:
+    """One plain sentence over every transfer experiment: in how many does the frozen bank beat ReLU, by the same
+    rule as each experiment's verdict (all seeds, 2 standard errors); '' while none can be compared."""
+    signs = {}
+    for e in experiments:
+        if e['protocol'] and e['relu'] is not None and e['protocol'] in e['relu']['robust']:
+            signs[f"{e['target']} on `{e['threat_model']}`"] = _sign(e['transferred']['robust'][e['protocol']],
+                                                                     e['relu']['robust'][e['protocol']])[0]
+    if not signs:
+        return ''
+    words = {1: 'beats ReLU', -1: 'is worse than ReLU', 0: 'cannot tell'}
+    wins = sum(v == 1 for v in signs.values())
+    return (f"**In short: a frozen transferred Sparta bank beats ReLU in {wins} of the {len(signs)} transfer "
+            f"experiments at this scale** ({'; '.join(f'{k}: {words[v]}' for k, v in signs.items())}; every seed, "
+            '2 standard errors decide; each experiment\'s sentence below gives the numbers, and the comparison '
+            'without runs that overfit catastrophically where there are any).')
+
+
 def published_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """One sentence listing every published model by architecture and tags (the README's status line), so the
     list never lags the cards."""
@@ -628,7 +646,7 @@ def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None
         text = _replace_block(text, PUBLISHED_START, PUBLISHED_END, published_markdown(rows), readme)
     if TRANSFER_START in text or TRANSFER_END in text:
         experiments = transfer_experiments(rows)
-        verdicts = transfer_verdicts(experiments)
+        verdicts = [v for v in (transfer_summary(experiments), *transfer_verdicts(experiments)) if v]
         body = transfer_markdown(experiments) + ('\n\n' + '\n\n'.join(verdicts) if verdicts else '')
         text = _replace_block(text, TRANSFER_START, TRANSFER_END, body, readme)
     readme.write_text(text)

@@ -821,6 +821,14 @@ def test_transfer_verdicts_are_also_given_without_runs_that_overfit():
     assert '| CNNs | resnet32 | `fashion-mnist-linf` | ReLU (co) | 3 |' in table
     assert '(co) Catastrophic overfitting (Wong et al. 2020) in the shipped weights of `resnet32_relu_at.s1`' in table
     assert 'precision differs' not in table
+    assert lb.transfer_summary([experiment]) == (
+        '**In short: a frozen transferred Sparta bank beats ReLU in 0 of the 1 transfer experiments at this scale** '
+        '(resnet32 on `fashion-mnist-linf`: cannot tell; every seed, 2 standard errors decide; each experiment\'s '
+        'sentence below gives the numbers, and the comparison without runs that overfit catastrophically where there '
+        'are any).')
+    rows[0]['robust']['pgd-20, n=1000'] = lb._stat([0.60, 0.61, 0.60], 1000)  # ReLU clearly worse: the bank wins
+    assert 'beats ReLU in 1 of the 1' in lb.transfer_summary(lb.transfer_experiments(rows))
+    assert lb.transfer_summary([]) == ''
     rows[0]['precision'] = {'resnet32_relu_at.s0': 'fp32', 'resnet32_relu_at.s1': 'fp32',
                             'resnet32_relu_at.s2': 'bfloat16 autocast'}
     rows[1]['precision'] = {'resnet32_sparta_at.s0': 'fp32'}
