@@ -518,7 +518,13 @@ def _truncate_summary(path: Path, start_epoch: int) -> None:
 
 if __name__ == '__main__':
     try:
-        sys.exit(main())
+        code = main()
     except (UserError, CheckpointError) as e:
         print(f'train_at.py: error: {e}', file=sys.stderr)
-        sys.exit(2)
+        code = 2
+    finally:
+        # under torchrun, a process group left to the interpreter's exit can abort a rank at teardown ("terminate
+        # called without an active exception", seen once on a loaded CI machine): close it first, as PyTorch advises
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    sys.exit(code)
