@@ -9,7 +9,7 @@ import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .evaluate.autoattack import is_autoattack
 from .hub import _protocol_label, _pyplot, _wilson, cards_dir
@@ -186,6 +186,12 @@ def _attack_of(label: str) -> str:
     return label.rsplit(', n=', 1)[0]
 
 
+def _attack_order(attacks: Iterable[str]) -> List[str]:
+    """The attacks once each, as first seen, the stronger ones (APGD, AutoAttack) after the rest: a column or bar
+    for PGD, then for the attacks that check it, whichever ran on more images."""
+    return sorted(dict.fromkeys(attacks), key=is_autoattack)
+
+
 def headline_protocols(row: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
     """{attack: stat} of a leaderboard row, each attack at its largest number of test images: the table's cells
     (a zoo run's own final PGD-20 on 1,000 images stays in its card beside PGD-20 on all 10,000)."""
@@ -238,7 +244,7 @@ def leaderboard_markdown(rows: Sequence[Mapping[str, Any]], image: Optional[str]
     if not rows:
         return '_No published models yet._'
     cells_of = [headline_protocols(r) for r in rows]
-    attacks = list(dict.fromkeys(_attack_of(label) for r in rows for label in r['robust']))
+    attacks = _attack_order(_attack_of(label) for r in rows for label in r['robust'])
     ns = {a: sorted({c[a]['n_examples'] for c in cells_of if a in c}) for a in attacks}
     clean_ns = sorted({r['clean']['n_examples'] for r in rows if r['clean']})
     clean_head = f"clean, n={clean_ns[0]}" if len(clean_ns) == 1 else 'clean'
@@ -309,7 +315,7 @@ def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
                                                       3 * len(groups)), squeeze=False)
     for ax, ((base, threat), members) in zip(axes[:, 0], sorted(groups.items())):
         stats = [dict(headline_protocols(r), clean=r['clean']) for r in members]  # {series: stat} per bar group
-        series = ['clean', *dict.fromkeys(_attack_of(k) for r in members for k in r['robust'])]
+        series = ['clean', *_attack_order(_attack_of(k) for r in members for k in r['robust'])]
         width = 0.8 / len(series)
         overfit_shown = False
         for j, name in enumerate(series):

@@ -1010,6 +1010,16 @@ def test_a_cell_from_fewer_seeds_than_its_row_names_them():
     assert 'fewer seeds' not in lb.leaderboard_markdown([_row('relu', 0.74, 0.002, 3)])
 
 
+def test_stronger_attacks_come_after_pgd_in_the_table_whatever_their_number_of_images():
+    """The cards list a row's protocols by n, so APGD on 1,000 images comes before PGD-20 on 10,000; the table
+    still reads clean, PGD, then the attacks that check it."""
+    zoo = _row('relu', 0.74, 0.002, 3, n=10000)
+    zoo['robust'] = {'apgd-ce+apgd-t, n=1000': lb._stat([0.73], 1000, ['relu.s0'], [0]),
+                     'pgd-20, n=10000': zoo['clean']}
+    assert lb.leaderboard_markdown([zoo]).splitlines()[0] == \
+        '| architecture | activation | threat model | seeds | clean, n=10000 | pgd-20, n=10000 | apgd-ce+apgd-t, n=1000 |'
+
+
 def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
     """The verdict stays with PGD-20 (most seeds and images); where ReLU and a claimed activation also ran APGD
     or AutoAttack, a sentence says what that stronger attack finds, with its seeds and n."""
