@@ -246,8 +246,8 @@ def state_path(out: Path, run: Run, kind: str) -> Path:
     if not _weights_published(out, run):
         return out / f'{kind}.state.json'
     carried, here = carried_state(out, kind), out / f'{kind}.state.json'
+    carried.parent.mkdir(parents=True, exist_ok=True)
     if here.is_file() and not carried.exists():
-        carried.parent.mkdir(parents=True, exist_ok=True)
         here.replace(carried)
     return carried
 
@@ -471,7 +471,6 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
             return 'failed'
     for kind in todo:
         state = state_path(out, run, kind)
-        state.parent.mkdir(parents=True, exist_ok=True)
         cmd = eval_cmd(out, run.model, kind, state)
         print(f'evaluate {out}: {" ".join(cmd[1:])}', flush=True)
         with open(out / f'{kind}.log', 'a') as log:
