@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location('zoo_grid', ROOT / 'train' / 'zoo_grid.py')
 zoo_grid = importlib.util.module_from_spec(spec)
@@ -92,7 +94,8 @@ def test_autoattack_goes_to_the_three_best_seed_0_activations_once_all_are_ranke
     aa = [run.name for _, run in queue if 'aa_500' in run.evals]
     assert sorted(aa) == sorted(['resnet20_relu_at-s0', 'resnet20_relu_smoothgrad_at-s0', 'resnet20_capped_relu_at-s0'])
     assert [run.name for _, run in queue[-3:]] == aa, 'AutoAttack comes last'
-    assert all('apgd_1k' in run.evals for _, run in queue[-3:])
+    assert all(run.evals[-3:] == ('apgd_1k', 'pgd20_500', 'aa_500') for _, run in queue[-3:]), \
+        "PGD-20 on AutoAttack's 500 images first, so that the card can set the two side by side"
 
 
 def test_a_run_trained_under_another_budget_is_stale_neither_resumed_nor_ranked(tmp_path):
@@ -119,6 +122,25 @@ def test_a_run_trained_under_another_budget_is_stale_neither_resumed_nor_ranked(
                           '--root', str(zoo)], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].startswith(f'stale    {old}: trained under another budget') and 'runs/superseded' in out[0]
     assert out[1] == f'done     {zoo / "resnet20_softplus_at-s0"}'
+
+
+def test_restore_tells_records_on_the_same_number_of_images_apart_by_their_attack(tmp_path):
+    """PGD-20 and AutoAttack both run on 500 images: each restores to its own file, and a record that is none of
+    the grid's evaluations is an error naming it."""
+    import shutil
+    card = tmp_path / 'card'
+    shutil.copytree(ROOT / 'model_cards' / 'resnet20_relu_at.fmnist_s1', card)
+    records = json.loads((card / 'eval_results.json').read_text())
+    aa = dict(records[1], n_examples=500, attacks={'autoattack-standard': 0.7})
+    pgd = dict(records[1], n_examples=500, attacks={'pgd-20': 0.72})
+    (card / 'eval_results.json').write_text(json.dumps([records[0], aa, pgd]))
+    out = tmp_path / 'run'
+    assert sorted(zoo_grid.restore_from_card(out, card)) == ['aa_500.json', 'final_eval.json', 'pgd20_500.json']
+    assert json.loads((out / 'aa_500.json').read_text()) == aa
+    assert json.loads((out / 'pgd20_500.json').read_text()) == pgd
+    (card / 'eval_results.json').write_text(json.dumps([records[0], dict(aa, attacks={'fgsm': 0.8})]))
+    with pytest.raises(ValueError, match='a record of fgsm on 500 examples is none of'):
+        zoo_grid.restore_from_card(tmp_path / 'other', card)
 
 
 def test_trained_runs_are_evaluated_before_new_training(tmp_path):
@@ -284,7 +306,7 @@ def test_the_full_checks_run_once_per_run_with_pgd20_on_10k_and_apgd_keeps_the_f
     cmds = {kind: zoo_grid.eval_cmd(tmp_path, 'resnet20_relu_at', kind) for kind in zoo_grid.EVALS}
     checks = {kind: cmd[cmd.index('--checks') + 1] for kind, cmd in cmds.items()}
     assert all(cmd.count('--checks') == 1 for cmd in cmds.values())
-    assert checks == {'pgd20_10k': 'full', 'apgd_1k': 'fast', 'aa_500': 'fast'}
+    assert checks == {'pgd20_10k': 'full', 'apgd_1k': 'fast', 'pgd20_500': 'fast', 'aa_500': 'fast'}
     assert zoo_grid.EVAL_10K == 'pgd20_10k'
 
 

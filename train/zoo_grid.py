@@ -14,7 +14,9 @@ every experiment first (each transfer run as soon as its bank exists), then seed
 APGD-T on 1,000 test images for seed 0 of every zoo model (RUN/apgd_1k.json; ResNet-20's activations, then the
 small net's capped_relu and relu under both training attacks), and last AutoAttack
 standard on 500 test images (RUN/aa_500.json) for the three best of them by PGD-20 on 10,000 images, once
-every seed-0 activation has that number (the queue is rebuilt after each pass, so this stage appears then).
+every seed-0 activation has that number (the queue is rebuilt after each pass, so this stage appears then),
+each with PGD-20 on the same 500 images first (RUN/pgd20_500.json, seconds), so that the cards and the
+leaderboard's (!) note can set AutoAttack's number beside PGD's on the images AutoAttack saw.
 A trained run still lacking its PGD-20 on 10,000 images is evaluated before any new training starts.
 
 `--publish` trains nothing: it writes (or refreshes) the model card of every finished run, zoo first so that
@@ -67,6 +69,7 @@ EVALS = {
     'pgd20_10k': ['--attacks', 'pgd-20', '--n-examples', '10000', '--batch-size', '250', '--compile',
                   '--checks', 'full'],
     'apgd_1k': ['--attacks', 'apgd-ce+apgd-t', '--n-examples', '1000', '--batch-size', '100', '--checks', 'fast'],
+    'pgd20_500': ['--attacks', 'pgd-20', '--n-examples', '500', '--batch-size', '250', '--checks', 'fast'],
     'aa_500': ['--attacks', 'autoattack-standard', '--n-examples', '500', '--batch-size', '100', '--checks', 'fast'],
 }
 
@@ -146,7 +149,7 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     apgd = [(root, run._replace(evals=run.evals + ('apgd_1k',))) for prefix in ('resnet20_', 'mlp3_')
             for root, run in queue if root == zoo_root and run.seed == 0 and run.name.startswith(prefix)]
     best = best_three(zoo_root)
-    return queue + apgd + [(root, run._replace(evals=run.evals + ('aa_500',))) for root, run in apgd
+    return queue + apgd + [(root, run._replace(evals=run.evals + ('pgd20_500', 'aa_500'))) for root, run in apgd
                            if run.name in best]
 
 
@@ -280,8 +283,8 @@ def restorable(out: Path, run: Run) -> Optional[Path]:
 
 def restore_from_card(out: Path, card: Path) -> List[str]:
     """Rebuild a finished run folder from its published card: the same weights, args.yaml and summary.csv, the
-    card's first record as final_eval.json and the later ones as their EVALS files (matched by their number of
-    examples). File times are the card's, so `--publish` does not rewrite an unchanged card. Returns the
+    card's first record as final_eval.json and the later ones as their EVALS files (matched by their attacks and
+    number of examples). File times are the card's, so `--publish` does not rewrite an unchanged card. Returns the
     record files written."""
     import csv
     import json
@@ -308,12 +311,13 @@ def restore_from_card(out: Path, card: Path) -> List[str]:
         final['best'] = dict(epoch=int(row['epoch']), robust_acc=float(row['eval_robust_acc']))
     final['evaluation'] = records[0]
     files = {out / 'final_eval.json': final}
-    sizes = {int(flags[flags.index('--n-examples') + 1]): kind for kind, flags in EVALS.items()}
+    kinds = {(flags[flags.index('--attacks') + 1], int(flags[flags.index('--n-examples') + 1])): kind
+             for kind, flags in EVALS.items()}
     for record in records[1:]:
-        kind = sizes.get(record['n_examples'])
+        kind = kinds.get((','.join(record['attacks']), record['n_examples']))
         if kind is None:
-            raise ValueError(f'{card}/eval_results.json: a record on {record["n_examples"]} examples is none of '
-                             f'{", ".join(EVALS)}')
+            raise ValueError(f'{card}/eval_results.json: a record of {", ".join(record["attacks"])} on '
+                             f'{record["n_examples"]} examples is none of {", ".join(EVALS)}')
         files[out / f'{kind}.json'] = record
     stamp = (card / 'README.md').stat().st_mtime
     for path, record in files.items():
