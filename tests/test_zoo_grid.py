@@ -78,7 +78,7 @@ def test_only_keeps_the_matching_runs_in_queue_order(tmp_path):
     assert zoo_grid.select(queue, None) == queue and zoo_grid.select(queue, ['no-such-run']) == []
 
 
-def test_autoattack_goes_to_the_three_best_seed_0_activations_once_all_are_ranked(tmp_path):
+def test_autoattack_goes_to_the_three_best_seed_0_activations_then_the_other_claims_once_all_are_ranked(tmp_path):
     zoo = tmp_path / 'zoo'
     robust = {a: 0.5 + i / 100 for i, a in enumerate(zoo_grid.ACTIVATIONS)}  # the last three are best
     robust['relu'] = 0.9
@@ -92,9 +92,12 @@ def test_autoattack_goes_to_the_three_best_seed_0_activations_once_all_are_ranke
     (zoo / 'resnet20_gelu_at-s0' / 'pgd20_10k.json').write_text(json.dumps({'robust_accuracy': 0.1}))
     queue = zoo_grid.all_grid(zoo, tmp_path / 't')
     aa = [run.name for _, run in queue if 'aa_500' in run.evals]
-    assert sorted(aa) == sorted(['resnet20_relu_at-s0', 'resnet20_relu_smoothgrad_at-s0', 'resnet20_capped_relu_at-s0'])
-    assert [run.name for _, run in queue[-3:]] == aa, 'AutoAttack comes last'
-    assert all(run.evals[-3:] == ('apgd_1k', 'pgd20_500', 'aa_500') for _, run in queue[-3:]), \
+    assert aa[:3] == ['resnet20_relu_at-s0', 'resnet20_relu_smoothgrad_at-s0', 'resnet20_capped_relu_at-s0'], \
+        'the three best first, best first'
+    assert sorted(aa[3:]) == sorted(['resnet20_silu_at-s0', 'resnet20_pssilu_at-s0', 'resnet20_sparta_at-s0']), \
+        'then every other claim, so that each verdict gets its AutoAttack sentence'
+    assert [run.name for _, run in queue[-len(aa):]] == aa, 'AutoAttack comes last'
+    assert all(run.evals[-3:] == ('apgd_1k', 'pgd20_500', 'aa_500') for _, run in queue[-len(aa):]), \
         "PGD-20 on AutoAttack's 500 images first, so that the card can set the two side by side"
 
 

@@ -13,8 +13,9 @@ Fashion-MNIST and in ResNet-20 on the digits, against ReLU and Sparta from scrat
 every experiment first (each transfer run as soon as its bank exists), then seeds 1 and 2, then APGD-CE +
 APGD-T on 1,000 test images for seed 0 of every zoo model (RUN/apgd_1k.json; ResNet-20's activations, then the
 small net's capped_relu and relu under both training attacks), and last AutoAttack
-standard on 500 test images (RUN/aa_500.json) for the three best of them by PGD-20 on 10,000 images, once
-every seed-0 activation has that number (the queue is rebuilt after each pass, so this stage appears then),
+standard on 500 test images (RUN/aa_500.json) for the three best of them by PGD-20 on 10,000 images, then
+for seed 0 of every other activation under a claim (CLAIMS), once every seed-0 activation has that number (the
+queue is rebuilt after each pass, so this stage appears then),
 each with PGD-20 on the same 500 images first (RUN/pgd20_500.json, seconds), so that the cards and the
 leaderboard's (!) note can set AutoAttack's number beside PGD's on the images AutoAttack saw.
 A trained run still lacking its PGD-20 on 10,000 images is evaluated before any new training starts.
@@ -148,9 +149,13 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     # the kind a stronger attack may find masked
     apgd = [(root, run._replace(evals=run.evals + ('apgd_1k',))) for prefix in ('resnet20_', 'mlp3_')
             for root, run in queue if root == zoo_root and run.seed == 0 and run.name.startswith(prefix)]
+    # AutoAttack: the three best first (the issue's minimum), then seed 0 of every other activation under a claim,
+    # so that each claim's verdict gets a sentence under AutoAttack; all wait for the ranking
     best = best_three(zoo_root)
-    return queue + apgd + [(root, run._replace(evals=run.evals + ('pgd20_500', 'aa_500'))) for root, run in apgd
-                           if run.name in best]
+    aa = best + [_zoo(a, 0).name for a in CLAIMS if best and _zoo(a, 0).name not in best]
+    by_name = {run.name: (root, run) for root, run in apgd}
+    return queue + apgd + [(by_name[name][0], by_name[name][1]._replace(evals=by_name[name][1].evals
+                                                                         + ('pgd20_500', 'aa_500'))) for name in aa]
 
 
 def trained_first(queue: List[tuple]) -> List[tuple]:
