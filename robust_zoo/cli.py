@@ -13,8 +13,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for t in THREAT_MODELS.values():
             print(f'{t.id:<20} {t.dataset:<14} {t.norm:<4} eps {t.eps:.6g}  {", ".join(t.attacks)} on {t.n_examples}')
         return 0
-    if args.results:  # the headline numbers the published index holds (from each card's first evaluation)
-        from .hub import load_published
+    if args.results:  # the numbers the published index holds: each card's headline, then its stronger attacks'
+        from .hub import load_published, stronger_text
         from .leaderboard import MARKS, caveat_marks
         index = load_published()
         names = list_models(args.pattern, pretrained=True)
@@ -27,7 +27,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             marks = caveat_marks(e.get('caveats'))
             shown.update(marks)
             print(f"{name:<{width}}  {e['threat_model']:<18}  clean {e['clean_accuracy']:.3f}  robust "
-                  f"{e['robust_accuracy']:.3f} ({'+'.join(e['attacks'])}, n={e['n_examples']})"
+                  f"{e['robust_accuracy']:.3f} ({'+'.join(e['attacks'])}, n={e['n_examples']})" + stronger_text(e)
                   + ''.join(f' {m}' for m in marks))
         if shown:
             print()
@@ -249,7 +249,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('pattern', nargs='?', default='*', help='shell-style filter, e.g. "resnet20_*"')
     p.add_argument('--pretrained', action='store_true', help='only models with published weights')
     p.add_argument('--results', action='store_true', help='published models with their threat model, clean and '
-                   'robust accuracy (attacks, number of test images), as their cards state them')
+                   'robust accuracy (attacks, number of test images), then any stronger attack\'s (APGD, AutoAttack), '
+                   'as their cards state them')
     p.add_argument('--threat-models', action='store_true', help='list the standardized threat models instead')
     p.set_defaults(fn=_cmd_list)
 

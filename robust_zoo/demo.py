@@ -104,7 +104,7 @@ def run_published(name: Optional[str] = None, n_examples: int = 100, attacks=MAI
     on the first `n_examples` test images with `attacks` (PGD-20 and APGD-CE on 100 images: ~40 s on 2 idle CPU
     cores, APGD-CE's 100 iterations through pyautoattack being most of it);
     print the table next to the card's own numbers. Returns the accuracies (fractions)."""
-    from .hub import load_published, not_published
+    from .hub import load_published, not_published, stronger_text
     index = load_published()
     name = name or default_published_model()
     if name is None or name not in index:
@@ -129,5 +129,5 @@ def run_published(name: Optional[str] = None, n_examples: int = 100, attacks=MAI
     log('\nchecks: ' + '; '.join(f"{c['name']} {c['status']}" for c in result.checks))
     log(f"\nThe card (model_cards/{name}/README.md) reports clean {entry.get('clean_accuracy', float('nan')):.3f} and "
         f"robust {entry.get('robust_accuracy', float('nan')):.3f} ({', '.join(entry.get('attacks', [])) or '?'} on the "
-        f"first {entry.get('n_examples', '?')} test images); see it for the full evaluation.")
+        f"first {entry.get('n_examples', '?')} test images{stronger_text(entry)}); see it for the full evaluation.")
     return dict(clean=result.clean_accuracy, **result.attacks, robust=result.robust_accuracy)

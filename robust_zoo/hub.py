@@ -695,6 +695,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                        size=(folder / WEIGHTS_NAME).stat().st_size, dataset=dataset, threat_model=threat['id'],
                        activation=activation, seed=args.get('seed', 0), clean_accuracy=clean, robust_accuracy=robust,
                        n_examples=head['n_examples'], attacks=list(head['attacks']),
+                       **({'stronger': stronger} if (stronger := _stronger_records(records, head)) else {}),
                        **({'caveats': caveats} if (caveats := _caveats(rz)) else {}),
                        pretrained_cfg={k: v for k, v in _config_cfg(folder).items() if k in _CFG_KEYS})
     index_file.parent.mkdir(parents=True, exist_ok=True)
@@ -829,6 +830,22 @@ def _headline(records: List[dict]) -> dict:
     """The record a card and the published index state first: the one on the most test images (the most precise;
     for the zoo PGD-20 on all 10,000), the run's own final evaluation on ties."""
     return max(records, key=lambda r: r['n_examples'])
+
+
+def _stronger_records(records: Sequence[Mapping[str, Any]], first: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """What the index keeps of each AutoAttack (or APGD) record other than the headline one: attacks, n and robust
+    accuracy, so that `robust-zoo list --results` and the main job can name the attack to trust beside the headline."""
+    from .evaluate.autoattack import is_autoattack
+    return [dict(attacks=list(r['attacks']), n_examples=r['n_examples'], robust_accuracy=r['robust_accuracy'])
+            for r in records if r is not first and any(is_autoattack(a) for a in r['attacks'])]
+
+
+def stronger_text(entry: Mapping[str, Any]) -> str:
+    """'; stronger: apgd-ce+apgd-t 0.719 (n=1000), ...' for the stronger records of a published index entry ('' when
+    none ran): appended to a line that states the headline number."""
+    stronger = [f"{'+'.join(s['attacks'])} {s['robust_accuracy']:.3f} (n={s['n_examples']})"
+                for s in entry.get('stronger', ())]
+    return '; stronger: ' + ', '.join(stronger) if stronger else ''
 
 
 def _stronger_attacks_text(records: Sequence[Mapping[str, Any]], first: Mapping[str, Any]) -> str:

@@ -35,6 +35,20 @@ def test_list_results_prints_each_published_model_with_its_stated_numbers(capsys
                f"({'+'.join(e['attacks'])}, n={e['n_examples']})" in line
 
 
+def test_list_results_names_a_stronger_attacks_number_after_the_headline(capsys, monkeypatch):
+    """The headline is PGD on the most images; the APGD or AutoAttack number on fewer is the one to trust."""
+    from robust_zoo import hub
+    index = hub.load_published()
+    name = sorted(n for n in index if n.startswith('resnet20_silu_at'))[0]
+    entry = dict(index[name], stronger=[dict(attacks=['apgd-ce+apgd-t'], n_examples=1000, robust_accuracy=0.719),
+                                        dict(attacks=['autoattack-standard'], n_examples=500, robust_accuracy=0.7)])
+    monkeypatch.setattr(hub, 'load_published', lambda *a: {name: entry})
+    assert main(['list', name, '--results']) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.split(f"n={entry['n_examples']})")[1].startswith(
+        '; stronger: apgd-ce+apgd-t 0.719 (n=1000), autoattack-standard 0.700 (n=500)')
+
+
 def test_list_results_marks_a_model_whose_card_warns_and_explains_the_mark(capsys, monkeypatch):
     from robust_zoo import hub
     index = hub.load_published()
@@ -43,7 +57,7 @@ def test_list_results_marks_a_model_whose_card_warns_and_explains_the_mark(capsy
     monkeypatch.setattr(hub, 'load_published', lambda *a: {name: warned})
     assert main(['list', name, '--results']) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].endswith('n=%d) (!) (co)' % warned['n_examples'])
+    assert out[0].endswith(') (!) (co)')
     assert out[2].startswith('(!) a sanity check') and out[3].startswith('(co) the shipped weights overfit')
     assert len(out) == 4  # no legend line for a mark not shown
 

@@ -991,10 +991,15 @@ def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_
     assert summary.index('on the first 50 test images') < summary.index('Under the stronger')  # the headline first
     assert '- Only part of AutoAttack ran (apgd-ce), not the whole of AutoAttack standard' in \
            (folder / 'README.md').read_text()
+    entry = hub.load_published(tmp_path / 'published.json')[f'{ARCH}.{TAG}']  # what `list --results` and demo read
+    assert entry['n_examples'] == 50 and entry['stronger'] == [
+        dict(attacks=['apgd-ce'], n_examples=20, robust_accuracy=apgd['robust_accuracy'])]
+    assert hub.stronger_text(entry) == f"; stronger: apgd-ce {apgd['robust_accuracy']:.3f} (n=20)"
     plain = hub.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json'],
                                 out_root=tmp_path / 'cards2', index_path=tmp_path / 'published2.json')
     text = (plain / 'README.md').read_text()
     assert 'Under the stronger' not in text and 'Only part of AutoAttack' not in text
+    assert 'stronger' not in hub.load_published(tmp_path / 'published2.json')[f'{ARCH}.{TAG}']
     assert '- No AutoAttack evaluation is in these records' in text
 
 

@@ -127,3 +127,16 @@ def test_the_catastrophic_overfitting_threshold_has_a_margin_on_the_published_ru
             assert max(gaps) < CO_GAP - 0.1, f'{name}: a gap of {max(gaps):.3f}, near the threshold {CO_GAP}'
         checked += 1
     assert checked or not PUBLISHED
+
+
+def test_the_main_job_names_the_stronger_attacks_numbers_the_card_states():
+    """The README's main job compares its fast run with the card: with the headline PGD number and, where the card
+    has them, the APGD and AutoAttack numbers that the card says to trust."""
+    from robust_zoo import demo
+    from robust_zoo.hub import stronger_text
+    name = demo.default_published_model()
+    entry = load_published()[name]
+    assert entry['stronger'], f'{name} has no APGD or AutoAttack record'
+    lines = []
+    demo.run_published(name, n_examples=10, attacks=('fgsm',), log=lines.append)
+    assert f"on the first {entry['n_examples']} test images{stronger_text(entry)}); see it" in '\n'.join(lines)
