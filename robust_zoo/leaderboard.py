@@ -305,6 +305,17 @@ def _overfit_note(rows: Sequence[Mapping[str, Any]]) -> str:
           'stay in the rows (every seed counts); the verdicts are also given without them.')
 
 
+def _series_label(name: str, cells: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plot legend entry: the series' attack and n, and its seeds where all its bars come from the same seeds and
+    some row has more (the table's '(seed 0)'), since the title says bars are means over seeds."""
+    present = [(cell[name], row) for cell, row in zip(cells, rows) if cell.get(name)]
+    ns = sorted({stat['n_examples'] for stat, _ in present})
+    label = f'{name}, n={ns[0]}' if len(ns) == 1 else f'{name}, n={ns[0]}-{ns[-1]}'
+    seeds = {tuple(sorted(stat.get('seeds') or ())) for stat, _ in present}
+    fewer = any(_seeds_note(stat, row) for stat, row in present)
+    return label + f' ({_seed_list(present[0][0])})' if len(seeds) == 1 and fewer else label
+
+
 def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     plt = _pyplot()
     groups = defaultdict(list)
@@ -319,8 +330,7 @@ def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
         width = 0.8 / len(series)
         overfit_shown = False
         for j, name in enumerate(series):
-            ns = sorted({s[name]['n_examples'] for s in stats if s.get(name)})
-            label = f'{name}, n={ns[0]}' if len(ns) == 1 else f'{name}, n={ns[0]}-{ns[-1]}'
+            label = _series_label(name, stats, members)
             for i, s in enumerate(stats):
                 s = s.get(name)
                 if not s:

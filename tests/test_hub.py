@@ -972,6 +972,25 @@ def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
     assert '| pgd-20, n=10000 |' in lb.leaderboard_markdown([zoo]).splitlines()[0]
 
 
+def test_the_plot_legend_names_the_seeds_of_a_series_that_ran_on_fewer_seeds_than_its_rows():
+    """Bars are means over seeds; APGD on seed 0 only must not read as one: its legend entry says (seed 0), as the
+    table's cell does, and a series on every seed of its rows says nothing more."""
+    rows = [_row('relu', 0.74, 0.01, 3), _row('silu', 0.73, 0.01, 3)]
+    for r in rows:
+        r['robust']['pgd-20, n=1000']['seeds'] = [0, 1, 2]
+        r['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.72], 1000, [f"{r['activation']}.s0"], [0])
+    cells = [lb.headline_protocols(r) for r in rows]
+    assert lb._series_label('pgd-20', cells, rows) == 'pgd-20, n=1000'
+    assert lb._series_label('apgd-ce+apgd-t', cells, rows) == 'apgd-ce+apgd-t, n=1000 (seed 0)'
+    single = _row('gelu', 0.72)  # one seed: its APGD cell is no partial one, but the series still is seed 0's
+    single['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.71], 1000, ['gelu.s0'], [0])
+    assert lb._series_label('apgd-ce+apgd-t', [*cells, lb.headline_protocols(single)], [*rows, single]) == \
+        'apgd-ce+apgd-t, n=1000 (seed 0)'
+    rows[1]['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.72] * 3, 1000, seeds=[0, 1, 2])
+    cells = [lb.headline_protocols(r) for r in rows]
+    assert lb._series_label('apgd-ce+apgd-t', cells, rows) == 'apgd-ce+apgd-t, n=1000', 'seeds differ between bars'
+
+
 def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_path):
     """The headline is the record on the most images (PGD); an APGD or AutoAttack record on fewer images gets its own
     sentence in the summary, with PGD's number on the same images, since the stronger attack is the one to trust."""
