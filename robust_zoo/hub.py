@@ -695,7 +695,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                        size=(folder / WEIGHTS_NAME).stat().st_size, dataset=dataset, threat_model=threat['id'],
                        activation=activation, seed=args.get('seed', 0), clean_accuracy=clean, robust_accuracy=robust,
                        n_examples=head['n_examples'], attacks=list(head['attacks']),
-                       **({'stronger': stronger} if (stronger := _stronger_records(records, head)) else {}),
+                       **({'stronger': stronger} if (stronger := _stronger_index_entries(records, head)) else {}),
                        **({'caveats': caveats} if (caveats := _caveats(rz)) else {}),
                        pretrained_cfg={k: v for k, v in _config_cfg(folder).items() if k in _CFG_KEYS})
     index_file.parent.mkdir(parents=True, exist_ok=True)
@@ -832,7 +832,7 @@ def _headline(records: List[dict]) -> dict:
     return max(records, key=lambda r: r['n_examples'])
 
 
-def _stronger_records(records: Sequence[Mapping[str, Any]], first: Mapping[str, Any]) -> List[Dict[str, Any]]:
+def _stronger_index_entries(records: Sequence[Mapping[str, Any]], first: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """What the index keeps of each AutoAttack (or APGD) record other than the headline one: attacks, n and robust
     accuracy, so that `robust-zoo list --results` and the main job can name the attack to trust beside the headline."""
     from .evaluate.autoattack import is_autoattack
