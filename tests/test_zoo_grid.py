@@ -94,8 +94,9 @@ def test_autoattack_goes_to_the_three_best_seed_0_activations_then_the_other_cla
     aa = [run.name for _, run in queue if 'aa_500' in run.evals]
     assert aa[:3] == ['resnet20_relu_at-s0', 'resnet20_relu_smoothgrad_at-s0', 'resnet20_capped_relu_at-s0'], \
         'the three best first, best first'
-    assert sorted(aa[3:]) == sorted(['resnet20_silu_at-s0', 'resnet20_pssilu_at-s0', 'resnet20_sparta_at-s0']), \
+    assert aa[3:] == ['resnet20_pssilu_at-s0', 'resnet20_silu_at-s0', 'resnet20_sparta_at-s0'], \
         'then every other claim, so that each verdict gets its AutoAttack sentence'
+    assert sorted(zoo_grid.AA_CLAIMS_ORDER) == sorted(zoo_grid.CLAIMS)
     assert [run.name for _, run in queue[-len(aa):]] == aa, 'AutoAttack comes last'
     assert all(run.evals[-3:] == ('apgd_1k', 'pgd20_500', 'aa_500') for _, run in queue[-len(aa):]), \
         "PGD-20 on AutoAttack's 500 images first, so that the card can set the two side by side"
