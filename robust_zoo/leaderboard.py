@@ -426,7 +426,8 @@ def _under_stronger_attacks(rows: Mapping[str, Mapping[str, Any]], present: Sequ
     attack changes the picture ('' when there is none). `rows`: {arm: leaderboard row}."""
     out = ''
     cells = {a: headline_protocols(rows[a]) for a in [base, *present]}
-    for attack in dict.fromkeys(k for k in cells[base] if is_autoattack(k) and k != _attack_of(protocol)):
+    stronger = dict.fromkeys(k for k in cells[base] if is_autoattack(k) and k != _attack_of(protocol))
+    for attack in sorted(stronger, key=lambda k: k.startswith('autoattack-')):  # a subset (APGD), then the whole
         kept = [a for a in present if attack in cells[a]]
         if not kept:
             continue

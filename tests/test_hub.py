@@ -1050,10 +1050,10 @@ def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
     def row(act, pgd, apgd=None, aa=None):
         r = _row(act, pgd, 0.002, 3, n=10000)
         r['robust'] = {'pgd-20, n=10000': r['clean']}
+        if aa is not None:  # before APGD, as a card lists its records by n, most first
+            r['robust']['autoattack-standard, n=500'] = lb._stat([aa], 500, [f'{act}.s0'], [0])
         if apgd is not None:
             r['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([apgd], 1000, [f'{act}.s0'], [0])
-        if aa is not None:
-            r['robust']['autoattack-standard, n=500'] = lb._stat([aa], 500, [f'{act}.s0'], [0])
         return r
     rows = [row('relu', 0.74, apgd=0.72, aa=0.70), row('pssilu', 0.74, apgd=0.62, aa=0.69), row('silu', 0.73),
             row('sparta', 0.735, apgd=0.71)]
@@ -1064,6 +1064,8 @@ def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
             'this scale disagrees (pssilu -10.0 ± ' in pssilu)
     assert 'Under the stronger autoattack-standard (n=500; relu: seed 0, pssilu: seed 0; test-sample error only): ' \
            'this scale cannot tell (pssilu -1.0 ± ' in pssilu
+    assert pssilu.index('stronger apgd-ce+apgd-t') < pssilu.index('stronger autoattack-standard'), \
+        "AutoAttack's subset first, then the whole, as in the table's columns"
     assert 'Under the stronger apgd-ce+apgd-t' in verdicts['Sparta beats ReLU (Guo et al.)']
     assert 'autoattack' not in verdicts['Sparta beats ReLU (Guo et al.)']  # sparta did not run it
     assert 'Under the stronger' not in verdicts['SAT (Xie et al.): smooth activations beat ReLU']  # silu ran neither
