@@ -128,6 +128,28 @@ def test_a_run_trained_under_another_budget_is_stale_neither_resumed_nor_ranked(
     assert out[1] == f'done     {zoo / "resnet20_softplus_at-s0"}'
 
 
+def test_a_restored_transferred_run_republishes_its_card_with_the_bank_its_args_name(tmp_path, monkeypatch):
+    """A transferred run's args.yaml names the bank file in its zoo run's folder (runs/fmnist-zoo/...); on a new
+    machine both runs come back from their cards, and rewriting the transferred card must find that bank."""
+    import shutil
+    from robust_zoo.hub import write_card_repo
+    monkeypatch.chdir(tmp_path)
+    zoo_root, transfer_root = Path('runs/fmnist-zoo'), Path('runs/transfer')
+    zoo_run = zoo_grid._zoo('sparta', 1)
+    (bank_run,) = [r for r in zoo_grid._digits(1, zoo_root) if r.bank_run is not None]
+    cards = tmp_path / 'cards'
+    for run, root in ((zoo_run, zoo_root), (bank_run, transfer_root)):
+        zoo_grid.restore_from_card(root / run.name, zoo_grid._card_of(run))
+    shutil.copytree(zoo_grid._card_of(zoo_run), cards / zoo_grid._card_of(zoo_run).name)  # the bank's published card
+    bank = zoo_root / zoo_run.name / 'sparta_bank.safetensors'
+    assert bank.read_bytes() == (zoo_grid._card_of(zoo_run) / 'sparta_bank.safetensors').read_bytes()
+    assert bank.resolve() == (bank_run.bank_run / 'sparta_bank.safetensors').resolve()
+    out = transfer_root / bank_run.name
+    folder = write_card_repo(out, tag=bank_run.tag, evaluations=[out / 'final_eval.json'], out_root=cards,
+                             index_path=tmp_path / 'published.json')
+    assert (folder / 'README.md').read_text() == (zoo_grid._card_of(bank_run) / 'README.md').read_text()
+
+
 def test_restore_tells_records_on_the_same_number_of_images_apart_by_their_attack(tmp_path):
     """PGD-20 and AutoAttack both run on 500 images: each restores to its own file, and a record that is none of
     the grid's evaluations is an error naming it."""

@@ -291,7 +291,8 @@ def restorable(out: Path, run: Run) -> Optional[Path]:
 
 
 def restore_from_card(out: Path, card: Path) -> List[str]:
-    """Rebuild a finished run folder from its published card: the same weights, args.yaml and summary.csv, the
+    """Rebuild a finished run folder from its published card: the same weights, args.yaml, summary.csv and Sparta
+    bank (the file bank_of would write, which the transferred runs' cards name), the
     card's first record as final_eval.json and the later ones as their EVALS files (matched by their attacks and
     number of examples). File times are the card's, so `--publish` does not rewrite an unchanged card. Returns the
     record files written."""
@@ -307,7 +308,8 @@ def restore_from_card(out: Path, card: Path) -> List[str]:
     meta = ModelCard.load(card / 'README.md').data.to_dict().get('robust_zoo', {})
     rows = list(csv.DictReader((card / 'summary.csv').open())) if (card / 'summary.csv').is_file() else []
     out.mkdir(parents=True, exist_ok=True)
-    for name in ('model.safetensors', 'args.yaml', 'summary.csv'):
+    # the Sparta bank too, where the card ships one: the transferred runs' args.yaml name it in this run folder
+    for name in ('model.safetensors', 'args.yaml', 'summary.csv', 'sparta_bank.safetensors'):
         if (card / name).is_file():
             shutil.copy2(card / name, out / name)
     final = dict(model=records[0]['model'], dataset=meta.get('dataset'), restored_from=str(card),
