@@ -987,16 +987,16 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         'Every number below comes from a `robust_zoo.evaluate(...)` record shipped in `eval_results.json`. Each '
         'attack runs on every clean-correct image; the worst case counts an image as robust only if it survives '
         'every attack. Intervals are 95% Wilson score intervals over the n test images (they do not include '
-        'seed-to-seed variation).',
+        'seed-to-seed variation). The record number is the one the sanity checks below name.',
         '',
-        '| threat model | norm | eps | attack | n | accuracy | Wilson 95% |',
-        '|---|---|---|---|---|---|---|',
+        '| record | threat model | norm | eps | attack | n | accuracy | Wilson 95% |',
+        '|---|---|---|---|---|---|---|---|',
     ]
-    for record in records:
+    for i, record in enumerate(records, 1):
         for p in _protocols(record):
             attack = 'none (clean)' if p['kind'] == 'clean' else (
                 f"worst case of {', '.join(p['attacks'])}" if p['attack'] == 'worst-case' else p['attack'])
-            lines.append(f"| `{p['threat_model']}` | {p['norm']} | {p['eps']:g} | {attack} | {p['n_examples']} | "
+            lines.append(f"| {i} | `{p['threat_model']}` | {p['norm']} | {p['eps']:g} | {attack} | {p['n_examples']} | "
                          f"{_pct(p['value'])} | {_pct(p['ci'][0])} to {_pct(p['ci'][1])} |")
     from .evaluate.autoattack import is_subset
     subsets = sorted({a for record in records for a in record.get('attacks', {}) if is_subset(a)})

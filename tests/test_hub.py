@@ -299,7 +299,8 @@ def test_a_card_states_the_settings_of_an_autoattack_subset(run, card, tmp_path)
     folder = hub.write_card_repo(run['dir'], tag='apgd_s0', evaluations=[run['records'][0], record],
                                  out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
     text = (folder / 'README.md').read_text()
-    assert "| apgd-ce+apgd-t | 20 |" in text
+    assert "| 2 | `fashion-mnist-linf` | Linf | 0.1 | apgd-ce+apgd-t | 20 |" in text  # numbered as its checks are
+    assert 'Sanity checks of record 2 (`fashion-mnist-linf`, n = 20' in text
     assert "apgd-ce+apgd-t: AutoAttack's attacks alone" in text and 'APGD-CE 1 restart, APGD-T 9 target classes' in text
     assert "attacks alone" not in (card['folder'] / 'README.md').read_text()  # PGD only: no such note
     # the whole of AutoAttack standard in the records: no limitation on missing AutoAttack parts is left
