@@ -213,8 +213,8 @@ def _stronger_records(rows: Sequence[Mapping[str, Any]], repo: str) -> List[str]
             if repo in stat.get('repos', ()):
                 values[(_attack_of(label), stat['n_examples'])] = stat['values'][stat['repos'].index(repo)]
     out = []
-    for (attack, n), value in values.items():
-        if not is_autoattack(attack):
+    for (attack, n), value in sorted(values.items(), key=lambda kv: kv[0][0].startswith('autoattack-')):
+        if not is_autoattack(attack):  # above: a subset (APGD) before the whole AutoAttack, as in the table's columns
             continue
         weaker = [f'{a} {100 * v:.1f}' for (a, m), v in values.items() if m == n and not is_autoattack(a)]
         out.append(f'{attack} on {n} test images: {100 * value:.1f}' + (f", against {', '.join(weaker)}" if weaker else ''))

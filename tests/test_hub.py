@@ -643,7 +643,11 @@ def test_the_sanity_note_gives_a_stronger_attacks_number_beside_pgd_on_the_same_
             '`relu.s1` (restarts WARN): its robust accuracy may be overstated until a stronger attack (APGD, '
             "AutoAttack) confirms it; where one ran, its number is given beside the weaker attacks' on the same test "
             'images; see the card.') in table
-    del relu['robust']['apgd-ce+apgd-t, n=1000']
+    relu['robust'] = {'autoattack-standard, n=500': lb._stat([0.72], 500, ['relu.s0'], [0]),  # cards list by n
+                      'pgd-20, n=500': lb._stat([0.758], 500, ['relu.s0'], [0]), **relu['robust']}
+    assert ('`relu.s0` (black box WARN, apgd-ce+apgd-t on 1000 test images: 73.1, against pgd-20 75.2, '
+            'autoattack-standard on 500 test images: 72.0, against pgd-20 75.8)') in lb.leaderboard_markdown([relu])
+    del relu['robust']['apgd-ce+apgd-t, n=1000'], relu['robust']['autoattack-standard, n=500']
     assert "where one ran" not in lb.leaderboard_markdown([relu])
 
 
