@@ -14,10 +14,10 @@ every experiment first (each transfer run as soon as its bank exists), then seed
 APGD-T on 1,000 test images for seed 0 of every zoo model (RUN/apgd_1k.json; ResNet-20's activations, then the
 small net's capped_relu and relu under both training attacks), and last AutoAttack
 standard on 500 test images (RUN/aa_500.json) for the three best of them by PGD-20 on 10,000 images, then
-for seed 0 of every other activation under a claim (AA_CLAIMS_ORDER), once every seed-0 activation has that number (the
-queue is rebuilt after each pass, so this stage appears then),
-each with PGD-20 on the same 500 images first (RUN/pgd20_500.json, seconds), so that the cards and the
-leaderboard's (!) note can set AutoAttack's number beside PGD's on the images AutoAttack saw.
+for seed 0 of every other activation under a claim (AA_CLAIMS_ORDER), once every seed-0 activation has that
+number (the queue is rebuilt after each pass, so this stage appears then), each with PGD-20 on the same 500
+images first (RUN/pgd20_500.json, seconds), so that the cards and the leaderboard's (!) note can set
+AutoAttack's number beside PGD's on the images AutoAttack saw.
 A trained run still lacking its PGD-20 on 10,000 images is evaluated before any new training starts.
 
 `--publish` trains nothing: it writes (or refreshes) the model card of every finished run, zoo first so that
@@ -158,8 +158,8 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     best = best_three(zoo_root)
     aa = best + [_zoo(a, 0).name for a in AA_CLAIMS_ORDER if best and _zoo(a, 0).name not in best]
     by_name = {run.name: (root, run) for root, run in apgd}
-    return queue + apgd + [(by_name[name][0], by_name[name][1]._replace(evals=by_name[name][1].evals
-                                                                         + ('pgd20_500', 'aa_500'))) for name in aa]
+    return queue + apgd + [(root, run._replace(evals=run.evals + ('pgd20_500', 'aa_500')))
+                           for root, run in (by_name[name] for name in aa)]
 
 
 def trained_first(queue: List[tuple]) -> List[tuple]:
@@ -292,10 +292,9 @@ def restorable(out: Path, run: Run) -> Optional[Path]:
 
 def restore_from_card(out: Path, card: Path) -> List[str]:
     """Rebuild a finished run folder from its published card: the same weights, args.yaml, summary.csv and Sparta
-    bank (the file bank_of would write, which the transferred runs' cards name), the
-    card's first record as final_eval.json and the later ones as their EVALS files (matched by their attacks and
-    number of examples). File times are the card's, so `--publish` does not rewrite an unchanged card. Returns the
-    record files written."""
+    bank (the file bank_of would write, which the transferred runs' cards name), the card's first record as
+    final_eval.json and the later ones as their EVALS files (matched by their attacks and number of examples).
+    File times are the card's, so `--publish` does not rewrite an unchanged card. Returns the record files written."""
     import csv
     import json
     import os
