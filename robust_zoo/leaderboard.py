@@ -186,10 +186,15 @@ def _attack_of(label: str) -> str:
     return label.rsplit(', n=', 1)[0]
 
 
+def _attack_rank(attack: str) -> Tuple[bool, bool]:
+    """The sort key that orders attacks everywhere (columns, bars, the (!) note, the verdicts): the weaker ones
+    (PGD) first, then AutoAttack's subsets (APGD), then the whole AutoAttack, whichever ran on more images."""
+    return is_autoattack(attack), attack.startswith('autoattack-')
+
+
 def _attack_order(attacks: Iterable[str]) -> List[str]:
-    """The attacks once each, as first seen, the stronger ones (APGD, AutoAttack) after the rest: a column or bar
-    for PGD, then for the attacks that check it, whichever ran on more images."""
-    return sorted(dict.fromkeys(attacks), key=is_autoattack)
+    """The attacks once each, as first seen within a rank (`_attack_rank`)."""
+    return sorted(dict.fromkeys(attacks), key=_attack_rank)
 
 
 def headline_protocols(row: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
@@ -213,8 +218,8 @@ def _stronger_records(rows: Sequence[Mapping[str, Any]], repo: str) -> List[str]
             if repo in stat.get('repos', ()):
                 values[(_attack_of(label), stat['n_examples'])] = stat['values'][stat['repos'].index(repo)]
     out = []
-    for (attack, n), value in sorted(values.items(), key=lambda kv: kv[0][0].startswith('autoattack-')):
-        if not is_autoattack(attack):  # above: a subset (APGD) before the whole AutoAttack, as in the table's columns
+    for (attack, n), value in sorted(values.items(), key=lambda kv: _attack_rank(kv[0][0])):
+        if not is_autoattack(attack):
             continue
         weaker = [f'{a} {100 * v:.1f}' for (a, m), v in values.items() if m == n and not is_autoattack(a)]
         out.append(f'{attack} on {n} test images: {100 * value:.1f}' + (f", against {', '.join(weaker)}" if weaker else ''))
@@ -426,8 +431,7 @@ def _under_stronger_attacks(rows: Mapping[str, Mapping[str, Any]], present: Sequ
     attack changes the picture ('' when there is none). `rows`: {arm: leaderboard row}."""
     out = ''
     cells = {a: headline_protocols(rows[a]) for a in [base, *present]}
-    stronger = dict.fromkeys(k for k in cells[base] if is_autoattack(k) and k != _attack_of(protocol))
-    for attack in sorted(stronger, key=lambda k: k.startswith('autoattack-')):  # a subset (APGD), then the whole
+    for attack in _attack_order(k for k in cells[base] if is_autoattack(k) and k != _attack_of(protocol)):
         kept = [a for a in present if attack in cells[a]]
         if not kept:
             continue

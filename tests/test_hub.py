@@ -1047,6 +1047,9 @@ def test_stronger_attacks_come_after_pgd_in_the_table_whatever_their_number_of_i
                      'pgd-20, n=10000': zoo['clean']}
     assert lb.leaderboard_markdown([zoo]).splitlines()[0] == \
         '| architecture | activation | threat model | seeds | clean, n=10000 | pgd-20, n=10000 | apgd-ce+apgd-t, n=1000 |'
+    # columns, bars, the (!) note and the verdicts share one order: PGD, AutoAttack's subsets, the whole AutoAttack
+    assert lb._attack_order(['autoattack-standard', 'apgd-ce+apgd-t', 'pgd-20', 'apgd-ce+apgd-t']) == \
+        ['pgd-20', 'apgd-ce+apgd-t', 'autoattack-standard']
 
 
 def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
