@@ -112,6 +112,8 @@ g.add_argument('--attack-step', type=float, default=None, help='step size (defau
 g.add_argument('--attack-steps', type=int, default=10)
 g.add_argument('--attack-norm', default='Linf', choices=('Linf', 'L2'))
 g.add_argument('--trades-beta', type=float, default=6.0)
+g.add_argument('--adv-frac', type=float, default=1.0, help='attack only this leading fraction of each batch and '
+               'train on it beside the clean rest (Croce et al. 2019: 0.5)')
 g.add_argument('--bn-mode', default='train', choices=('train', 'eval'),
                help='BN during the attack: batch stats without moving running stats (train), or eval mode')
 g.add_argument('--smooth-backward', default='none', choices=SMOOTH_BACKWARD,
@@ -341,7 +343,7 @@ def main(argv=None) -> int:
     scaler = torch.amp.GradScaler(device.type) if args.amp and amp_dtype == torch.float16 else None
     cfg = AttackConfig(attack=args.attack, eps=args.attack_eps, steps=args.attack_steps, step_size=args.attack_step,
                        norm=args.attack_norm, trades_beta=args.trades_beta, bn_mode=args.bn_mode,
-                       smooth_backward=args.smooth_backward)
+                       smooth_backward=args.smooth_backward, adv_frac=args.adv_frac)
     threat = get_threat_model(args.threat_model or DEFAULT_THREAT[args.dataset])
     val_threat = ThreatModel(f'train-val-{args.attack_norm}', args.dataset, args.attack_norm, args.attack_eps,
                              (), n_val, 'none', step_size=None) if args.attack != 'none' else threat

@@ -73,6 +73,7 @@ class EpochStats:
     adv_correct: int = 0
     clean_correct: int = 0
     clean_n: int = 0
+    adv_n: int = 0
     seconds: float = 0.0
     extra: Dict[str, float] = field(default_factory=dict)
 
@@ -80,12 +81,13 @@ class EpochStats:
         self.loss += out.loss * out.n
         self.n += out.n
         self.adv_correct += out.adv_correct
+        self.adv_n += out.n if out.n_adv is None else out.n_adv
         if out.clean_correct is not None:
             self.clean_correct += out.clean_correct
             self.clean_n += out.n
 
     def metrics(self) -> Dict[str, float]:
-        return dict(loss=self.loss / max(self.n, 1), adv_acc=self.adv_correct / max(self.n, 1),
+        return dict(loss=self.loss / max(self.n, 1), adv_acc=self.adv_correct / max(self.adv_n, 1),
                     clean_acc=self.clean_correct / self.clean_n if self.clean_n else float('nan'),
                     img_per_sec=self.n / max(self.seconds, 1e-9))
 

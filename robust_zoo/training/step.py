@@ -31,7 +31,8 @@ SMOOTH_BACKWARD = ('none', 'attack', 'update', 'both')
 class AttackConfig:
     """How the training batch is attacked. `step_size` defaults per attack: 1.25 * eps for FGSM-RS (Wong et
     al.), eps for N-FGSM (de Jorge et al.; noise 2 eps, Linf only), 2.5 * eps / steps for PGD and TRADES
-    (Madry et al.)."""
+    (Madry et al.). `adv_frac` < 1 attacks only the first `int(adv_frac * batch)` images of each batch and
+    trains on them beside the clean rest (Croce et al. 2019's `ae_frac`, Goodfellow et al.'s 50/50 mix)."""
     attack: str = 'fgsm-rs'
     eps: float = 0.1
     steps: int = 10
@@ -40,6 +41,7 @@ class AttackConfig:
     trades_beta: float = 6.0
     bn_mode: str = 'train'
     smooth_backward: str = 'none'
+    adv_frac: float = 1.0
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
@@ -60,6 +62,14 @@ class AttackConfig:
         if self.smooth_backward not in SMOOTH_BACKWARD:
             raise ValueError(f'smooth_backward must be one of {", ".join(SMOOTH_BACKWARD)}, '
                              f'got {self.smooth_backward!r}.')
+        if not 0 < self.adv_frac <= 1:
+            raise ValueError(f'adv_frac is the attacked fraction of each batch, in (0, 1]; got {self.adv_frac}.')
+        if self.attack == 'trades' and self.adv_frac != 1:
+            raise ValueError('TRADES regularizes every image of the batch: adv_frac must be 1 with trades.')
+
+    def n_adversarial(self, batch_size: int) -> int:
+        """How many leading images of a batch of `batch_size` are attacked (at least one)."""
+        return batch_size if self.attack == 'none' else max(1, int(self.adv_frac * batch_size))
 
     @property
     def resolved_step_size(self) -> float:
@@ -130,6 +140,7 @@ class StepOutput:
     adv_correct: int
     clean_correct: Optional[int]
     n: int
+    n_adv: Optional[int] = None  # images attacked (the first n_adv); None: all n
 
 
 def adversarial_step(
@@ -159,8 +170,11 @@ def adversarial_step(
     """
     attack_model = model if attack_model is None else attack_model
     autocast = nullcontext() if autocast is None else autocast
+    n_adv = cfg.n_adversarial(len(y))
     with autocast:
-        x_adv = make_adversarial(attack_model, x, y, cfg)
+        x_adv = make_adversarial(attack_model, x[:n_adv], y[:n_adv], cfg)
+        if n_adv < len(y):
+            x_adv = torch.cat([x_adv, x[n_adv:]])
         if cfg.smooth_backward != 'none':
             set_smooth_backward(attack_model, cfg.smooth_backward in ('update', 'both'))
         clean_logits = None
@@ -187,5 +201,6 @@ def adversarial_step(
             with torch.no_grad(), attack_mode(attack_model, 'train'), autocast:
                 clean_logits = attack_model(x)
         clean_correct = int((clean_logits.argmax(1) == y).sum())
-    return StepOutput(loss=float(loss.detach()), adv_correct=int((logits.detach().argmax(1) == y).sum()),
-                      clean_correct=clean_correct, n=len(y))
+    adv_correct = int((logits.detach()[:n_adv].argmax(1) == y[:n_adv]).sum())
+    return StepOutput(loss=float(loss.detach()), adv_correct=adv_correct, clean_correct=clean_correct, n=len(y),
+                      n_adv=n_adv)
