@@ -27,6 +27,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from . import settings
+
 __all__ = [
     'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'hf_org', 'index_path',
     'load_published', 'not_published', 'push_card_repo', 'register_published', 'repo_files',
@@ -37,7 +39,7 @@ _logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-MODEL_CARDS_DIR = Path(os.environ.get('ROBUST_ZOO_MODEL_CARDS') or Path(__file__).resolve().parents[1] / 'model_cards')
+MODEL_CARDS_DIR = settings.cards_dir()  # the default at import; robust_zoo.settings says how it is chosen
 PUBLISHED_INDEX = Path(os.environ.get('ROBUST_ZOO_PUBLISHED_INDEX') or Path(__file__).with_name('published.json'))
 DEFAULT_ORG = 'robust-zoo'
 WEIGHTS_NAME = 'model.safetensors'
