@@ -7,7 +7,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # converter tests), plus pip's unpacked wheels in $TMPDIR; fail early with the numbers, not mid-install
 NEED_GB := 10
 
-.PHONY: setup demo test bench check-disk
+.PHONY: setup demo test bench docs lint check-disk
 
 setup: $(VENV)/.installed $(FMNIST)
 
@@ -45,3 +45,15 @@ test: setup $(VENV)/.test-extras
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_activations.py
+
+# the documentation site: mkdocs (Material theme, API pages from docstrings) into site/ (ignored by git);
+# --strict turns every warning (a broken link, a page missing from the nav, a bad docstring) into a failure
+$(VENV)/.docs-extras: $(VENV)/.installed
+	$(PIP) install --quiet -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-extras
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
