@@ -152,7 +152,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
     print(f'wrote {folder}:')
     _print_files(repo_files(folder))
     print(f'indexed in {index_path()} ({len(load_published())} published); check the card, then '
-          f'`robust-zoo push {folder}` (a dry run) and `robust-zoo leaderboard --readme README.md`.')
+          f'`robust-zoo push {folder}` (a dry run) and `robust-zoo leaderboard`.')
     return 0
 
 
@@ -181,7 +181,7 @@ def _cmd_unpublish(args: argparse.Namespace) -> int:
         except KeyError as e:  # like every other error of the command: stderr, exit 2
             raise ValueError(e.args[0]) from None
         print(f'removed {folder} and its entry in {index_path()}')
-    print('regenerate the README tables with `robust-zoo leaderboard --readme README.md`; a repo already pushed '
+    print('regenerate the results tables (docs/results.md) with `robust-zoo leaderboard`; a repo already pushed '
           'to the Hub stays there until you delete it on the Hub.')
     return 0
 
@@ -190,12 +190,13 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .hub import cards_dir
-    from .leaderboard import leaderboard, leaderboard_markdown, write_leaderboard
+    from .leaderboard import leaderboard, leaderboard_markdown, results_page, write_leaderboard
     cards = Path(args.cards) if args.cards else cards_dir()
-    if args.readme:
-        png = Path(args.png) if args.png else cards / 'leaderboard.png'
-        rows = write_leaderboard(args.readme, png, cards_root=cards)
-        print(f'{args.readme}: leaderboard of {len(rows)} rows from {cards}' + (f', plot {png}' if rows else ''))
+    page = Path(args.page) if args.page else results_page()
+    if page is not None and not args.print:
+        png = Path(args.png) if args.png else page.parent / 'assets' / 'leaderboard.png'
+        rows = write_leaderboard(page, png, cards_root=cards)
+        print(f'{page}: leaderboard of {len(rows)} rows from {cards}' + (f', plot {png}' if rows else ''))
         return 0
     print(leaderboard_markdown(leaderboard(cards)))
     return 0
@@ -294,7 +295,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--amp', action='store_true', help='run the attacks under bf16 autocast where bf16 is native '
                    '(fp32 elsewhere, saying so; decisions are re-made in fp32; numbers can differ from fp32 ones)')
     p.add_argument('--compile', action='store_true', help='attacks query torch.compile(model): a minute or more of '
-                   'compilation, then ~1.7x faster PGD on a CPU (no gain for AutoAttack: see the README)')
+                   'compilation, then ~1.7x faster PGD on a CPU (no gain for AutoAttack: see the docs, Evaluating)')
     p.add_argument('--device', default='cpu', help="cpu, cuda or cuda:N (under torchrun, cuda is cuda:LOCAL_RANK; "
                    'default: %(default)s)')
     p.set_defaults(fn=_cmd_eval)
@@ -324,8 +325,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     p = sub.add_parser('leaderboard', help="the published models' results, aggregated over seeds")
     p.add_argument('--cards', default=None, help='folder of card repos (default: model_cards/)')
-    p.add_argument('--readme', default=None, help='rewrite the leaderboard block of this README (else print the table)')
-    p.add_argument('--png', default=None, help='plot file (default with --readme: <cards>/leaderboard.png)')
+    p.add_argument('--page', '--readme', dest='page', default=None, help='rewrite the marked blocks of this page '
+                   '(default: docs/results.md of the checkout; installed without one, the table is printed)')
+    p.add_argument('--print', action='store_true', help='print the table instead of rewriting a page')
+    p.add_argument('--png', default=None, help='plot file (default: assets/leaderboard.png beside the page)')
     p.set_defaults(fn=_cmd_leaderboard)
 
     p = sub.add_parser('convert', help="convert the field's published robust weights (SAT TF checkpoints, "

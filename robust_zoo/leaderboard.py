@@ -1,8 +1,9 @@
-"""The README's leaderboard, claim verdicts and Sparta transfer table, generated from the model cards.
+"""The results page's leaderboard, claim verdicts and Sparta transfer table, generated from the model cards.
 
 Every number comes from a card's machine-readable metadata (its model-index results and `robust_zoo` block,
 read with huggingface_hub's `ModelCard`), aggregated over seeds per (architecture, activation, frozen bank,
-threat model). `write_leaderboard` replaces the README's marked blocks; `robust-zoo leaderboard` calls it.
+threat model). `write_leaderboard` replaces the marked blocks of a page (by default the docs' `results.md`, not
+the README); `robust-zoo leaderboard` calls it.
 """
 import math
 import os
@@ -13,11 +14,13 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .evaluate.autoattack import is_autoattack
 from .hub import _protocol_label, _pyplot, _wilson, cards_dir
+from .settings import checkout_root
 
 __all__ = [
     'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'TRANSFER_END',
     'TRANSFER_START', 'claim_verdicts', 'deciding_protocol', 'headline_protocols', 'leaderboard',
-    'leaderboard_markdown', 'published_markdown', 'transfer_experiments', 'transfer_markdown', 'transfer_summary',
+    'leaderboard_markdown', 'published_markdown', 'results_page', 'transfer_experiments', 'transfer_markdown',
+    'transfer_summary',
     'transfer_verdicts', 'write_leaderboard',
 ]
 
@@ -25,6 +28,13 @@ PathLike = Union[str, os.PathLike]
 LEADERBOARD_START, LEADERBOARD_END = '<!-- leaderboard:start -->', '<!-- leaderboard:end -->'
 TRANSFER_START, TRANSFER_END = '<!-- transfer:start -->', '<!-- transfer:end -->'
 PUBLISHED_START, PUBLISHED_END = '<!-- published:start -->', '<!-- published:end -->'
+RESULTS_PAGE = 'docs/results.md'  # the page holding the generated blocks, relative to the checkout
+
+
+def results_page() -> Optional[Path]:
+    """The checkout's docs/results.md, where the generated tables live; None when installed (no docs there)."""
+    root = checkout_root()
+    return root / RESULTS_PAGE if root is not None else None
 
 
 def _card_results(readme: Path) -> Dict[str, Any]:
@@ -623,7 +633,7 @@ def transfer_summary(experiments: Sequence[Mapping[str, Any]]) -> str:
 
 
 def published_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """One sentence listing every published model by architecture and tags (the README's status line), so the
+    """One sentence listing every published model by architecture and tags (the results page's list), so the
     list never lags the cards."""
     tags: Dict[str, List[str]] = defaultdict(list)
     for r in rows:

@@ -62,15 +62,16 @@ def test_stated_clean_accuracy_reproduces_on_500_test_images(name):
     assert lo <= entry['clean_accuracy'] <= hi, (name, correct / 500, entry['clean_accuracy'])
 
 
-def test_readme_leaderboard_and_transfer_tables_are_the_ones_the_cards_generate(tmp_path):
+def test_results_page_tables_are_the_ones_the_cards_generate(tmp_path):
     from pathlib import Path
 
     from robust_zoo.leaderboard import write_leaderboard
-    readme = Path(__file__).resolve().parents[1] / 'README.md'
-    copy = tmp_path / 'README.md'
-    copy.write_text(readme.read_text())
-    write_leaderboard(copy, tmp_path / 'model_cards' / 'leaderboard.png')  # same relative image link
-    assert copy.read_text() == readme.read_text(), 'stale README tables: run robust-zoo leaderboard --readme README.md'
+    page = Path(__file__).resolve().parents[1] / 'docs' / 'results.md'
+    copy = tmp_path / 'docs' / 'results.md'
+    copy.parent.mkdir()
+    copy.write_text(page.read_text())
+    write_leaderboard(copy, copy.parent / 'assets' / 'leaderboard.png')  # same relative image link
+    assert copy.read_text() == page.read_text(), 'stale tables in docs/results.md: run robust-zoo leaderboard'
 
 
 BANKS = [n for n in PUBLISHED if (cards_dir() / n / 'sparta_bank.safetensors').is_file()]

@@ -21,8 +21,8 @@ AutoAttack's number beside PGD's on the images AutoAttack saw.
 A trained run still lacking its PGD-20 on 10,000 images is evaluated before any new training starts.
 
 `--publish` trains nothing: it writes (or refreshes) the model card of every finished run, zoo first so that
-transferred models can name their published bank, then regenerates the README tables:
-    python train/zoo_grid.py --publish && git add model_cards robust_zoo/published.json README.md
+transferred models can name their published bank, then regenerates the results page's tables:
+    python train/zoo_grid.py --publish && git add model_cards robust_zoo/published.json docs/results.md docs/assets
 
 Each run goes to ROOT/<name>/. A finished run (final_eval.json) is skipped, a started one is resumed from its
 last.ckpt; a run whose args.yaml disagrees with its recipe on any value the recipe sets (the recipe changed
@@ -502,7 +502,7 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
 
 def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
     """Write the card of every finished run whose card is missing or older than its records (every finished
-    run's with `force`, after the card writer changed); then the README tables. A run counts as finished
+    run's with `force`, after the card writer changed); then the results page's tables. A run counts as finished
     once its final_eval.json and its PGD-20 on 10,000 images (zoo) exist."""
     import robust_zoo  # noqa: F401
     from robust_zoo.hub import cards_dir, write_card_repo
@@ -521,7 +521,7 @@ def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
         folder = write_card_repo(out, tag=run.tag, evaluations=records)
         print(f'card     {folder} ({", ".join(r.stem for r in records)})', flush=True)
         written += 1
-    rows = write_leaderboard(readme, cards_dir() / 'leaderboard.png')
+    rows = write_leaderboard(readme, readme.parent / 'assets' / 'leaderboard.png')
     print(f'{readme}: {len(rows)} leaderboard rows; {written} card(s) written', flush=True)
     return 0
 
@@ -542,11 +542,11 @@ def main() -> int:
     p.add_argument('--zoo-root', default='runs/fmnist-zoo', help='the zoo runs, where the transfer runs find the banks')
     p.add_argument('--transfer-root', default='runs/transfer')
     p.add_argument('--dry-run', action='store_true', help='list the runs and their state, train nothing')
-    p.add_argument('--publish', action='store_true', help="write the finished runs' model cards and the README "
-                                                          'tables, train nothing')
+    p.add_argument('--publish', action='store_true', help="write the finished runs' model cards and the results "
+                                                          "page's tables, train nothing")
     p.add_argument('--force', action='store_true', help='with --publish: rewrite every finished run\'s card, not '
                                                         'only the missing or stale ones')
-    p.add_argument('--readme', default='README.md', help='with --publish: the README whose tables to regenerate')
+    p.add_argument('--readme', default='docs/results.md', help='with --publish: the page whose tables to regenerate')
     p.add_argument('--only', action='append', default=None, metavar='PATTERN',
                    help="only the runs whose folder name matches this shell pattern (repeatable), e.g. --only "
                         "'digits-*-s2' --only 'mlp3_*': short runs that fit in the time left")
