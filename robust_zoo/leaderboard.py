@@ -641,9 +641,9 @@ def published_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             arch, tag = repo.split('.', 1)
             tags[arch].append(tag)
     if not tags:
-        return 'Published so far: none.'
+        return 'No published models.'
     n = sum(len(v) for v in tags.values())
-    return (f'Published so far ({n} models, `robust_zoo/<architecture>.<tag>`): ' + '; '.join(
+    return (f'{n} models, named `robust_zoo/<architecture>.<tag>`: ' + '; '.join(
         f"`{arch}` ({', '.join(sorted(v))})" for arch, v in sorted(tags.items())) + '.')
 
 

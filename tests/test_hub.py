@@ -600,7 +600,7 @@ def test_leaderboard_aggregates_seeds_per_activation(run, tmp_path):
                       f'{lb.LEADERBOARD_START}\nold table\n{lb.LEADERBOARD_END}\n\n## after\n')
     assert main(['leaderboard', '--cards', str(cards), '--page', str(readme), '--png', str(tmp_path / 'lb.png')]) == 0
     text = readme.read_text()
-    assert text.startswith(f'# top\n{lb.PUBLISHED_START}\nPublished so far (4 models, `robust_zoo/<architecture>.<tag>`): '
+    assert text.startswith(f'# top\n{lb.PUBLISHED_START}\n4 models, named `robust_zoo/<architecture>.<tag>`: '
                            '`mlp3_relu_at` (fmnist_s0, fmnist_s1, fmnist_s2); `mlp3_silu_at` (fmnist_s0).\n'
                            f'{lb.PUBLISHED_END}\n\n')
     assert 'stale list' not in text and text.endswith(f'{lb.LEADERBOARD_END}\n\n## after\n')
