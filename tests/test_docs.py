@@ -1,5 +1,6 @@
 """The docs stay whole: a short README, links that lead somewhere, a nav that lists every page, a CLI reference
-that names only real subcommands, and generated tables on the results page, not in the README."""
+(and every other page) that names only real subcommands, and generated tables on the results page, not in the
+README."""
 import re
 from pathlib import Path
 
@@ -57,13 +58,17 @@ def test_the_nav_lists_every_page_and_only_pages_that_exist():
     assert sorted(nav) == sorted(p.name for p in PAGES)
 
 
+def _subcommands_named(page: Path):
+    return set(re.findall(r'robust-zoo ([a-z][a-z-]*)', page.read_text()))
+
+
 def test_every_subcommand_in_the_cli_reference_exists(capsys):
-    named = set(re.findall(r'robust-zoo ([a-z][a-z-]*)', (DOCS / 'cli.md').read_text()))
-    assert {'list', 'demo', 'eval', 'leaderboard'} <= named
-    for sub in sorted(named):
+    named = _subcommands_named(DOCS / 'cli.md')
+    assert {'list', 'demo', 'eval', 'card', 'push', 'unpublish', 'leaderboard', 'convert'} <= named
+    for sub in sorted(named | set().union(*map(_subcommands_named, [ROOT / 'README.md', *PAGES]))):
         with pytest.raises(SystemExit) as e:
             main([sub, '--help'])
-        assert e.value.code == 0, f'docs/cli.md names `robust-zoo {sub}`, which the CLI does not have'
+        assert e.value.code == 0, f'the docs name `robust-zoo {sub}`, which the CLI does not have'
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:  # and the check would notice a subcommand that does not exist
         main(['no-such-subcommand', '--help'])
