@@ -7,7 +7,8 @@ same shape after the documented layout change; anything left over or missing is 
 names it. Converted models take RGB images in [0, 1] like every robust_zoo model: channel order and input
 scaling of the source are folded into the model (see each source's docstring).
 
-    robust-zoo convert sat-resnet50 ckpt/model-xxx.index --model resnet50_silu_at.sat_in1k --card
+    robust-zoo fetch resnet50_silu_at.sat_in1k      # download from the authors' release, convert (fetch.py)
+    robust-zoo convert sat-resnet50 ckpt/model-xxx.index --model resnet50_silu_at.sat_in1k --card  # a file you have
     timm.create_model('robust_zoo/resnet50_silu_at.sat_in1k', pretrained=True)
 
 Sources register themselves with `register_source` / `register_target` in their modules
@@ -153,9 +154,11 @@ def missing_weights_message(name: str) -> Optional[str]:
     target = TARGETS.get(name)
     if target is None:
         return None
+    from .. import settings
     from ..hub import cards_dir, hf_org
     return (f'robust_zoo/{name}: the weights are converted from {target.origin_url} and are not on this machine. '
-            f'Download: {target.download} Convert: `robust-zoo convert {target.source} CHECKPOINT --model {name} '
+            f'Fetch them (download, convert, verify into {settings.fetched_dir() / name}/): `robust-zoo fetch {name}`. '
+            f'By hand: {target.download} Convert: `robust-zoo convert {target.source} CHECKPOINT --model {name} '
             f'--card` (writes {cards_dir() / name}/, which pretrained=True then loads). Or load the converted repo '
             f'from the Hugging Face Hub: hf-hub:{hf_org()}/{name} (needs a network, or HF_HUB_OFFLINE=1 with it in '
             f'the cache).')
