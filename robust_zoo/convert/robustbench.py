@@ -19,8 +19,9 @@ tensor must be used and every model tensor filled, with equal shapes. One allowa
 `load_state_dict` makes: a checkpoint without any `num_batches_tracked` (PyTorch < 0.4.1) gets zeros.
 
 Files are read with `torch.load(weights_only=True)`: tensors and plain containers only, never code. The
-state dict may be the file itself or under 'state_dict' / 'model_state_dict', with or without
-DataParallel's 'module.' prefix (what RobustBench's `load_model` accepts for these models).
+state dict may be the file itself or under 'state_dict' / 'model_state_dict' (robust_paf's train.py saves epoch, arch,
+state_dict, best_prec1, optimizer, swadict), with or without DataParallel's 'module.' prefix and a wrapper's
+'model.' prefix (what RobustBench's `load_model` strips for these models).
 """
 import re
 from pathlib import Path
@@ -68,8 +69,9 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
         raise ConversionError(f'{path}: not a state dict: {len(others)} entries are not tensors ({", ".join(others[:8])}'
                               f'{", ..." if len(others) > 8 else ""}).')
     state = dict(obj)
-    if all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
+    for prefix in ('module.', 'model.'):  # DataParallel's, then a wrapper module's (RobustBench strips both)
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
