@@ -316,3 +316,15 @@ def test_every_target_has_its_authors_download():
         assert files and all(len(f.gdrive_id) == 33 for f in files), target.name
         if target.source.startswith('sat-'):
             assert [f.name.split('.', 1)[1] for f in files] == ['index', 'data-00000-of-00001']
+
+
+def test_the_converted_weights_page_lists_every_target_with_its_fetch_command():
+    """docs/converted.md is converted_markdown()'s output: regenerate it when a target changes (the message says how)."""
+    from pathlib import Path
+
+    from robust_zoo.convert import converted_markdown
+    page = (Path(__file__).parents[1] / 'docs' / 'converted.md').read_text()
+    assert page == converted_markdown(), ('docs/converted.md is stale: python -c "from robust_zoo.convert import '
+                                          "converted_markdown; open('docs/converted.md', 'w').write(converted_markdown())\"")
+    for name in TARGETS:
+        assert f'`robust-zoo fetch {name}`' in page
