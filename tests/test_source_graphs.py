@@ -87,3 +87,40 @@ def test_a_model_prefix_is_stripped_as_robustbench_does(tmp_path):
     state = {f'module.model.{k}': torch.zeros((), dtype=getattr(torch, d)).expand(s) for k, (s, d) in spec.items()}
     torch.save(state, tmp_path / 'wrapped.pt')
     assert set(read_state_dict(tmp_path / 'wrapped.pt')) == set(spec)
+
+
+# --- SAT's ResNet-50 graphs (tensorpack), every activation -----------------------------------------------------
+
+SAT_RESNET = json.loads((FIXTURES / 'sat_resnet50.json').read_text())['activations']
+
+
+def test_sat_resnet_lists_cover_every_released_activation():
+    assert sorted(SAT_RESNET) == sorted(n.split('_')[1] for n in TARGETS if n.startswith('resnet50_'))
+
+
+@pytest.mark.parametrize('act', sorted(SAT_RESNET))
+def test_the_plan_covers_exactly_sat_resnet50s_own_variables(act):
+    """Every variable of SAT's graph (its ModelSaver's global ones and the EMA/ summaries) is placed in the target
+    or ignored by a documented rule (RESNET_IGNORED), and every target tensor gets one, at its shape."""
+    from robust_zoo.convert.sat import RESNET_IGNORED, _ignored, plan_sat_resnet
+    graph = SAT_RESNET[act]
+    shapes = {n: s for kind in ('global_variables', 'local_variables') for n, (s, _) in graph[kind].items()}
+    model = timm.create_model(f'robust_zoo/resnet50_{act}_at.sat_in1k', device='meta')
+    plan = plan_sat_resnet(shapes, model)
+    placed = {name for name, _ in plan.values()}
+    ignored = {n for n in shapes if _ignored(n, RESNET_IGNORED)}
+    assert placed | ignored == set(shapes) and not placed & ignored
+    assert len(placed) == len(plan) == len([k for k in model.state_dict() if not k.endswith('num_batches_tracked')
+                                            and not k.startswith('normalize.')])
+    betas = {n for n in placed if n.endswith('smoothrelu_beta')}
+    assert len(betas) == (49 if act == 'smoothrelu' else 0)  # one per activation site: stem, 3 a block x 16
+
+
+def test_sat_resnet_plan_fails_on_a_variable_the_rules_do_not_know():
+    from robust_zoo.convert.sat import plan_sat_resnet
+    shapes = {n: s for n, (s, _) in SAT_RESNET['relu']['global_variables'].items()}
+    model = timm.create_model('robust_zoo/resnet50_relu_at.sat_in1k', device='meta')
+    with pytest.raises(ConversionError, match='group0/block0/conv1/W/Adam'):
+        plan_sat_resnet(dict(shapes, **{'group0/block0/conv1/W/Adam': [1, 1, 64, 64]}), model)
+    with pytest.raises(ConversionError, match='smoothrelu_beta'):  # another activation's graph
+        plan_sat_resnet({n: s for n, (s, _) in SAT_RESNET['smoothrelu']['global_variables'].items()}, model)
