@@ -124,3 +124,37 @@ def test_sat_resnet_plan_fails_on_a_variable_the_rules_do_not_know():
         plan_sat_resnet(dict(shapes, **{'group0/block0/conv1/W/Adam': [1, 1, 64, 64]}), model)
     with pytest.raises(ConversionError, match='smoothrelu_beta'):  # another activation's graph
         plan_sat_resnet({n: s for n, (s, _) in SAT_RESNET['smoothrelu']['global_variables'].items()}, model)
+
+
+# --- SAT's EfficientNet graphs (B0, L1), raw weights and their EMA shadows ---------------------------------------
+
+SAT_EFFICIENTNET = json.loads((FIXTURES / 'sat_efficientnet.json').read_text())['models']
+
+
+@pytest.mark.parametrize('name', ['efficientnet_b0_silu_at.sat_in1k', 'efficientnet_l1_silu_at.sat_in1k',
+                                  'efficientnet_l1_silu_at.sat_enhanced_in1k'])
+def test_the_plan_covers_exactly_sat_efficientnets_own_variables(name):
+    """SAT's training graph (weights, BN statistics, RMSProp slots, EMA shadows, global_step): the target's tensors
+    come from the raw weights, or for L1-Enhanced from their shadows; every other variable is skipped by a rule."""
+    from robust_zoo.convert.sat import EFFICIENTNET_IGNORED, EMA_SUFFIX, _ignored, plan_sat_efficientnet
+    target = TARGETS[name]
+    source = target.extra['source_name'].replace('-enhanced', '')
+    shapes = {n: s for n, (s, _) in SAT_EFFICIENTNET[source]['global_variables'].items()}
+    ema = bool(target.extra.get('ema'))
+    model = timm.create_model(f'robust_zoo/{name}', device='meta')
+    plan = plan_sat_efficientnet(shapes, model, ema=ema)
+    placed = {n for n, _ in plan.values()}
+    ignored = {n for n in shapes if _ignored(n, EFFICIENTNET_IGNORED)}
+    shadows = {n for n in shapes if n.endswith(EMA_SUFFIX)}
+    unused = shadows if not ema else {n[:-len(EMA_SUFFIX)] for n in shadows}
+    assert placed == (shadows if ema else set(shapes) - ignored - shadows)
+    assert placed | ignored | unused == set(shapes) and not placed & (ignored | unused)
+    assert len(plan) == len([k for k in model.state_dict() if not k.endswith('num_batches_tracked')
+                             and not k.startswith('normalize.')])
+
+
+def test_efficientnet_b0_graph_does_not_fit_l1():
+    from robust_zoo.convert.sat import plan_sat_efficientnet
+    shapes = {n: s for n, (s, _) in SAT_EFFICIENTNET['efficientnet-b0']['global_variables'].items()}
+    with pytest.raises(ConversionError, match='EfficientNet-L1'):
+        plan_sat_efficientnet(shapes, timm.create_model('robust_zoo/efficientnet_l1_silu_at.sat_in1k', device='meta'))
