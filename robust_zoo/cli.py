@@ -352,7 +352,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                        description="Download a conversion target's source files from where the authors' scripts "
                        'take them (Google Drive; base URL: ROBUST_ZOO_DOWNLOAD_BASE_URL), check their sha256 where '
                        'one is recorded, convert, verify, and store <arch>.<tag>/ in the user cache (ROBUST_ZOO_CACHE, '
-                       'default ~/.cache/robust_zoo, under fetched/). Example: robust-zoo fetch resnet50_silu_at.sat_in1k')
+                       'default ~/.cache/robust_zoo, under fetched/). '
+                       'Example: robust-zoo fetch resnet50_silu_at.sat_in1k')
     p.add_argument('name', nargs='?', help='the target, <arch>.<tag>; an untagged <arch> means its default tag')
     p.add_argument('--from', dest='source_dir', default=None, metavar='FOLDER', help='convert files you downloaded '
                    'yourself (the folder holding them, or the one .pt file) instead of downloading')

@@ -319,12 +319,21 @@ def test_every_target_has_its_authors_download():
 
 
 def test_the_converted_weights_page_lists_every_target_with_its_fetch_command():
-    """docs/converted.md is converted_markdown()'s output: regenerate it when a target changes (the message says how)."""
+    """docs/converted.md is converted_markdown()'s output: regenerate it when a target changes."""
     from pathlib import Path
 
     from robust_zoo.convert import converted_markdown
     page = (Path(__file__).parents[1] / 'docs' / 'converted.md').read_text()
-    assert page == converted_markdown(), ('docs/converted.md is stale: python -c "from robust_zoo.convert import '
-                                          "converted_markdown; open('docs/converted.md', 'w').write(converted_markdown())\"")
+    regenerate = ('python -c "from robust_zoo.convert import converted_markdown; '
+                  "open('docs/converted.md', 'w').write(converted_markdown())\"")
+    assert page == converted_markdown(), f'docs/converted.md is stale: {regenerate}'
     for name in TARGETS:
         assert f'`robust-zoo fetch {name}`' in page
+
+
+def test_downloads_show_a_progress_bar(drive, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv('HF_HUB_DISABLE_PROGRESS_BARS', raising=False)
+    drive.files = {'x': (PAYLOAD, 'file')}
+    download_file(f'{drive.url}/download?id=x', tmp_path / 'x.bin')
+    err = capsys.readouterr().err
+    assert 'x.bin' in err and '100%' in err and '1.00M' in err

@@ -23,6 +23,8 @@ conversion.json with the source files' digests) by one rename of a finished fold
 pretrained=True would load. The downloaded sources are deleted after success unless `keep_download`.
 """
 import hashlib
+import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -39,10 +41,10 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 
 from .. import settings
-from . import TARGETS, ConversionError, Target, _load_sources, _target, convert
+from . import SOURCES, TARGETS, ConversionError, Target, _load_sources, _target, convert
 
-__all__ = ['FetchError', 'SourceFile', 'fetch', 'source_files', 'default_target', 'local_weights', 'fetch_command',
-           'manual_route', 'download_file', 'SAT_GDRIVE_IDS']
+__all__ = ['FetchError', 'SourceFile', 'fetch', 'resolve_target', 'source_files', 'default_target', 'local_weights',
+           'fetch_command', 'manual_route', 'download_file', 'SAT_GDRIVE_IDS']
 
 PathLike = Union[str, Path]
 WEIGHTS_NAME = 'model.safetensors'
@@ -281,7 +283,6 @@ def _sha256(path: Path) -> str:
 
 def _recorded(folder: Path) -> Dict[str, str]:
     """sha256 of the source files that the last successful fetch into `folder` recorded."""
-    import json
     try:
         files = json.loads((folder / 'conversion.json').read_text()).get('source_files') or {}
         return {n: r['sha256'] for n, r in files.items() if isinstance(r, dict) and r.get('sha256')}
@@ -291,8 +292,6 @@ def _recorded(folder: Path) -> Dict[str, str]:
 
 def _require(target: Target) -> None:
     """The optional extra a source needs, asked for by name before anything is downloaded."""
-    import importlib.util
-    from . import SOURCES
     module = _REQUIRED_MODULES.get(SOURCES[target.source].requires)
     if module is None:
         return
@@ -337,7 +336,6 @@ def _verify(folder: Path, model: torch.nn.Module, name: str) -> None:
 
 def _record(folder: Path, target: Target, files: List[SourceFile], digests: Dict[str, str], how: str) -> None:
     """The source files' digests in conversion.json and the card (written into the unpublished temp folder)."""
-    import json
     info = json.loads((folder / 'conversion.json').read_text())
     info['source_files'] = {f.name: dict(sha256=digests[f.name], url=DRIVE_VIEW.format(f.gdrive_id)) for f in files}
     info['fetched'] = how
