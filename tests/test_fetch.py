@@ -6,6 +6,7 @@ import http.server
 import importlib.util
 import json
 import socket
+import struct
 import sys
 import threading
 import urllib.parse
@@ -34,7 +35,8 @@ DRIVE_ERROR_PAGE = (b'<!DOCTYPE html><html><head><title>Google Drive - Quota exc
 class Drive(http.server.ThreadingHTTPServer):
     """`/download?id=ID`: files[ID] is (bytes, how); how: 'file' (Range honoured), 'norange' (Range ignored),
     'page' (bytes are an HTML page), 'confirm' (Drive's virus-scan form first, the file with its uuid),
-    'drop' (the first `drops` responses stop halfway and close the connection)."""
+    'drop' (the first `drops` responses stop halfway and close the connection), 'reset' (the first `drops`
+    responses are reset after their headers)."""
 
     def __init__(self):
         super().__init__(('127.0.0.1', 0), _Handler)
@@ -68,9 +70,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         start = 0
         rng = self.headers.get('Range')
-        if rng and how in ('file', 'drop', 'confirm'):
+        if rng and how in ('file', 'drop', 'confirm', 'reset'):
             start = int(rng.split('=')[1].split('-')[0])
         headers = {'Content-Range': f'bytes {start}-{len(data) - 1}/{len(data)}'} if start else {}
+        if how == 'reset' and server.drops > 0:  # headers, then a TCP reset before any byte of the body
+            server.drops -= 1
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
         if how == 'drop' and server.drops > 0:
             server.drops -= 1
             self.send_response(206 if start else 200)
@@ -274,6 +286,12 @@ def test_a_dropped_connection_resumes_with_range(drive, tmp_path):
     dest = download_file(f'{drive.url}/download?id=x', tmp_path / 'x.bin', progress=False)
     assert dest.read_bytes() == PAYLOAD and not (tmp_path / 'x.bin.part').exists()
     assert drive.requests == [('x', None, None), ('x', f'bytes={len(PAYLOAD) // 2}-', None)]
+
+
+def test_a_connection_reset_before_the_first_byte_is_tried_again(drive, tmp_path):
+    drive.files = {'x': (PAYLOAD, 'reset')}
+    dest = download_file(f'{drive.url}/download?id=x', tmp_path / 'x.bin', progress=False)
+    assert dest.read_bytes() == PAYLOAD and len(drive.requests) == 2
 
 
 def test_a_dropped_connection_restarts_when_the_server_ignores_range(drive, tmp_path):

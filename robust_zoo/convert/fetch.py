@@ -232,10 +232,16 @@ def download_file(url: str, dest: PathLike, *, manual: str = '', progress: bool 
             reason = getattr(e, 'reason', None) or e
             raise FetchError(f'cannot reach {url} ({reason}): no network, or the server is down. {manual}') from e
         with resp:
-            first = resp.read(_CHUNK)
+            try:
+                first = resp.read(_CHUNK)
+            except (OSError, HTTPException):  # dropped before the first bytes: try again
+                continue
             if _is_page(first, resp.headers.get_content_type()):
                 page = _Page()
-                page.feed((first + resp.read(2 * _CHUNK)).decode('utf-8', 'replace'))
+                try:
+                    page.feed((first + resp.read(2 * _CHUNK)).decode('utf-8', 'replace'))
+                except (OSError, HTTPException):
+                    page.feed(first.decode('utf-8', 'replace'))
                 follow = _confirm_url(page, resp.geturl(), cookies)
                 if follow and hops < 2:
                     url, hops = follow, hops + 1
