@@ -106,7 +106,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if not threat:
             raise ValueError(f'{name} names no threat model; pass --threat-model.')
         threat = get_threat_model(threat)
-        data = load_eval_data(threat, args.n_examples, args.data_dir)
+        from .convert.preprocess import source_transform
+        cfg = model.pretrained_cfg
+        transform = source_transform(f"{cfg.get('architecture')}.{cfg.get('tag')}") if cfg.get('tag') else None
+        if transform is not None:
+            logging.getLogger(__name__).info('images prepared as %s', transform.__doc__)
+        data = load_eval_data(threat, args.n_examples, args.data_dir, transform=transform)
         checks = dict(fast=True, full='full', none=False)[args.checks]
         result = evaluate(model, threat, data=data, attacks=args.attacks.split(',') if args.attacks else None,
                           n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name,

@@ -173,7 +173,8 @@ def test_fetch_sat_resnet50_then_the_untagged_name_loads_it_anywhere(drive, sat_
     record = json.loads((fetched / 'conversion.json').read_text())['source_files']
     import hashlib
     assert record['Res50-silu.data-00000-of-00001']['sha256'] == hashlib.sha256(data).hexdigest()
-    assert hashlib.sha256(index).hexdigest() in (fetched / 'README.md').read_text()
+    card = (fetched / 'README.md').read_text()
+    assert hashlib.sha256(index).hexdigest() in card and "cv2's cubic resize (no antialiasing)" in card
     assert not (settings.cache_dir() / 'downloads' / SAT).exists()  # the sources go once converted
 
     elsewhere = tmp_path / 'elsewhere'
