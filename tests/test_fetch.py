@@ -152,7 +152,7 @@ def sat_checkpoint(tmp_path_factory):
     import tensorflow as tf
     from test_convert_sat import sat_resnet_variables, write_tf1_checkpoint
     folder = tmp_path_factory.mktemp('sat')
-    prefix = write_tf1_checkpoint(tf, folder / 'Res50-silu', sat_resnet_variables('silu', seed=7), graph_saver=False)
+    write_tf1_checkpoint(tf, folder / 'Res50-silu', sat_resnet_variables('silu', seed=7), graph_saver=False)
     return folder, (folder / 'Res50-silu.index').read_bytes(), (folder / 'Res50-silu.data-00000-of-00001').read_bytes()
 
 

@@ -202,7 +202,7 @@ def converted_markdown() -> str:
             t.name.split('.')[0]) == t.name else ''
         rows.append(f'| `{t.name}`{default} | `robust-zoo fetch {t.name}` | `{t.source}` | {params / 1e6:.1f}M, '
                     f'{4 * params / 2 ** 20:.0f} MiB | {t.license} | {reported} |')
-    return f"""# Converted weights
+    return """# Converted weights
 
 Robust weights published by other authors, converted to robust_zoo models. robust_zoo does not ship them: one
 command downloads the authors' release from where their own scripts take it (SAT's `download_*.py`, RobustBench's
