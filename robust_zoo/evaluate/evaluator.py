@@ -21,7 +21,10 @@ from .checks import (
     check_restarts, check_steps_convergence, check_unbounded, perturbation_size, predict,
 )
 from .result import EvalResult, wilson_interval
-from .state import EvalStateError, all_gather, bits, broadcast, fingerprint, from_bits, load_state, rank_world, save_state
+from .state import (
+    EvalStateError, all_gather, bits, broadcast, fingerprint, from_bits, load_state, parameter_digest, rank_world,
+    save_state,
+)
 
 __all__ = ['CHECKS', 'EvalStateError', 'FAST_CHECKS', 'evaluate', 'load_eval_data', 'make_attack']
 
@@ -199,6 +202,21 @@ def _budget(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> List[float]:
             len(x)]
 
 
+def _check_images(x: torch.Tensor, threat: ThreatModel) -> None:
+    """Refuse images outside [0, 1], NaN or infinite ones, whatever the model checks itself: budgets are in pixel
+    units of [0, 1] images, and a NaN image would count as neither correct nor robust without a word."""
+    if not len(x):
+        return
+    bad = (~torch.isfinite(x)).flatten(1).any(1)
+    if bad.any():
+        raise ValueError(f'{int(bad.sum())} of the {len(x)} images (the first at index {int(bad.nonzero()[0])}) hold NaN '
+                         'or infinite values: drop them or fix the data; no accuracy is computed from them.')
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f'{threat.id} takes images in [0, 1] (normalization is inside the model); got values in '
+                         f'[{lo:.3g}, {hi:.3g}]: pass un-normalized images.')
+
+
 def _shape_hint(model: nn.Module, shape: Tuple[int, ...], threat: ThreatModel) -> str:
     """Why a model's first forward failed on the threat model's images, when its pretrained cfg says: other channels
     or size, and which threat model is the model's own. Only a hint: timm keeps a cfg's input_size when a model is
@@ -229,6 +247,7 @@ def evaluate(
         amp: bool = False,
         distributed: Optional[bool] = None,
         compile: bool = False,
+        weights_sha256: str = '',
 ) -> EvalResult:
     """Clean accuracy, accuracy under each attack, and the per-sample worst case, on the first `n_examples`.
 
@@ -285,6 +304,10 @@ def evaluate(
       AutoAttack on the protocol's points.
     - `False`: none; or a list of names among `CHECKS`.
 
+    The record names the weights it measured: `weights_digest` (the parameter digest of `model`, always) and
+    `weights_sha256` (pass the sha256 of the safetensors file the model was loaded from, where there is one), so
+    that `robust-zoo card` can refuse to publish its numbers beside other weights.
+
     `progress` shows a tqdm bar over examples on rank 0 (default: when stderr is a terminal); every batch is
     also logged to the `robust_zoo.evaluate` logger.
     """
@@ -312,6 +335,7 @@ def evaluate(
         check_list.append(dict(name='n_examples', status='WARN',
                                detail=f'only {len(x_all)} examples given, the protocol asks for {n}.'))
     n = len(x_all)
+    _check_images(x_all, threat)
     rank, world = rank_world(distributed)
     device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
     was_training = model.training
@@ -319,6 +343,7 @@ def evaluate(
         check_list.append(dict(name='eval mode', status='WARN',
                                detail='the model was in train mode; it was evaluated in eval mode.'))
     model.eval()
+    digest = parameter_digest(model)
     attack_model = compiled_for_attacks(model) if compile else model
     threat_record = dict(id=threat.id, dataset=threat.dataset, norm=threat.norm, eps=threat.eps)
     full = [c for c in check_names if c not in FAST_CHECKS]
@@ -491,6 +516,8 @@ def evaluate(
         seed=seed,
         versions=_versions(),
         seconds=seconds,
+        weights_digest=digest,
+        weights_sha256=weights_sha256,
     )
 
 
