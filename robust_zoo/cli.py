@@ -156,6 +156,9 @@ def _print_files(files) -> None:
 
 def _cmd_card(args: argparse.Namespace) -> int:
     from .hub import index_path, load_published, repo_files, write_card_repo
+    if args.drop_old_evals and not args.force:
+        raise ValueError('--drop-old-evals only goes with --force (it drops the evaluation records of the card that '
+                         '--force replaces); nothing was written.')
     folder = write_card_repo(args.run_dir, tag=args.tag, evaluations=args.eval or None, out_root=args.out,
                              plots=args.plot, recipe=args.recipe, force=args.force,
                              keep_evaluations=not args.drop_old_evals)

@@ -7,7 +7,7 @@ import sys
 import time
 import weakref
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from .state import (
     save_state,
 )
 
-__all__ = ['CHECKS', 'EvalStateError', 'FAST_CHECKS', 'evaluate', 'load_eval_data', 'make_attack']
+__all__ = ['CHECKS', 'EvalStateError', 'FAST_CHECKS', 'attack_settings', 'evaluate', 'load_eval_data', 'make_attack']
 
 _logger = logging.getLogger('robust_zoo.evaluate')
 _AVAILABLE = ('fgsm, pgd-<steps>[x<restarts>] (e.g. pgd-20, pgd-20x5), pgd-dlr-<steps>[x<restarts>] (e.g. '
@@ -66,6 +66,36 @@ def make_attack(spec: str, threat: ThreatModel, seed: int = 0, warnings: Optiona
         return lambda m, x, y: pgd(m, x, y, eps=threat.eps, steps=steps, step_size=step, norm=threat.norm,
                                    restarts=restarts, loss=loss)
     raise ValueError(f'Unknown or not yet available attack {spec!r}; available: {_AVAILABLE}.')
+
+
+def attack_settings(spec: str, threat: ThreatModel) -> Dict[str, Any]:
+    """The settings `make_attack(spec, threat)` runs with, for the record: PGD's steps, step size, restarts and loss
+    (the threat model's fixed step where it has one, else 2.5 eps / k); {} for AutoAttack's attacks, whose settings
+    are AutoAttack standard's."""
+    spec = spec.lower()
+    if spec == 'fgsm':
+        return dict(steps=1, step_size=threat.eps, restarts=1, loss='ce', random_start=False)
+    match = re.fullmatch(r'pgd-(?:(ce|dlr)-)?(\d+)(?:x(\d+))?', spec)
+    if not match:
+        return {}
+    steps = int(match.group(2))
+    step = threat.step_size if threat.step_size is not None else 2.5 * threat.eps / steps
+    return dict(steps=steps, step_size=step, restarts=int(match.group(3) or 1), loss=match.group(1) or 'ce',
+                random_start=True)
+
+
+def _step_checks(settings: Mapping[str, Mapping[str, Any]], threat: ThreatModel) -> List[dict]:
+    """A WARN for each PGD attack whose steps cannot cover the budget (k x step < eps: weaker than its name says,
+    as PGD-20 at step 0.01 under MNIST's eps 0.3); Madry et al.'s 2.5 eps / k covers it 2.5 times."""
+    out = []
+    for spec, s in settings.items():
+        if s.get('random_start') and s['steps'] * s['step_size'] < threat.eps * (1 - 1e-9):
+            out.append(dict(name=f'step size ({spec})', status='WARN',
+                            detail=f"{s['steps']} steps of {s['step_size']:.4g} travel {s['steps'] * s['step_size']:.4g}, "
+                                   f'less than the budget eps {threat.eps:.4g}: the attack is weaker than its name '
+                                   f'suggests. Use more steps (pgd-{math.ceil(2.5 * threat.eps / s["step_size"])} covers '
+                                   'it 2.5 times, as Madry et al.).'))
+    return out
 
 
 def _check_n(n: Optional[int]) -> None:
@@ -202,6 +232,19 @@ def _budget(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> List[float]:
             len(x)]
 
 
+def _dataset_checks(model: nn.Module, threat: ThreatModel) -> List[dict]:
+    """A WARN (and a log line) when the model's pretrained cfg names a threat model of another dataset: images of
+    the same shape (MNIST, Fashion-MNIST, digits) run silently, and the numbers mean nothing for the card's claim."""
+    from ..threat_models import THREAT_MODELS
+    own = (getattr(model, 'pretrained_cfg', None) or {}).get('threat_model')
+    if own not in THREAT_MODELS or THREAT_MODELS[own].dataset == threat.dataset:
+        return []
+    detail = (f'the model was trained and published for {own} ({THREAT_MODELS[own].dataset}); it is evaluated '
+              f'under {threat.id} ({threat.dataset}), on another dataset\'s images.')
+    _logger.warning('%s', detail)
+    return [dict(name='threat model', status='WARN', detail=detail)]
+
+
 def _check_images(x: torch.Tensor, threat: ThreatModel) -> None:
     """Refuse images outside [0, 1], NaN or infinite ones, whatever the model checks itself: budgets are in pixel
     units of [0, 1] images, and a NaN image would count as neither correct nor robust without a word."""
@@ -329,6 +372,8 @@ def evaluate(
             if attacks is not None:
                 raise
             check_list.append(dict(name=f'protocol ({spec})', status='WARN', detail=f'not run: {e}'))
+    settings = {spec: attack_settings(spec, threat) for spec in runnable}
+    check_list += _step_checks(settings, threat) + _dataset_checks(model, threat)
     x_all, y_all = data if data is not None else load_eval_data(threat, n, data_dir)
     x_all, y_all = x_all[:n], y_all[:n]
     if len(x_all) < n:
@@ -517,6 +562,7 @@ def evaluate(
         versions=_versions(),
         seconds=seconds,
         weights_digest=digest,
+        attack_settings={k: v for k, v in settings.items() if v},
         weights_sha256=weights_sha256,
     )
 

@@ -36,6 +36,8 @@ class EvalResult:
     # and the sha256 of the safetensors file it was loaded from where the caller knows it (CLI, train_at.py)
     weights_digest: str = ''
     weights_sha256: str = ''
+    # the settings each attack ran with (PGD: steps, step_size, restarts, loss), so a record says its step
+    attack_settings: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

@@ -15,8 +15,8 @@ class InputNormalize(nn.Module):
     checks the range and names the usual mistake (feeding already-normalized tensors); NaN and infinite values
     are refused too. On a CPU the check runs on every forward (`check_every_forward`): it costs nothing measurable
     there (benchmarks/bench_range_check.py: ratio 1.00 for ResNet-20, 128 images, 10 forwards + PGD-10). On a GPU
-    it would synchronise every step, so there it runs on the first forward only (set `check_range = True` to check
-    again, or `check_every_forward = True`); the evaluator checks every batch it reads itself.
+    it would synchronise every step, so there it runs on the first forward only (`check_every_forward = True`
+    checks every one there too); the evaluator checks the images it reads itself. `check_range = False` skips it.
     """
 
     CHECK_EVERY_FORWARD = None  # None: on a CPU, not on a GPU
@@ -28,17 +28,19 @@ class InputNormalize(nn.Module):
             mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
         self.register_buffer('mean', torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer('std', torch.tensor(std).view(1, -1, 1, 1))
-        self.check_range = True
+        self.check_range = True  # False: never check
         self.check_every_forward = self.CHECK_EVERY_FORWARD
+        self._range_checked = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         every = self.check_every_forward if self.check_every_forward is not None else x.device.type == 'cpu'
-        if (self.check_range or every) and x.device.type != 'meta' and not torch.compiler.is_compiling():
-            self.check_range = False
+        if self.check_range and (every or not self._range_checked) and x.device.type != 'meta' \
+                and not torch.compiler.is_compiling():
+            self._range_checked = True
             lo, hi = torch.aminmax(x.detach())
             lo, hi = float(lo), float(hi)
             if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # a NaN fails both comparisons
-                self.check_range = True
+                self._range_checked = False
                 if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
                     raise ValueError('robust_zoo models take images in [0, 1]; got NaN or infinite values (a broken '
                                      'image file, a division by zero in preprocessing?): every number computed from '
