@@ -728,11 +728,13 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         clean, robust = head['clean_accuracy'], head['robust_accuracy']
         index[name] = dict(architecture=arch, tag=tag, hf_hub_id=hf_hub_id, sha256=sha,
                            size=(folder / WEIGHTS_NAME).stat().st_size, dataset=dataset, threat_model=threat['id'],
-                           activation=activation, seed=args.get('seed', 0), clean_accuracy=clean, robust_accuracy=robust,
+                           activation=activation, seed=args.get('seed', 0), clean_accuracy=clean,
+                           robust_accuracy=robust,
                            n_examples=head['n_examples'], attacks=list(head['attacks']),
                            **({'stronger': stronger} if (stronger := _stronger_index_entries(records, head)) else {}),
                            **({'caveats': caveats} if (caveats := _caveats(rz)) else {}),
-                           **({'bank_sha256': sha256_file(folder / BANK_FILE)} if (folder / BANK_FILE).is_file() else {}),
+                           **({'bank_sha256': sha256_file(folder / BANK_FILE)}
+                              if (folder / BANK_FILE).is_file() else {}),
                            pretrained_cfg={k: v for k, v in _config_cfg(folder).items() if k in _CFG_KEYS})
         text = json.dumps(dict(sorted(index.items())), indent=2) + '\n'
         _swap_in(folder, out / name, lambda: atomic_write_text(index_file, text))
@@ -750,9 +752,9 @@ def _refuse_replacing(folder: Path, entry: Optional[Mapping[str, Any]], force: b
     if force or (entry is None and not (folder.is_dir() and any(folder.iterdir()))):
         return
     raise ValueError(f'{folder.name} is already published ({folder}' + (', and in the index' if entry else '')
-                     + '); nothing was changed. Pass --force (force=True) to replace it: its evaluation records of the '
-                       'same weights are kept, --drop-old-evals drops them. Or pick another --tag, or withdraw it first '
-                       f'(robust-zoo unpublish {folder.name}).')
+                     + '); nothing was changed. Pass --force (force=True) to replace it: its evaluation records of '
+                       'the same weights are kept, --drop-old-evals drops them. Or pick another --tag, or withdraw it '
+                       f'first (robust-zoo unpublish {folder.name}).')
 
 
 def _checked_records(run: Path, model: Any, records: Sequence[Mapping[str, Any]], sources: Sequence[str],
@@ -778,12 +780,13 @@ def _checked_records(run: Path, model: Any, records: Sequence[Mapping[str, Any]]
         try:
             check_record_weights(record, f'record {i} of {previous}', sha256=sha, digest=digest, fallback=fallback)
         except RecordWeightsError:
-            raise ValueError(f"--force keeps the evaluation records of {folder.name}, but record {i} of {previous} "
-                             f"({'+'.join(record.get('attacks', {})) or 'clean'}, n={record.get('n_examples')}) measured "
-                             f'other weights than the run\'s {run / WEIGHTS_NAME} (sha256 {sha}; the card being '
-                             f'replaced published sha256 {fallback}). Pass --drop-old-evals '
-                             '(keep_evaluations=False) to replace the card without them (they are lost), or publish the '
-                             'run under another --tag; nothing was changed.') from None
+            attacks = '+'.join(record.get('attacks', {})) or 'clean'
+            raise ValueError(f'--force keeps the evaluation records of {folder.name}, but record {i} of {previous} '
+                             f"({attacks}, n={record.get('n_examples')}) measured other weights than the run's "
+                             f'{run / WEIGHTS_NAME} (sha256 {sha}; the card being replaced published sha256 '
+                             f'{fallback}). Pass --drop-old-evals (keep_evaluations=False) to replace the card without '
+                             'them (they are lost), or publish the run under another --tag; nothing was '
+                             'changed.') from None
         if _record_key(record) not in seen:
             seen.add(_record_key(record))
             kept.append(record if record.get('weights_digest') or record.get('weights_sha256')

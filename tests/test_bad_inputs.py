@@ -239,8 +239,8 @@ TRAIN_CASES = [
 @pytest.fixture(scope='module')
 def trained(ws):
     (ws / 'bad.yaml').write_text(yaml.safe_dump({'attack-eps': 0.1}))
-    proc = subprocess.run([sys.executable, str(SCRIPT), *QUICK, '--val-attack', 'fgsm', '--output', str(ws / 'trained')],
-                          env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run([sys.executable, str(SCRIPT), *QUICK, '--val-attack', 'fgsm', '--output',
+                           str(ws / 'trained')], env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return ws
 

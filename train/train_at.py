@@ -294,8 +294,8 @@ def non_finite_message(error: Exception, epoch: int, out: Path, args) -> str:
     fix = (f'lower --lr (now {args.lr:g}), add --warmup-epochs or --clip-grad'
            + (', or try without --amp' if args.amp else ''))
     if not (out / 'last.ckpt').exists():
-        return (f'stopped: {error} at epoch {epoch}, before the first checkpoint: nothing was kept. {fix}, then restart '
-                f'in place: python train/train_at.py --resume {out} <the changed flags> (it starts again from '
+        return (f'stopped: {error} at epoch {epoch}, before the first checkpoint: nothing was kept. {fix}, then '
+                f'restart in place: python train/train_at.py --resume {out} <the changed flags> (it starts again from '
                 'epoch 0; nothing was trained, so this is no recipe change).')
     return (f'stopped: {error} at epoch {epoch}. The last good checkpoint {out / "last.ckpt"} is intact; {fix}, then '
             f'--resume {out} --allow-recipe-change <the changed flags> (args.yaml records the change), or start a new '

@@ -89,12 +89,12 @@ def _step_checks(settings: Mapping[str, Mapping[str, Any]], threat: ThreatModel)
     as PGD-20 at step 0.01 under MNIST's eps 0.3); Madry et al.'s 2.5 eps / k covers it 2.5 times."""
     out = []
     for spec, s in settings.items():
-        if s.get('random_start') and s['steps'] * s['step_size'] < threat.eps * (1 - 1e-9):
+        travel, enough = s.get('steps', 0) * s.get('step_size', 0), math.ceil(2.5 * threat.eps / s.get('step_size', 1))
+        if s.get('random_start') and travel < threat.eps * (1 - 1e-9):
             out.append(dict(name=f'step size ({spec})', status='WARN',
-                            detail=f"{s['steps']} steps of {s['step_size']:.4g} travel {s['steps'] * s['step_size']:.4g}, "
-                                   f'less than the budget eps {threat.eps:.4g}: the attack is weaker than its name '
-                                   f'suggests. Use more steps (pgd-{math.ceil(2.5 * threat.eps / s["step_size"])} covers '
-                                   'it 2.5 times, as Madry et al.).'))
+                            detail=f"{s['steps']} steps of {s['step_size']:.4g} travel {travel:.4g}, less than the "
+                                   f'budget eps {threat.eps:.4g}: the attack is weaker than its name suggests. Use more '
+                                   f'steps (pgd-{enough} covers it 2.5 times, as Madry et al.).'))
     return out
 
 
@@ -252,7 +252,8 @@ def _check_images(x: torch.Tensor, threat: ThreatModel) -> None:
         return
     bad = (~torch.isfinite(x)).flatten(1).any(1)
     if bad.any():
-        raise ValueError(f'{int(bad.sum())} of the {len(x)} images (the first at index {int(bad.nonzero()[0])}) hold NaN '
+        first = int(bad.nonzero()[0])
+        raise ValueError(f'{int(bad.sum())} of the {len(x)} images (the first at index {first}) hold NaN '
                          'or infinite values: drop them or fix the data; no accuracy is computed from them.')
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
