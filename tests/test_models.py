@@ -18,6 +18,7 @@ ARCHS = (
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext152_32x8d', 'wide_resnet50_2',
     *(f'efficientnet_{s}' for s in ('b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7', 'l1')),
     'resnet20', 'resnet32', 'resnet56', 'preact_resnet18', 'wrn_28_10', 'wrn_34_10', 'wrn_70_16', 'mlp3',
+    'lenet_small', 'lenet_wide',
 )
 EFFICIENTNET_ALIASES = tuple(f'efficientnet_{s}_at' for s in ('b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7', 'l1'))
 ALL_MODELS = sorted({f'{arch}_{act}_at' for arch in ARCHS for act in ACTIVATIONS} | set(EFFICIENTNET_ALIASES))
@@ -27,6 +28,7 @@ FAMILIES = {
     'resnet20_relu_at': (1, 28, 28),
     'preact_resnet18_relu_at': (3, 32, 32),
     'mlp3_relu_at': (1, 28, 28),
+    'lenet_small_relu_at': (1, 28, 28),
     'resnet18_relu_at': (3, 64, 64),
     'efficientnet_b0_relu_at': (3, 64, 64),
 }
@@ -56,12 +58,12 @@ def _n_params(model):
 # --- registry --------------------------------------------------------------------------------------------
 
 def test_timm_lists_every_architecture_with_every_activation():
-    assert len(ALL_MODELS) == 273
+    assert len(ALL_MODELS) == 295
     assert sorted(timm.list_models('*_at')) == ALL_MODELS
 
 
 def test_every_entrypoint_builds_with_the_activation_in_its_name():
-    """All 273 entrypoints, built without memory on device='meta'."""
+    """All 295 entrypoints, built without memory on device='meta'."""
     for name in ALL_MODELS:
         model = timm.create_model(name, device='meta')
         act = _activation_in_name(name)
@@ -95,6 +97,8 @@ def test_efficientnet_alias_is_the_silu_model():
     ('preact_resnet18_relu_at', {}, 11_172_170),
     ('wrn_28_10_relu_at', {}, 36_479_194),
     ('wrn_70_16_relu_at', {}, 266_796_506),
+    ('lenet_small_relu_at', {}, 166_406),  # Croce et al.: 16*1*16+16, 32*16*16+32, 7*7*32*100+100, 100*10+10
+    ('lenet_wide_relu_at', {}, 1_644_650),
 ])
 def test_parameter_counts(name, kwargs, n_params):
     assert _n_params(timm.create_model(name, device='meta', **kwargs)) == n_params
@@ -124,6 +128,7 @@ def test_every_cfg_leaves_normalization_to_the_model():
     ('efficientnet_l1_at', 'imagenet-1k', 'imagenet-linf', (3, 600, 600), 1000),
     ('resnet20_silu_at', 'fashion-mnist', 'fashion-mnist-linf', (1, 28, 28), 10),
     ('mlp3_relu_at', 'fashion-mnist', 'fashion-mnist-linf', (1, 28, 28), 10),
+    ('lenet_small_relu_at', 'fashion-mnist', 'fashion-mnist-linf', (1, 28, 28), 10),
     ('wrn_28_10_relu_at', 'cifar10', 'cifar10-linf', (3, 32, 32), 10),
     ('preact_resnet18_relu_at', 'cifar10', 'cifar10-linf', (3, 32, 32), 10),
 ])

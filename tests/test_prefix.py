@@ -103,7 +103,7 @@ def test_list_models_accepts_the_pattern_with_the_prefix():
 
 def test_list_models_lists_only_robust_zoo_models():
     names = robust_zoo.list_models()
-    assert len(names) == 273
+    assert len(names) == 295
     assert 'robust_zoo/resnet18' not in names and 'robust_zoo/resnet18_relu_at' in names
     assert [n[len('robust_zoo/'):] for n in names] == robust_model_names()
 

@@ -328,8 +328,34 @@ def test_config_rejects_eps_in_0_255_units_with_a_hint():
         AttackConfig(eps=8)
 
 
+def test_adv_frac_attacks_the_leading_part_and_trains_on_the_clean_rest():
+    """Croce et al. 2019's ae_frac: the first int(frac * batch) images attacked, the loss on the whole mix."""
+    model, x, y = _small_net(bn=False), *_batch(8)
+    ref = copy.deepcopy(model)
+    cfg = AttackConfig(attack='pgd', steps=2, adv_frac=0.5)
+    torch.manual_seed(3)
+    x_adv = make_adversarial(ref, x[:4], y[:4], cfg)
+    with torch.no_grad():
+        logits = ref(torch.cat([x_adv, x[4:]]))
+    expected_loss = float(F.cross_entropy(logits, y))
+    torch.manual_seed(3)
+    out = adversarial_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.1), cfg)
+    assert out.n == 8 and out.n_adv == 4
+    assert out.loss == pytest.approx(expected_loss, rel=1e-6)
+    assert out.adv_correct == int((logits[:4].argmax(1) == y[:4]).sum())
+
+
+def test_adv_frac_one_attacks_the_whole_batch():
+    cfg = AttackConfig(attack='pgd')
+    assert cfg.n_adversarial(128) == 128 and AttackConfig(attack='pgd', adv_frac=0.5).n_adversarial(128) == 64
+    assert AttackConfig(attack='pgd', adv_frac=0.01).n_adversarial(8) == 1
+
+
 @pytest.mark.parametrize('kwargs,match', [
     ({'eps': 0.0}, 'eps'),
+    ({'adv_frac': 0.0}, 'adv_frac'),
+    ({'adv_frac': 1.5}, 'adv_frac'),
+    ({'attack': 'trades', 'adv_frac': 0.5}, 'adv_frac must be 1 with trades'),
     ({'eps': -0.1}, 'eps'),
     ({'attack': 'cw'}, 'unknown training attack'),
     ({'bn_mode': 'frozen'}, 'bn_mode'),
