@@ -761,13 +761,15 @@ def _checked_records(run: Path, model: Any, records: Sequence[Mapping[str, Any]]
                      folder: Path, entry: Optional[Mapping[str, Any]], keep: bool) -> List[Dict[str, Any]]:
     """Refuse a record of other weights than the run's; return the records of the card being replaced at `folder`
     that measured the same weights and are not among `records` (none when `keep` is False). An older record that
-    names no weights counts as the weights its card published (the index entry's sha256)."""
+    names no weights counts as the weights published under this name (the index entry's sha256): it passes only
+    when the run's weights are those (e.g. a card rewritten from a run restored from it)."""
     from .evaluate.result import RecordWeightsError, check_record_weights
     from .training import parameter_digest
 
     sha, digest = sha256_file(run / WEIGHTS_NAME), parameter_digest(model)
-    for record, source in zip(records, sources):
-        check_record_weights(record, source, sha256=sha, digest=digest)
+    published = (entry or load_published().get(folder.name) or {}).get('sha256')  # this index's, else the one in use
+    for record, source in zip(records, sources):  # an older record naming no weights: only for the published ones
+        check_record_weights(record, source, sha256=sha, digest=digest, fallback=published)
     previous = folder / 'eval_results.json'
     if not keep or not previous.is_file():
         return []
