@@ -30,10 +30,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from . import settings
 
 __all__ = [
-    'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'hf_org', 'index_path',
-    'load_published', 'not_published', 'push_card_repo', 'register_published', 'repo_files',
-    'check_weights_belong', 'resolve_published_weights', 'sha256_file', 'unpublish', 'unpublish_target',
-    'weights_metadata',
+    'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'check_weights_belong', 'hf_org',
+    'index_path', 'load_published', 'not_published', 'push_card_repo', 'register_published', 'repo_files',
+    'resolve_published_weights', 'sha256_file', 'unpublish', 'unpublish_target', 'weights_metadata',
     'with_published', 'write_card_repo',
 ]
 

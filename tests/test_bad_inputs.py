@@ -230,6 +230,8 @@ TRAIN_CASES = [
     ('resume a folder that is no run', ['--resume', '{ws}/empty_dir'], 'does not exist'),
     ('a .pt file as initial checkpoint', ['--initial-checkpoint', '{ws}/weights.pt'],
      'not a readable safetensors file'),
+    ('initial weights of another activation', ['--initial-checkpoint', '{ws}/silu.safetensors'],
+     'holds weights of mlp3_silu_at (activation silu), not of mlp3_relu_at (activation relu)'),
     ('a run folder that already holds a run', ['--output', '{ws}/trained'], 'already holds a training run'),
     ('resume with another recipe', ['--resume', '{ws}/trained', '--lr', '0.5'],
      '--lr 0.1 -> 0.5'),

@@ -33,7 +33,7 @@ from timm.utils import ModelEmaV3, ParseKwargs, distribute_bn, init_distributed_
 import robust_zoo  # noqa: F401  (registers the robust_zoo/ models and activations)
 from robust_zoo.data import DATASETS, DatasetError, create_dataset, load_dataset
 from robust_zoo.evaluate import evaluate, make_attack
-from robust_zoo.hub import sha256_file, weights_metadata
+from robust_zoo.hub import check_weights_belong, sha256_file, weights_metadata
 from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import THREAT_MODELS, ThreatModel, get_threat_model
 from robust_zoo.training import (
@@ -260,7 +260,9 @@ def build_model(args, num_classes: int, in_chans: int):
             raise UserError(f'--model: {e}.{hint} List them with timm.list_models(), or `robust-zoo list` for '
                             "robust_zoo's (as robust_zoo/<name>).") from None
         raise
-    if args.initial_checkpoint:
+    if args.initial_checkpoint:  # weights of another architecture or activation are refused, naming both
+        act = args.model_kwargs.get('act_layer') if isinstance(args.model_kwargs.get('act_layer'), str) else None
+        check_weights_belong(args.initial_checkpoint, args.model, act)
         state = load_weights(args.initial_checkpoint)
         own = model.state_dict()
         head = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
