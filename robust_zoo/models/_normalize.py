@@ -13,9 +13,10 @@ class InputNormalize(nn.Module):
 
     Attack budgets are in pixel units only if the model sees raw [0, 1] pixels, so the first forward
     checks the range and names the usual mistake (feeding already-normalized tensors); NaN and infinite values
-    are refused too. On a CPU the check runs on every forward (`check_every_forward`): it costs nothing measurable
-    there (benchmarks/bench_range_check.py: ratio 1.00 for ResNet-20, 128 images, 10 forwards + PGD-10). On a GPU
-    it would synchronise every step, so there it runs on the first forward only (`check_every_forward = True`
+    are refused too. On a CPU the check runs on every forward (`check_every_forward`): one pass over the batch next
+    to a network's forward (benchmarks/bench_range_check.py, ResNet-20, 128 images, 10 forwards + PGD-10: ratio
+    1.04 on a shared 2-core machine, within its noise). On a GPU it would synchronise every step (not measured
+    here), so there it runs on the first forward only (`check_every_forward = True`
     checks every one there too); the evaluator checks the images it reads itself. `check_range = False` skips it.
     """
 
