@@ -7,8 +7,9 @@ from . import layers, models
 from .layers import create_act_layer, get_act_layer, swap_activations
 from .models import list_models
 from .threat_models import THREAT_MODELS, get_threat_model
+from .convert.fetch import fetch
 
 __version__ = '0.1.0'
 
 __all__ = ['layers', 'models', 'create_act_layer', 'get_act_layer', 'get_threat_model', 'list_models',
-           'swap_activations', 'THREAT_MODELS']
+           'swap_activations', 'THREAT_MODELS', 'fetch']

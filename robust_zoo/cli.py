@@ -115,7 +115,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if not threat:
             raise ValueError(f'{name} names no threat model; pass --threat-model.')
         threat = get_threat_model(threat)
-        data = load_eval_data(threat, args.n_examples, args.data_dir)
+        from .convert.preprocess import source_transform
+        cfg = model.pretrained_cfg
+        transform = source_transform(f"{cfg.get('architecture')}.{cfg.get('tag')}") if cfg.get('tag') else None
+        if transform is not None:
+            logging.getLogger(__name__).info('images prepared as %s', transform.__doc__)
+        data = load_eval_data(threat, args.n_examples, args.data_dir, transform=transform)
         checks = dict(fast=True, full='full', none=False)[args.checks]
         result = evaluate(model, threat, data=data, attacks=args.attacks.split(',') if args.attacks else None,
                           n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name,
@@ -244,6 +249,25 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .convert import list_targets
+    from .convert.fetch import fetch, local_weights
+    if args.list or not args.name:
+        if not args.list:
+            raise ValueError('give the target to fetch, e.g. robust-zoo fetch resnet50_silu_at.sat_in1k '
+                             '(robust-zoo fetch --list shows them).')
+        for t in list_targets():
+            where = local_weights(t.name)
+            print(f'{t.name:<46} {"here: " + str(where.parent) if where else "not fetched"}')
+        return 0
+    folder = fetch(args.name, force=args.force, source_dir=args.source_dir, keep_download=args.keep_download,
+                   progress=not args.quiet)
+    arch = folder.name.split('.', 1)[0]
+    print(f'{folder}/ holds {folder.name}: timm.create_model("robust_zoo/{folder.name}", pretrained=True) loads it '
+          f'(also as robust_zoo/{arch} when it is the default tag), from any folder.')
+    return 0
+
+
 def _convert_epilog() -> str:
     from .convert import SOURCES, list_targets
     targets = list_targets()  # imports the source modules, which register the sources
@@ -347,6 +371,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--readme', default=None, help='rewrite the leaderboard block of this README (else print the table)')
     p.add_argument('--png', default=None, help='plot file (default with --readme: <cards>/leaderboard.png)')
     p.set_defaults(fn=_cmd_leaderboard)
+
+    p = sub.add_parser('fetch', help="download a converted target from its authors' release, convert and verify "
+                       'it into the user cache, where pretrained=True finds it',
+                       description="Download a conversion target's source files from where the authors' scripts "
+                       'take them (Google Drive; base URL: ROBUST_ZOO_DOWNLOAD_BASE_URL), check their sha256 where '
+                       'one is recorded, convert, verify, and store <arch>.<tag>/ in the user cache (ROBUST_ZOO_CACHE, '
+                       'default ~/.cache/robust_zoo, under fetched/). '
+                       'Example: robust-zoo fetch resnet50_silu_at.sat_in1k')
+    p.add_argument('name', nargs='?', help='the target, <arch>.<tag>; an untagged <arch> means its default tag')
+    p.add_argument('--from', dest='source_dir', default=None, metavar='FOLDER', help='convert files you downloaded '
+                   'yourself (the folder holding them, or the one .pt file) instead of downloading')
+    p.add_argument('--force', action='store_true', help='fetch again even if the target is already here')
+    p.add_argument('--keep-download', action='store_true', help='keep the downloaded source files (default: deleted '
+                   'after a successful conversion)')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.add_argument('--list', action='store_true', help='list the targets and whether they are here')
+    p.set_defaults(fn=_cmd_fetch)
 
     p = sub.add_parser('convert', help="convert the field's published robust weights (SAT TF checkpoints, "
                        'RobustBench state dicts) into robust_zoo models', epilog=_convert_epilog(),

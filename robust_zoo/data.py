@@ -21,6 +21,7 @@ import os
 import pickle
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -348,7 +349,7 @@ def _cifar(name: str, split: str, root: PathLike | None) -> tuple[np.ndarray, np
 # ImageNet
 
 
-def _imagenet(split: str, root: PathLike | None, img_size: int | None) -> Dataset:
+def _imagenet(split: str, root: PathLike | None, img_size: int | None, transform: Any = None) -> Dataset:
     from torchvision import datasets, transforms
     how = ('Pass the ImageNet folder as `root` (data_dir= in evaluate, --data-dir on the CLI): it must hold '
            '`train/` and/or `val/` with one sub-folder per class (synset ids, so that sorted order gives the '
@@ -368,7 +369,8 @@ def _imagenet(split: str, root: PathLike | None, img_size: int | None) -> Datase
         resize, crop = 256, 224  # RobustBench's Res256Crop224
     else:
         resize, crop = math.floor(img_size / 0.875), img_size
-    transform = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.ToTensor()])
+    if transform is None:
+        transform = transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.ToTensor()])
     try:
         ds = datasets.ImageFolder(str(folder), transform=transform)
     except (FileNotFoundError, OSError) as e:
@@ -432,6 +434,7 @@ def create_dataset(
         n: int | None = None,
         *,
         img_size: int | None = None,
+        transform: Any = None,
 ) -> Dataset:
     """The `split` ('train' or 'test') of dataset `name` (see DATASETS); its first `n` examples if given.
 
@@ -439,7 +442,9 @@ def create_dataset(
     back as an in-memory `ImageTensorDataset` (with `batch(idx)`); `img_size` must then be their native size
     or None. ImageNet is a lazy `torchvision.datasets.ImageFolder` over `root/train` or, for 'test',
     `root/val` (or `root` itself when it is the class-folder directory), resized to 256 and center-cropped
-    to 224 (RobustBench's Res256Crop224), or resized to floor(img_size / 0.875) and cropped to `img_size`.
+    to 224 (RobustBench's Res256Crop224), or resized to floor(img_size / 0.875) and cropped to `img_size`,
+    or prepared by `transform` (PIL image -> C x H x W in [0, 1]; a converted source's own resize, see
+    robust_zoo.convert.preprocess).
 
     `n` takes the first n examples in the split's order, deterministically. For ImageNet the order
     interleaves the classes (the first image of every class, then the second of every class, ...), so
@@ -450,8 +455,10 @@ def create_dataset(
     _check_split(split)
     if n is not None and n < 0:
         raise ValueError(f'n must be >= 0, got {n}.')
+    if transform is not None and key != 'imagenet':
+        raise ValueError(f'transform= prepares ImageNet images; {key} comes as tensors.')
     if key == 'imagenet':
-        ds = _imagenet(split, root, img_size)
+        ds = _imagenet(split, root, img_size, transform)
         return Subset(ds, _class_interleaved(ds.targets, n)) if n is not None else ds
     if key == 'fashion-mnist':
         images, labels = _fashion_mnist_uint8(split, root)
@@ -479,13 +486,14 @@ def load_dataset(
         n: int | None = None,
         *,
         workers: int = 0,
+        transform: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` examples of a split as float32 images in [0, 1] (N x C x H x W) and int64 labels.
 
     For ImageNet the `n` transformed images are decoded and stacked (about 0.6 MB each at 224 x 224), with
-    `workers` DataLoader processes if > 0. See `create_dataset` for the datasets and `root`.
+    `workers` DataLoader processes if > 0. See `create_dataset` for the datasets, `root` and `transform`.
     """
-    ds = create_dataset(name, split, root, n)
+    ds = create_dataset(name, split, root, n, transform=transform)
     if isinstance(ds, ImageTensorDataset):
         return ds.batch(slice(None))
     loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=False, num_workers=workers)

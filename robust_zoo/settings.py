@@ -6,12 +6,15 @@
 - `cache_dir()`: the user's robust_zoo cache, ROBUST_ZOO_CACHE, else `$XDG_CACHE_HOME/robust_zoo`
   (`~/.cache/robust_zoo`). Weights fetched and converted from other authors' releases go to
   `fetched_dir()` = `cache_dir() / 'fetched'`, one `<arch>.<tag>/` folder each, laid out like a card folder.
+- `download_base_url()`: where `robust-zoo fetch` downloads the sources' Google Drive files from,
+  ROBUST_ZOO_DOWNLOAD_BASE_URL, else Google Drive's `https://drive.usercontent.google.com` (tests serve a
+  loopback server there).
 """
 import os
 from pathlib import Path
 from typing import Optional
 
-__all__ = ['cache_dir', 'cards_dir', 'checkout_root', 'fetched_dir']
+__all__ = ['cache_dir', 'cards_dir', 'checkout_root', 'download_base_url', 'fetched_dir']
 
 
 def checkout_root() -> Optional[Path]:
@@ -47,3 +50,11 @@ def cards_dir() -> Path:
 def fetched_dir() -> Path:
     """Where `robust-zoo fetch` keeps converted weights of other authors: `cache_dir() / 'fetched'`."""
     return cache_dir() / 'fetched'
+
+
+GDRIVE_BASE_URL = 'https://drive.usercontent.google.com'
+
+
+def download_base_url() -> str:
+    """Base URL of Google Drive downloads (`<base>/download?id=...`): ROBUST_ZOO_DOWNLOAD_BASE_URL, else Drive's."""
+    return (os.environ.get('ROBUST_ZOO_DOWNLOAD_BASE_URL') or GDRIVE_BASE_URL).rstrip('/')

@@ -333,10 +333,12 @@ def test_pretrained_without_converted_weights_says_how_to_get_them(tmp_path, mon
     monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
     monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(tmp_path / 'hf' / 'hub'))
     monkeypatch.setitem(hub._state, 'cards_dir', tmp_path / 'cards')
+    monkeypatch.setenv('ROBUST_ZOO_CACHE', str(tmp_path / 'cache'))
     name = 'wrn_70_16_silu_at.rb_wang2023_70_16'
     with pytest.raises(RuntimeError) as e:
         timm.create_model(f'robust_zoo/{name}', pretrained=True, device='meta')
     message = str(e.value)
+    assert f'`robust-zoo fetch {name}`' in message
     assert f'robust-zoo convert {DM_SOURCE} CHECKPOINT --model {name} --card' in message
     assert f'hf-hub:{hub.hf_org()}/{name}' in message
     assert 'Wang2023Better_WRN-70-16' in message

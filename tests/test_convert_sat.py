@@ -478,6 +478,7 @@ def test_a_model_built_without_the_tag_is_refused(tmp_path):
 def test_pretrained_without_converted_weights_names_the_command_and_the_hub_repo(tmp_path, monkeypatch):
     from huggingface_hub import constants as hf_constants
     monkeypatch.setitem(hub._state, 'cards_dir', str(tmp_path / 'cards'))
+    monkeypatch.setenv('ROBUST_ZOO_CACHE', str(tmp_path / 'cache'))
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', True)
     monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(tmp_path / 'hf'))
@@ -485,6 +486,7 @@ def test_pretrained_without_converted_weights_names_the_command_and_the_hub_repo
     with pytest.raises(RuntimeError) as e:
         timm.create_model(f'robust_zoo/{name}', pretrained=True)
     text = str(e.value)
+    assert f'`robust-zoo fetch {name}`' in text
     assert f'robust-zoo convert sat-resnet50 CHECKPOINT --model {name} --card' in text
     assert f'{hub.hf_org()}/{name}' in text and 'download_resnet.py --model_name Res50-silu' in text
     assert text == missing_weights_message(name)

@@ -7,7 +7,8 @@ same shape after the documented layout change; anything left over or missing is 
 names it. Converted models take RGB images in [0, 1] like every robust_zoo model: channel order and input
 scaling of the source are folded into the model (see each source's docstring).
 
-    robust-zoo convert sat-resnet50 ckpt/model-xxx.index --model resnet50_silu_at.sat_in1k --card
+    robust-zoo fetch resnet50_silu_at.sat_in1k      # download from the authors' release, convert (fetch.py)
+    robust-zoo convert sat-resnet50 ckpt/model-xxx.index --model resnet50_silu_at.sat_in1k --card  # a file you have
     timm.create_model('robust_zoo/resnet50_silu_at.sat_in1k', pretrained=True)
 
 Sources register themselves with `register_source` / `register_target` in their modules
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 __all__ = ['ConversionError', 'Reported', 'Source', 'Target', 'SOURCES', 'TARGETS', 'register_source',
-           'register_target', 'convert', 'check_state_dict', 'listing', 'missing_weights_message']
+           'register_target', 'convert', 'check_state_dict', 'listing', 'missing_weights_message', 'converted_markdown']
 
 PathLike = Union[str, Path]
 
@@ -153,9 +154,11 @@ def missing_weights_message(name: str) -> Optional[str]:
     target = TARGETS.get(name)
     if target is None:
         return None
+    from .. import settings
     from ..hub import cards_dir, hf_org
     return (f'robust_zoo/{name}: the weights are converted from {target.origin_url} and are not on this machine. '
-            f'Download: {target.download} Convert: `robust-zoo convert {target.source} CHECKPOINT --model {name} '
+            f'Fetch them (download, convert, verify into {settings.fetched_dir() / name}/): `robust-zoo fetch {name}`. '
+            f'By hand: {target.download} Convert: `robust-zoo convert {target.source} CHECKPOINT --model {name} '
             f'--card` (writes {cards_dir() / name}/, which pretrained=True then loads). Or load the converted repo '
             f'from the Hugging Face Hub: hf-hub:{hf_org()}/{name} (needs a network, or HF_HUB_OFFLINE=1 with it in '
             f'the cache).')
@@ -177,3 +180,50 @@ def targets_markdown() -> str:
                            for r in t.reported) or '-'
         lines.append(f'| `{t.name}` | `{t.source}` | {t.paper} | {clean} | {robust} |')
     return '\n'.join(lines)
+
+
+def converted_markdown() -> str:
+    """docs/converted.md: every target with its fetch command, size, the source's license and REPORTED numbers."""
+    import re
+
+    import timm
+
+    from ..threat_models import get_threat_model
+    from .fetch import default_target
+    rows = []
+    for t in list_targets():
+        model = timm.create_model(f'robust_zoo/{t.name}', device='meta')
+        params = sum(v.numel() for k, v in model.state_dict().items() if v.is_floating_point())
+        clean_only = re.search(r'reports ([\d.]+)% clean accuracy', t.notes)
+        reported = '<br>'.join(f'{100 * r.clean:.2f} / {100 * r.robust:.2f} ({r.attack}, '
+                               f'{get_threat_model(r.threat_model).id})' for r in t.reported) or (
+            f'{clean_only[1]} / not reported' if clean_only else 'not reported')
+        default = ' (default of `robust_zoo/' + t.name.split('.')[0] + '`)' if default_target(
+            t.name.split('.')[0]) == t.name else ''
+        rows.append(f'| `{t.name}`{default} | `robust-zoo fetch {t.name}` | `{t.source}` | {params / 1e6:.1f}M, '
+                    f'{4 * params / 2 ** 20:.0f} MiB | {t.license} | {reported} |')
+    return """# Converted weights
+
+Robust weights published by other authors, converted to robust_zoo models. robust_zoo does not ship them: one
+command downloads the authors' release from where their own scripts take it (SAT's `download_*.py`, RobustBench's
+model zoo: Google Drive), converts it (every tensor mapped, or an error naming it), verifies the result and keeps
+it in your cache (`ROBUST_ZOO_CACHE`, default `~/.cache/robust_zoo`, under `fetched/<name>/`):
+
+```bash
+robust-zoo fetch resnet50_silu_at.sat_in1k
+python -c "import timm, robust_zoo; timm.create_model('robust_zoo/resnet50_silu_at', pretrained=True)"
+```
+
+An untagged name (`robust_zoo/resnet50_silu_at`) loads its default converted tag once that is fetched: the first
+listed for its architecture, or RobustBench's best (Wang et al. 2023) for the `wrn_*_silu_at` models. SAT sources
+are TensorFlow checkpoints: `pip install "robust-zoo[convert-tf]"` first. Without a network (or when Google Drive
+refuses: over quota), download the files the error names yourself and run `robust-zoo fetch NAME --from FOLDER`.
+`ROBUST_ZOO_DOWNLOAD_BASE_URL` replaces Google Drive's download host (the tests serve a loopback server).
+
+Numbers are those the source **reported**; robust_zoo has not measured them (each card gives the `robust-zoo eval`
+command that does). Size: parameters and the converted `model.safetensors` (float32); the download is the
+authors' file, which may be larger (optimizer slots in SAT's checkpoints).
+
+| name | fetch | source | size | license | reported clean / robust % (attack, threat model) |
+|---|---|---|---|---|---|
+""" + '\n'.join(rows) + '\n'

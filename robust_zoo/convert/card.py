@@ -73,6 +73,8 @@ def write_converted_card(model: nn.Module, target: Target, *, checkpoint: PathLi
     rows = '\n'.join(f'| {get_threat_model(r.threat_model).id} | {r.attack} | {r.n_examples} | {100 * r.clean:.2f} | '
                      f'{100 * r.robust:.2f} | {r.reference} |' for r in target.reported)
     commands = '\n'.join(eval_command(target, t) for t in target.eval_threat_models)
+    from .preprocess import describe_source_transform
+    preprocessing = describe_source_transform(target.name) or "the dataset's test images as they are"
     body = f"""# {target.name}
 
 Weights of **{target.paper}**, converted to robust_zoo by `robust-zoo convert {target.source}`. The model takes
@@ -104,6 +106,7 @@ and shapes), not these accuracies. Measure them on the real data with:
 - download: {target.download}
 - converted from: `{Path(checkpoint).name}`; sha256 of `model.safetensors`: `{sha}`
 - license: {target.license} (the source's)
+- evaluation preprocessing (`robust-zoo eval`): {preprocessing}
 """
     card = ModelCard.from_template(card_data, template_str='---\n{{ card_data }}\n---\n\n' + body)
     (folder / 'README.md').write_text(str(card).rstrip('\n') + '\n')

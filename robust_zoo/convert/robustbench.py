@@ -19,8 +19,9 @@ tensor must be used and every model tensor filled, with equal shapes. One allowa
 `load_state_dict` makes: a checkpoint without any `num_batches_tracked` (PyTorch < 0.4.1) gets zeros.
 
 Files are read with `torch.load(weights_only=True)`: tensors and plain containers only, never code. The
-state dict may be the file itself or under 'state_dict' / 'model_state_dict', with or without
-DataParallel's 'module.' prefix (what RobustBench's `load_model` accepts for these models).
+state dict may be the file itself or under 'state_dict' / 'model_state_dict' (robust_paf's train.py saves epoch, arch,
+state_dict, best_prec1, optimizer, swadict), with or without DataParallel's 'module.' prefix and a wrapper's
+'model.' prefix (what RobustBench's `load_model` strips for these models).
 """
 import re
 from pathlib import Path
@@ -68,8 +69,9 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
         raise ConversionError(f'{path}: not a state dict: {len(others)} entries are not tensors ({", ".join(others[:8])}'
                               f'{", ..." if len(others) > 8 else ""}).')
     state = dict(obj)
-    if all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
+    for prefix in ('module.', 'model.'):  # DataParallel's, then a wrapper module's (RobustBench strips both)
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
@@ -207,7 +209,7 @@ register_source(Source(
 
 
 def _target(name: str, source: str, rb_id: str, gdrive_id: str, paper: str, license: str, clean: float, robust: float,
-            dm_file: str = '', notes: str = '') -> None:
+            dm_file: str = '', notes: str = '', default: bool = False) -> None:
     download = (f"RobustBench model '{rb_id}' (cifar10, Linf): robustbench.utils.load_model('{rb_id}', "
                 f"dataset='cifar10', threat_model='Linf') saves models/cifar10/Linf/{rb_id}.pt; it is the Google "
                 f'Drive file {gdrive_id} (`gdown {gdrive_id}`).')
@@ -220,7 +222,7 @@ def _target(name: str, source: str, rb_id: str, gdrive_id: str, paper: str, lice
                            n_examples=10000, reference=f'RobustBench leaderboard, model_info/cifar10/Linf/{rb_id}.json'),),
         eval_threat_models=('cifar10-linf',),
         notes=f"RobustBench id: {rb_id}. {notes}".strip(),
-        extra=dict(robustbench_id=rb_id, gdrive_id=gdrive_id)))
+        extra=dict(robustbench_id=rb_id, gdrive_id=gdrive_id, **({'default': True} if default else {}))))
 
 
 _GOWAL = ('Gowal et al. 2020, "Uncovering the Limits of Adversarial Training against Norm-Bounded Adversarial '
@@ -251,6 +253,8 @@ _target('wrn_28_10_silu_at.rb_rebuffi2021_28_10_ddpm', DM_SOURCE, 'Rebuffi2021Fi
         '1-0EChXbc6pOvx26O17av263bCeqIAz6s', _REBUFFI, _DM_LICENSE, 0.8733, 0.6075, 'cifar10_linf_wrn28-10_cutmix_ddpm_v2',
         'CutMix; 1M DDPM-generated images in training.')
 _target('wrn_70_16_silu_at.rb_wang2023_70_16', DM_SOURCE, 'Wang2023Better_WRN-70-16', '1-RF7ZSS-PAh6bfQcuqx4lh9bc9BUGnap',
-        _WANG, 'mit', 0.9325, 0.7069, notes='50M generated images in training (RobustBench footnote); nn.SiLU in RobustBench, not Swish.')
+        _WANG, 'mit', 0.9325, 0.7069, default=True,
+        notes='50M generated images in training (RobustBench footnote); nn.SiLU in RobustBench, not Swish.')
 _target('wrn_28_10_silu_at.rb_wang2023_28_10', DM_SOURCE, 'Wang2023Better_WRN-28-10', '1-6MYKJdECDVGaWjj6GgqvaT95BGKhUvI',
-        _WANG, 'mit', 0.9244, 0.6731, notes='20M generated images in training (RobustBench footnote); nn.SiLU in RobustBench, not Swish.')
+        _WANG, 'mit', 0.9244, 0.6731, default=True,
+        notes='20M generated images in training (RobustBench footnote); nn.SiLU in RobustBench, not Swish.')

@@ -159,7 +159,12 @@ class TFCheckpoint:
 
     def get(self, name: str) -> torch.Tensor:
         import numpy as np
-        return torch.from_numpy(np.array(self._reader.get_tensor(name), dtype=np.float32))
+        try:
+            value = self._reader.get_tensor(name)
+        except Exception as e:  # a .data file shorter than its .index says: TF's DataLoss / OutOfRange
+            raise ConversionError(f'{self.prefix}: cannot read {name} ({type(e).__name__}); a truncated or '
+                                  f'corrupt .data file?') from e
+        return torch.from_numpy(np.array(value, dtype=np.float32))
 
 
 # --- layouts ---------------------------------------------------------------------------------------------------

@@ -105,9 +105,10 @@ def _check_n(n: Optional[int]) -> None:
 
 
 def load_eval_data(threat_model: Union[str, ThreatModel], n: Optional[int] = None,
-                   root: str | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                   root: str | None = None, transform: Any = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The first `n` (default: the protocol's) test examples of the threat model's dataset, from `root` or its
-    default location: the data `evaluate` reads when it is given none."""
+    default location: the data `evaluate` reads when it is given none. `transform`: ImageNet images prepared
+    another way (a converted model's source preprocessing, robust_zoo.convert.preprocess)."""
     threat = get_threat_model(threat_model)
     _check_n(n)
     n = n or threat.n_examples
@@ -117,7 +118,7 @@ def load_eval_data(threat_model: Union[str, ThreatModel], n: Optional[int] = Non
     if root is None and dataset not in DEFAULT_ROOTS:
         raise ValueError(f'{threat.dataset} has no default location on this machine: pass data=(images in '
                          '[0, 1], labels), or data_dir=<folder> (--data-dir on the CLI) to load it from there.')
-    return load_dataset(dataset, 'test', root, n)
+    return load_dataset(dataset, 'test', root, n, transform=transform)
 
 
 _load_data = load_eval_data  # the former private name

@@ -83,6 +83,9 @@ def build_at_model(
     """
     pretrained_cfg = _as_robust_cfg(variant, kwargs.pop('pretrained_cfg', None))
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg, kwargs.get('pretrained_cfg_overlay'))
+    converted = _converted_target(variant, cfg, kwargs.get('pretrained_cfg_overlay')) if pretrained else None
+    if converted is not None:  # before arch_args: an untagged name may have become its converted tag
+        cfg = converted[1]
     arch_args = dict(getattr(cfg, 'arch_args', None) or {})
     if act_kwargs is None:
         act_kwargs = arch_args.pop('act_kwargs', None)
@@ -99,9 +102,6 @@ def build_at_model(
         raise ValueError('features_only=True is not supported with act_shared=True; pass act_shared=False.')
     factory, shared = make_act_factory(act_layer, act_kwargs, act_shared)
 
-    converted = _converted_target(variant, cfg, kwargs.get('pretrained_cfg_overlay')) if pretrained else None
-    if converted is not None:
-        cfg = converted[1]
     if converted is not None and not (cfg.has_weights or cfg.state_dict):
         raise RuntimeError(converted[0])
     if pretrained and not (cfg.has_weights or cfg.state_dict):
@@ -136,31 +136,38 @@ def build_at_model(
 
 def _converted_target(variant: str, cfg: Any, overlay: Optional[Dict[str, Any]]) -> Optional[Tuple[str, Any]]:
     """For a conversion target (`robust_zoo.convert`): (the error text if its weights cannot be found, the cfg
-    pointing at the converted weights in the model-cards folder when `robust-zoo convert --card` wrote them
-    there, else at the Hub repo `<org>/<name>`). None for other models, or when the caller chose the weights
-    (overlay). Targets' registered cfgs carry no Hub id: robust_zoo has not published them, so timm's
-    `list_models(pretrained=True)` leaves them out; the org is read at call time (ROBUST_ZOO_HF_ORG)."""
+    pointing at the converted weights on this machine (`robust-zoo fetch` into settings.fetched_dir(), or
+    `robust-zoo convert --card` into the cards folder), else at the Hub repo `<org>/<name>`). An untagged name
+    without weights of its own means its default converted tag (resnet50_silu_at -> .sat_in1k) once that is on
+    this machine. None for other models, or when the caller chose the weights (overlay). Targets' registered cfgs
+    carry no Hub id: robust_zoo has not published them, so timm's `list_models(pretrained=True)` leaves them out;
+    the org is read at call time (ROBUST_ZOO_HF_ORG)."""
     if overlay and any(overlay.get(k) for k in ('file', 'url', 'hf_hub_id', 'state_dict')):
         return None
     from ..convert import missing_weights_message
+    from ..convert.fetch import default_target, local_weights
     name = f'{variant}.{cfg.tag}' if cfg.tag else variant
+    default = default_target(variant) if not (cfg.tag or cfg.has_weights or cfg.state_dict) else None
+    if default is not None and local_weights(default) is not None:
+        name, cfg = default, resolve_pretrained_cfg(variant, default.split('.', 1)[1], overlay)
     message = missing_weights_message(name)
     if message is None:
         return None
-    from ..hub import WEIGHTS_NAME, cards_dir, hf_org
-    local = cards_dir() / name / WEIGHTS_NAME
-    if local.is_file():
+    local = local_weights(name)
+    if local is not None:
         return message, dataclasses.replace(cfg, file=str(local), hf_hub_id=None)
+    from ..hub import hf_org
     return message, dataclasses.replace(cfg, hf_hub_id=cfg.hf_hub_id or f'{hf_org()}/{name}')
 
 
 def _conversion_hint(variant: str) -> str:
-    """For an untagged name whose weights exist elsewhere (e.g. resnet50_silu_at -> .sat_in1k): where they are."""
-    from ..convert import list_targets, missing_weights_message
-    tagged = [t.name for t in list_targets() if t.name.split('.')[0] == variant]
-    if not tagged:
+    """For an untagged name whose weights exist elsewhere (e.g. resnet50_silu_at -> .sat_in1k): the one command."""
+    from ..convert.fetch import default_target, fetch_command
+    default = default_target(variant)
+    if default is None:
         return ''
-    return (f' Converted weights of other authors exist for {", ".join(tagged)}: ' + missing_weights_message(tagged[0]))
+    return (f' Converted weights of other authors exist for it: `{fetch_command(default)}` downloads and converts '
+            f'{default}, which robust_zoo/{variant} then loads (robust-zoo convert --list shows the others).')
 
 
 def _adapt_normalize(state_dict: Dict[str, Any], model: nn.Module, filter_fn: Optional[Callable] = None):
