@@ -93,8 +93,8 @@ def _step_checks(settings: Mapping[str, Mapping[str, Any]], threat: ThreatModel)
         if s.get('random_start') and travel < threat.eps * (1 - 1e-9):
             out.append(dict(name=f'step size ({spec})', status='WARN',
                             detail=f"{s['steps']} steps of {s['step_size']:.4g} travel {travel:.4g}, less than the "
-                                   f'budget eps {threat.eps:.4g}: the attack is weaker than its name suggests. Use more '
-                                   f'steps (pgd-{enough} covers it 2.5 times, as Madry et al.).'))
+                                   f'budget eps {threat.eps:.4g}: the attack is weaker than its name suggests. Use '
+                                   f'more steps (pgd-{enough} covers it 2.5 times, as Madry et al.).'))
     return out
 
 
