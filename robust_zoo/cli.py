@@ -81,6 +81,15 @@ def _init_distributed(device: str) -> tuple:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def _weights_sha256(checkpoint: Optional[str], model) -> str:
+    """The sha256 of the weights file an evaluated model was loaded from ('' when it came from elsewhere)."""
+    from pathlib import Path
+
+    from .hub import sha256_file
+    file = checkpoint or (getattr(model, 'pretrained_cfg', None) or {}).get('file')
+    return sha256_file(file) if file and Path(file).is_file() else ''
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import logging
 
@@ -116,7 +125,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate(model, threat, data=data, attacks=args.attacks.split(',') if args.attacks else None,
                           n_examples=args.n_examples, batch_size=args.batch_size, seed=args.seed, model_name=name,
                           checks=checks, probe=args.probe, state_path=args.state, amp=args.amp,
-                          compile=args.compile)
+                          compile=args.compile, weights_sha256=_weights_sha256(args.checkpoint, model))
         if rank != 0:
             return 0
         t = result.threat_model
@@ -152,8 +161,12 @@ def _print_files(files) -> None:
 
 def _cmd_card(args: argparse.Namespace) -> int:
     from .hub import index_path, load_published, repo_files, write_card_repo
+    if args.drop_old_evals and not args.force:
+        raise ValueError('--drop-old-evals only goes with --force (it drops the evaluation records of the card that '
+                         '--force replaces); nothing was written.')
     folder = write_card_repo(args.run_dir, tag=args.tag, evaluations=args.eval or None, out_root=args.out,
-                             plots=args.plot, recipe=args.recipe)
+                             plots=args.plot, recipe=args.recipe, force=args.force,
+                             keep_evaluations=not args.drop_old_evals)
     print(f'wrote {folder}:')
     _print_files(repo_files(folder))
     print(f'indexed in {index_path()} ({len(load_published())} published); check the card, then '
@@ -179,13 +192,15 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_unpublish(args: argparse.Namespace) -> int:
-    from .hub import index_path, unpublish
-    for name in args.names:
-        try:
+    from .hub import index_path, unpublish, unpublish_target
+    try:
+        for name in args.names:  # every name is checked before any is removed
+            unpublish_target(name, out_root=args.out)
+        for name in dict.fromkeys(n.removeprefix('robust_zoo/') for n in args.names):
             folder = unpublish(name, out_root=args.out)
-        except KeyError as e:  # like every other error of the command: stderr, exit 2
-            raise ValueError(e.args[0]) from None
-        print(f'removed {folder} and its entry in {index_path()}')
+            print(f'removed {folder} and its entry in {index_path()}')
+    except KeyError as e:  # like every other error of the command: stderr, exit 2
+        raise ValueError(e.args[0]) from None
     print('regenerate the results tables (docs/results.md) with `robust-zoo leaderboard`; a repo already pushed '
           'to the Hub stays there until you delete it on the Hub.')
     return 0
@@ -226,9 +241,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         folder = write_converted_card(model, TARGETS[name], checkpoint=args.checkpoint, out_root=args.out)
         print(f'wrote {folder}/ (pretrained=True loads robust_zoo/{name} from it)')
     else:
-        from safetensors.torch import save_file
+        from .hub import weights_metadata
+        from .training import save_weights
         out = args.output or f'{name}.safetensors'
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out)
+        save_weights(model.state_dict(), out, dict(format='pt', **weights_metadata(name)))
         print(f'wrote {out} (load: timm.create_model("robust_zoo/{name}", pretrained=True, '
               f'pretrained_cfg_overlay=dict(file="{out}")))')
     return 0
@@ -333,6 +349,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--recipe', default=None, help='the yaml the run was trained with (default: the matching '
                    'train/configs/*.yaml, if any)')
     p.add_argument('--out', default=None, help='folder of card repos (default: model_cards/ of the checkout)')
+    p.add_argument('--force', action='store_true', help='replace an already published <arch>.<tag>; its evaluation '
+                   'records of the same weights are kept')
+    p.add_argument('--drop-old-evals', action='store_true', help='with --force: do not keep the replaced card\'s '
+                   'evaluation records')
     p.set_defaults(fn=_cmd_card)
 
     p = sub.add_parser('push', help='upload a card repo folder to the Hugging Face Hub (a dry run by default)')

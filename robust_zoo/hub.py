@@ -30,9 +30,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from . import settings
 
 __all__ = [
-    'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'hf_org', 'index_path',
-    'load_published', 'not_published', 'push_card_repo', 'register_published', 'repo_files',
-    'resolve_published_weights', 'sha256_file', 'unpublish', 'with_published', 'write_card_repo',
+    'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'check_weights_belong', 'hf_org',
+    'index_path', 'load_published', 'not_published', 'push_card_repo', 'register_published', 'repo_files',
+    'resolve_published_weights', 'sha256_file', 'unpublish', 'unpublish_target', 'weights_metadata',
+    'with_published', 'write_card_repo',
 ]
 
 _logger = logging.getLogger(__name__)
@@ -75,7 +76,6 @@ _DATA_LICENSES = {
 
 _state: Dict[str, Any] = dict(index_path=PUBLISHED_INDEX, cards_dir=MODEL_CARDS_DIR, index=None)
 _BASE_CFGS: Dict[str, Any] = {}  # arch -> its untagged (no-weights) cfg, for the families that take published cfgs
-_HASHES: Dict[Tuple[str, int, int], str] = {}
 
 
 class PublishedWeightsError(RuntimeError):
@@ -222,17 +222,13 @@ def _register_default_cfg(arch: str, default_cfg: Any) -> None:
 # --- verified loading ---------------------------------------------------------------------------------------
 
 def sha256_file(path: PathLike) -> str:
-    """Hex sha256 of a file (memoised on path, size and mtime)."""
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open('rb') as f:
-            for block in iter(lambda: f.read(1 << 20), b''):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
+    """Hex sha256 of a file, read every time: a cache keyed on size and mtime is fooled by a file rewritten with
+    the same size within one timestamp tick, and a published file must never pass on a stale digest."""
+    digest = hashlib.sha256()
+    with Path(path).open('rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _verify(path: Path, name: str, entry: Mapping[str, Any], fix: str) -> None:
@@ -267,6 +263,31 @@ def _download(name: str, entry: Mapping[str, Any], cache_dir: Optional[PathLike]
             f'downloaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}). {how}') from e
 
 
+def weights_metadata(arch: str, activation: Optional[str] = None) -> Dict[str, str]:
+    """The safetensors metadata robust_zoo writes with weights: the architecture and activation they belong to."""
+    arch = _arch_of(arch) or arch
+    return dict(architecture=arch, activation=activation or _activation_of(arch)[1])
+
+
+def check_weights_belong(path: PathLike, arch: str, activation: Optional[str] = None) -> None:
+    """Refuse a weights file whose safetensors metadata names another architecture or activation than the model
+    it is loaded into (same-shaped weights of a ReLU net load silently into a SiLU one); files without that
+    metadata pass."""
+    from .training.checkpoint import CheckpointError, read_weights_metadata
+    meta = read_weights_metadata(path)
+    theirs = meta.get('architecture') or _arch_of(meta.get('arch') or '') or ''
+    ours = _arch_of(arch) or arch
+    their_act = meta.get('activation') or (_activation_of(theirs)[1] if theirs else '')
+    our_act = activation or _activation_of(ours)[1]
+    if theirs and ours and theirs != ours:
+        raise CheckpointError(f'{path} holds weights of {theirs} (activation {their_act or "unknown"}), not of {ours} '
+                              f'(activation {our_act or "unknown"}): they would load into the wrong model. Evaluate '
+                              f'them as robust_zoo/{theirs}.')
+    if their_act and our_act and their_act != our_act:
+        raise CheckpointError(f'{path} holds weights trained with activation {their_act}, not {our_act} of {ours}: '
+                              f'build the model with act_layer={their_act!r}.')
+
+
 def resolve_published_weights(variant: str, cfg: Any, *, cache_dir: Optional[PathLike] = None,
                               overlay: Optional[Mapping[str, Any]] = None) -> Any:
     """Where the weights of a published cfg come from, sha256-checked against the published index.
@@ -276,6 +297,8 @@ def resolve_published_weights(variant: str, cfg: Any, *, cache_dir: Optional[Pat
     `hf-hub:<repo>` of a published repo (no `@revision`) has its cached file checked too, and `local-dir:` of
     a published folder in the model-cards folder its `model.safetensors`.
     """
+    if overlay and overlay.get('file') and str(overlay['file']).endswith('.safetensors'):
+        check_weights_belong(overlay['file'], variant)
     index = _index()
     if not index or cfg.state_dict is not None:
         return cfg
@@ -534,7 +557,7 @@ def _pyplot():
 def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequence[Union[PathLike, Mapping]]] = None,
                     out_root: Optional[PathLike] = None, plots: Optional[Sequence[PathLike]] = None,
                     index_path: Optional[PathLike] = None, org: Optional[str] = None,
-                    recipe: Optional[PathLike] = None) -> Path:
+                    recipe: Optional[PathLike] = None, force: bool = False, keep_evaluations: bool = True) -> Path:
     """Write the Hub repo folder `<out_root>/<arch>.<tag>/` of a train/train_at.py run and index it.
 
     `evaluations`: EvalResult records (JSON files or dicts, bare or as train_at.py's final_eval.json); default:
@@ -543,6 +566,12 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     published index to update (default: the one in use, normally `robust_zoo/published.json`). `org`: Hub
     organisation (default `hf_org()`). `recipe`: the yaml the run was trained with (default: the
     train/configs/*.yaml the run's args match, if any). Returns the folder.
+
+    Nothing published is lost or mislabelled: every record must have measured the run's weights (its
+    `weights_digest` or `weights_sha256`); an already published `<arch>.<tag>` is replaced only with `force`, and
+    then its evaluation records of the same weights are kept (`keep_evaluations=False` drops them). The folder is
+    written beside the old one and swapped in, then the index is written atomically: on any error both stay as
+    they were.
     """
     import timm
     import yaml
@@ -550,7 +579,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     from timm.models._hub import save_config_for_hf
 
     from .data import LABEL_NAMES, NUM_CLASSES
-    from .training import AttackConfig, load_weights
+    from .training import AttackConfig, atomic_write_text, load_weights
 
     run = Path(run_dir)
     if not _TAG_RE.match(tag or ''):
@@ -568,8 +597,9 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
             raise ValueError(f'{run}/final_eval.json holds no evaluation record: pass evaluations=[...] '
                              f'(robust-zoo card --eval result.json).')
         evaluations = [final]
-    records = [_as_record(e, str(e)) if isinstance(e, Mapping) else _as_record(_read_json(e, 'evaluation'), str(e))
-               for e in evaluations]
+    sources = [f'evaluation record {i + 1}' if isinstance(e, Mapping) else str(e) for i, e in enumerate(evaluations)]
+    records = [_as_record(e, src) if isinstance(e, Mapping) else _as_record(_read_json(e, 'evaluation'), src)
+               for e, src in zip(evaluations, sources)]
     if not records:
         raise ValueError('a card needs at least one evaluation record.')
     for r in records:
@@ -620,91 +650,185 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                             if k not in ('label_names', 'label_descriptions', 'label_offset', *pretrained_cfg)}
 
     out = Path(out_root) if out_root is not None else cards_dir()
-    folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / WEIGHTS_NAME, folder / WEIGHTS_NAME)
-    save_config_for_hf(model, folder / 'config.json',
-                       model_config=dict(pretrained_cfg=pretrained_cfg, **({'label_names': label_names}
-                                                                           if label_names else {})))
-    shutil.copyfile(run / 'args.yaml', folder / 'args.yaml')
-    summary = _summary_rows(run / 'summary.csv')
-    if (run / 'summary.csv').is_file():
-        shutil.copyfile(run / 'summary.csv', folder / 'summary.csv')
-    (folder / 'eval_results.json').write_text(json.dumps(records, indent=2) + '\n')
-    images = []
-    for plot in plots or []:
-        plot = Path(plot)
-        if not plot.is_file() or plot.suffix.lower() != '.png':
-            raise ValueError(f'plot {plot} is not a PNG file.')
-        shutil.copyfile(plot, folder / plot.name)
-        images.append((plot.name, plot.stem.replace('_', ' ')))
-    try:
-        if _plot_training(summary, folder / 'training_curves.png'):
-            images.insert(0, ('training_curves.png', 'training curves (summary.csv)'))
-        _plot_evaluation(records, f'{name}: {threat["id"]}', folder / 'evaluation.png')
-        images.insert(1 if images and images[0][0] == 'training_curves.png' else 0,
-                      ('evaluation.png', 'evaluation: accuracy per protocol with Wilson 95% intervals'))
-        images += _plot_curves(records, folder)
-    except RuntimeError as e:  # matplotlib missing: the card says so
-        _logger.warning('no plots drawn: %s', e)
-    sha = sha256_file(folder / WEIGHTS_NAME)
-    from .sparta import BANK_FILE, save_bank, sparta_units
-    bank = _bank_provenance(bank_args, model, out, name) if bank_args.get('sparta_bank') else None
-    if sparta_units(model) and not (bank and bank['frozen']):
-        # a Sparta model publishes its trained units as a reusable bank (a frozen one is its source's bank)
-        save_bank(model, folder / BANK_FILE, source_model=arch, dataset=dataset, threat_model=threat['id'],
-                  recipe=str(args.get('config') or ''), repo=name,
-                  **({'loaded_bank': json.dumps(bank_args)} if bank_args else {}))
-    elif (folder / BANK_FILE).is_file():
-        (folder / BANK_FILE).unlink()
-
-    if recipe is None and args.get('config'):
-        recipe = _recorded_recipe(Path(args['config']))
-    recipe_path = Path(recipe) if recipe is not None else _find_recipe(args)
-    attack_cfg = None
-    if args.get('attack', 'none') != 'none':
-        attack_cfg = AttackConfig(attack=args['attack'], eps=args.get('attack_eps', 0.1),
-                                  steps=args.get('attack_steps', 10), step_size=args.get('attack_step'),
-                                  norm=args.get('attack_norm', 'Linf'))
-    overfit = _overfitting(summary, args, final)
-    rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
-              dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
-              train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
-              precision=f"{args.get('amp_dtype', 'bfloat16')} autocast" if args.get('amp') else 'fp32',
-              recipe=_repo_relative(recipe_path) if recipe_path else None, sha256=sha,
-              **({'checks_not_passed': not_passed} if (not_passed := _checks_not_passed(records)) else {}),
-              **({'stopped_early': True, 'epochs_run': final.get('epochs_run'),
-                  'kept_epoch': (final.get('best') or {}).get('epoch')} if final.get('stopped_early') else {}),
-              **({'catastrophic_overfitting': overfit} if overfit else {}),
-              **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}))
-    card_data = ModelCardData(
-        model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
-        datasets=[_DATASETS.get(dataset, (dataset,))[0]],
-        tags=['image-classification', 'timm', 'robust_zoo', 'adversarial-robustness', 'adversarial-training',
-              dataset, activation],
-        eval_results=_eval_results(records, dataset), robust_zoo=rz)
-    body = _card_body(name=name, hf_hub_id=hf_hub_id, arch=arch, activation=activation, model=model, args=args,
-                      final=final, records=records, dataset=dataset, images=images, sha=sha, folder=folder,
-                      recipe_path=recipe_path, attack_cfg=attack_cfg, run=run, bank=bank, overfit=overfit)
-    card = ModelCard.from_template(card_data, template_str='---\n{{ card_data }}\n---\n\n' + body)
-    (folder / 'README.md').write_text(str(card).rstrip('\n') + '\n')
-
     index_file = Path(index_path) if index_path is not None else Path(_state['index_path'])
     index = load_published(index_file)
-    head = _headline(records)
-    clean, robust = head['clean_accuracy'], head['robust_accuracy']
-    index[name] = dict(architecture=arch, tag=tag, hf_hub_id=hf_hub_id, sha256=sha,
-                       size=(folder / WEIGHTS_NAME).stat().st_size, dataset=dataset, threat_model=threat['id'],
-                       activation=activation, seed=args.get('seed', 0), clean_accuracy=clean, robust_accuracy=robust,
-                       n_examples=head['n_examples'], attacks=list(head['attacks']),
-                       **({'stronger': stronger} if (stronger := _stronger_index_entries(records, head)) else {}),
-                       **({'caveats': caveats} if (caveats := _caveats(rz)) else {}),
-                       pretrained_cfg={k: v for k, v in _config_cfg(folder).items() if k in _CFG_KEYS})
-    index_file.parent.mkdir(parents=True, exist_ok=True)
-    index_file.write_text(json.dumps(dict(sorted(index.items())), indent=2) + '\n')
-    if index_file.resolve() == Path(_state['index_path']).resolve() and folder.parent.resolve() == cards_dir().resolve():
+    _refuse_replacing(out / name, index.get(name), force)
+    records += _checked_records(run, model, records, sources, out / name, index.get(name), keep_evaluations)
+    folder = _staging_folder(out, name)
+    try:
+        shutil.copyfile(run / WEIGHTS_NAME, folder / WEIGHTS_NAME)
+        save_config_for_hf(model, folder / 'config.json',
+                           model_config=dict(pretrained_cfg=pretrained_cfg, **({'label_names': label_names}
+                                                                               if label_names else {})))
+        shutil.copyfile(run / 'args.yaml', folder / 'args.yaml')
+        summary = _summary_rows(run / 'summary.csv')
+        if (run / 'summary.csv').is_file():
+            shutil.copyfile(run / 'summary.csv', folder / 'summary.csv')
+        (folder / 'eval_results.json').write_text(json.dumps(records, indent=2) + '\n')
+        images = []
+        for plot in plots or []:
+            plot = Path(plot)
+            if not plot.is_file() or plot.suffix.lower() != '.png':
+                raise ValueError(f'plot {plot} is not a PNG file.')
+            shutil.copyfile(plot, folder / plot.name)
+            images.append((plot.name, plot.stem.replace('_', ' ')))
+        try:
+            if _plot_training(summary, folder / 'training_curves.png'):
+                images.insert(0, ('training_curves.png', 'training curves (summary.csv)'))
+            _plot_evaluation(records, f'{name}: {threat["id"]}', folder / 'evaluation.png')
+            images.insert(1 if images and images[0][0] == 'training_curves.png' else 0,
+                          ('evaluation.png', 'evaluation: accuracy per protocol with Wilson 95% intervals'))
+            images += _plot_curves(records, folder)
+        except RuntimeError as e:  # matplotlib missing: the card says so
+            _logger.warning('no plots drawn: %s', e)
+        sha = sha256_file(folder / WEIGHTS_NAME)
+        from .sparta import BANK_FILE, save_bank, sparta_units
+        bank = _bank_provenance(bank_args, model, out, name) if bank_args.get('sparta_bank') else None
+        if sparta_units(model) and not (bank and bank['frozen']):
+            # a Sparta model publishes its trained units as a reusable bank (a frozen one is its source's bank)
+            save_bank(model, folder / BANK_FILE, source_model=arch, dataset=dataset, threat_model=threat['id'],
+                      recipe=str(args.get('config') or ''), repo=name,
+                      **({'loaded_bank': json.dumps(bank_args)} if bank_args else {}))
+        elif (folder / BANK_FILE).is_file():
+            (folder / BANK_FILE).unlink()
+
+        if recipe is None and args.get('config'):
+            recipe = _recorded_recipe(Path(args['config']))
+        recipe_path = Path(recipe) if recipe is not None else _find_recipe(args)
+        attack_cfg = None
+        if args.get('attack', 'none') != 'none':
+            attack_cfg = AttackConfig(attack=args['attack'], eps=args.get('attack_eps', 0.1),
+                                      steps=args.get('attack_steps', 10), step_size=args.get('attack_step'),
+                                      norm=args.get('attack_norm', 'Linf'))
+        overfit = _overfitting(summary, args, final)
+        rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
+                  dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
+                  train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
+                  precision=f"{args.get('amp_dtype', 'bfloat16')} autocast" if args.get('amp') else 'fp32',
+                  recipe=_repo_relative(recipe_path) if recipe_path else None, sha256=sha,
+                  **({'checks_not_passed': not_passed} if (not_passed := _checks_not_passed(records)) else {}),
+                  **({'stopped_early': True, 'epochs_run': final.get('epochs_run'),
+                      'kept_epoch': (final.get('best') or {}).get('epoch')} if final.get('stopped_early') else {}),
+                  **({'catastrophic_overfitting': overfit} if overfit else {}),
+                  **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}))
+        card_data = ModelCardData(
+            model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
+            datasets=[_DATASETS.get(dataset, (dataset,))[0]],
+            tags=['image-classification', 'timm', 'robust_zoo', 'adversarial-robustness', 'adversarial-training',
+                  dataset, activation],
+            eval_results=_eval_results(records, dataset), robust_zoo=rz)
+        body = _card_body(name=name, hf_hub_id=hf_hub_id, arch=arch, activation=activation, model=model, args=args,
+                          final=final, records=records, dataset=dataset, images=images, sha=sha, folder=folder,
+                          recipe_path=recipe_path, attack_cfg=attack_cfg, run=run, bank=bank, overfit=overfit)
+        card = ModelCard.from_template(card_data, template_str='---\n{{ card_data }}\n---\n\n' + body)
+        (folder / 'README.md').write_text(str(card).rstrip('\n') + '\n')
+
+        head = _headline(records)
+        clean, robust = head['clean_accuracy'], head['robust_accuracy']
+        index[name] = dict(architecture=arch, tag=tag, hf_hub_id=hf_hub_id, sha256=sha,
+                           size=(folder / WEIGHTS_NAME).stat().st_size, dataset=dataset, threat_model=threat['id'],
+                           activation=activation, seed=args.get('seed', 0), clean_accuracy=clean,
+                           robust_accuracy=robust,
+                           n_examples=head['n_examples'], attacks=list(head['attacks']),
+                           **({'stronger': stronger} if (stronger := _stronger_index_entries(records, head)) else {}),
+                           **({'caveats': caveats} if (caveats := _caveats(rz)) else {}),
+                           **({'bank_sha256': sha256_file(folder / BANK_FILE)}
+                              if (folder / BANK_FILE).is_file() else {}),
+                           pretrained_cfg={k: v for k, v in _config_cfg(folder).items() if k in _CFG_KEYS})
+        text = json.dumps(dict(sorted(index.items())), indent=2) + '\n'
+        _swap_in(folder, out / name, lambda: atomic_write_text(index_file, text))
+    finally:
+        if folder.exists():
+            shutil.rmtree(folder)
+    folder = out / name
+    if index_file.resolve() == Path(_state['index_path']).resolve() and out.resolve() == cards_dir().resolve():
         register_published(index_file, cards_dir())  # loadable at once in this process
     return folder
+
+
+def _refuse_replacing(folder: Path, entry: Optional[Mapping[str, Any]], force: bool) -> None:
+    """A published card (an index entry or a card folder with files) is replaced only when asked to."""
+    if force or (entry is None and not (folder.is_dir() and any(folder.iterdir()))):
+        return
+    raise ValueError(f'{folder.name} is already published ({folder}' + (', and in the index' if entry else '')
+                     + '); nothing was changed. Pass --force (force=True) to replace it: its evaluation records of '
+                       'the same weights are kept, --drop-old-evals drops them. Or pick another --tag, or withdraw it '
+                       f'first (robust-zoo unpublish {folder.name}).')
+
+
+def _checked_records(run: Path, model: Any, records: Sequence[Mapping[str, Any]], sources: Sequence[str],
+                     folder: Path, entry: Optional[Mapping[str, Any]], keep: bool) -> List[Dict[str, Any]]:
+    """Refuse a record of other weights than the run's; return the records of the card being replaced at `folder`
+    that measured the same weights and are not among `records` (none when `keep` is False). An older record that
+    names no weights counts as the weights published under this name (the index entry's sha256): it passes only
+    when the run's weights are those (e.g. a card rewritten from a run restored from it)."""
+    from .evaluate.result import RecordWeightsError, check_record_weights
+    from .training import parameter_digest
+
+    sha, digest = sha256_file(run / WEIGHTS_NAME), parameter_digest(model)
+    published = (entry or load_published().get(folder.name) or {}).get('sha256')  # this index's, else the one in use
+    for record, source in zip(records, sources):  # an older record naming no weights: only for the published ones
+        check_record_weights(record, source, sha256=sha, digest=digest, fallback=published)
+    previous = folder / 'eval_results.json'
+    if not keep or not previous.is_file():
+        return []
+    old = _read_json(previous, 'the published evaluation records')
+    fallback = (entry or {}).get('sha256') or (sha256_file(folder / WEIGHTS_NAME)
+                                               if (folder / WEIGHTS_NAME).is_file() else None)
+    seen = {_record_key(r) for r in records}
+    kept = []
+    for i, record in enumerate(old if isinstance(old, list) else [], 1):
+        try:
+            check_record_weights(record, f'record {i} of {previous}', sha256=sha, digest=digest, fallback=fallback)
+        except RecordWeightsError:
+            attacks = '+'.join(record.get('attacks', {})) or 'clean'
+            raise ValueError(f'--force keeps the evaluation records of {folder.name}, but record {i} of {previous} '
+                             f"({attacks}, n={record.get('n_examples')}) measured other weights than the run's "
+                             f'{run / WEIGHTS_NAME} (sha256 {sha}; the card being replaced published sha256 '
+                             f'{fallback}). Pass --drop-old-evals (keep_evaluations=False) to replace the card without '
+                             'them (they are lost), or publish the run under another --tag; nothing was '
+                             'changed.') from None
+        if _record_key(record) not in seen:
+            seen.add(_record_key(record))
+            kept.append(record if record.get('weights_digest') or record.get('weights_sha256')
+                        else dict(record, weights_sha256=sha))
+    return kept
+
+
+def _record_key(record: Mapping[str, Any]) -> Tuple[Any, ...]:
+    """What makes two evaluation records the same evaluation."""
+    return (record['threat_model'].get('id'), record['n_examples'], record.get('seed', 0),
+            json.dumps(record['attacks'], sort_keys=True), record['clean_accuracy'])
+
+
+def _staging_folder(out: Path, name: str) -> Path:
+    """A new hidden folder beside `out/name` where a card is written before it is swapped in."""
+    import tempfile
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f'.{name}.', suffix='.new', dir=out))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    return staging
+
+
+def _swap_in(staging: Path, folder: Path, write_index: Any) -> None:
+    """Put the fully written `staging` folder in place of `folder`, then `write_index()`; on any error the
+    previous folder is back in place (and `staging` holds the new one, for the caller to remove)."""
+    old = folder.with_name(f'.{folder.name}.{os.getpid()}.old') if folder.exists() else None
+    if old is not None:
+        os.replace(folder, old)
+    try:
+        os.replace(staging, folder)
+        write_index()
+    except BaseException:
+        if not staging.exists() and folder.exists():
+            os.replace(folder, staging)
+        if old is not None:
+            os.replace(old, folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def not_published(name: str, index: Mapping[str, Any], where: str = '') -> str:
@@ -720,23 +844,43 @@ def not_published(name: str, index: Mapping[str, Any], where: str = '') -> str:
 def unpublish(name: str, *, index_path: Optional[PathLike] = None, out_root: Optional[PathLike] = None) -> Path:
     """Withdraw a published model: delete its card folder `<out_root>/<name>/` and its index entry, e.g. when
     its recipe was superseded (a table must never mix budgets). The Hub repo, if pushed, is not touched.
-    Raises KeyError naming the published models when `name` is not one of them. Returns the removed folder."""
-    import shutil
+    Every input is checked first (`unpublish_target`); the index is written atomically and the folder removed
+    only after it. Returns the removed folder."""
+    index_file, folder, name = unpublish_target(name, index_path=index_path, out_root=out_root)
+    from .training import atomic_write_text
+    index = load_published(index_file)
+    del index[name]
+    doomed = folder.with_name(f'.{folder.name}.{os.getpid()}.removed')
+    os.replace(folder, doomed)
+    try:
+        atomic_write_text(index_file, json.dumps(dict(sorted(index.items())), indent=2) + '\n')
+    except BaseException:
+        os.replace(doomed, folder)
+        raise
+    shutil.rmtree(doomed)
+    root = folder.parent
+    if index_file.resolve() == Path(_state['index_path']).resolve() and root.resolve() == cards_dir().resolve():
+        register_published(index_file, cards_dir())
+    return folder
 
+
+def unpublish_target(name: str, *, index_path: Optional[PathLike] = None,
+                     out_root: Optional[PathLike] = None) -> Tuple[Path, Path, str]:
+    """(index file, card folder, bare name) of a published model, after checking that both exist; touches nothing.
+    Raises KeyError naming the published models when `name` is not one of them, ValueError when its card folder
+    is not under `out_root` (a wrong --out)."""
     index_file = Path(index_path) if index_path is not None else Path(_state['index_path'])
     root = Path(out_root) if out_root is not None else cards_dir()
     index = load_published(index_file)
     name = name.removeprefix('robust_zoo/')
     if name not in index:
         raise KeyError(not_published(name, index, f' in {index_file}'))
-    del index[name]
-    index_file.write_text(json.dumps(dict(sorted(index.items())), indent=2) + '\n')
     folder = root / name
-    if folder.is_dir():
-        shutil.rmtree(folder)
-    if index_file.resolve() == Path(_state['index_path']).resolve() and root.resolve() == cards_dir().resolve():
-        register_published(index_file, cards_dir())
-    return folder
+    if not (folder / 'README.md').is_file() and not (folder / WEIGHTS_NAME).is_file():
+        where = f'{root} does not exist' if not root.is_dir() else f'{root} has no card folder {name}/'
+        raise ValueError(f'{where}: is --out right? {name} is in {index_file}, and its card folder should be in the '
+                         f'model-cards folder ({cards_dir()} unless --out says otherwise); nothing was changed.')
+    return index_file, folder, name
 
 
 def _overfitting(rows: Sequence[Mapping[str, str]], args: Mapping[str, Any],
@@ -804,7 +948,7 @@ def _bank_provenance(bank_args: Mapping[str, Any], model: Any, cards_root: Path,
     path = resolve_bank(bank_args['sparta_bank'])
     units, meta = read_bank(path)
     source = None
-    for candidate in sorted(Path(cards_root).glob(f'*/{BANK_FILE}')):
+    for candidate in sorted(Path(cards_root).glob(f'[!.]*/{BANK_FILE}')):  # not a card being written
         other, other_meta = read_bank(candidate)
         if candidate.parent.name != name and 'loaded_bank' not in other_meta and other.keys() == units.keys() \
                 and all(torch.equal(other[u][p], units[u][p]) for u in units for p in units[u]):
@@ -961,6 +1105,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         f"| EMA | {'decay ' + str(args.get('model_ema_decay')) if args.get('model_ema') else 'no'} |",
         f"| checkpoint kept | {_kept(args, final)} |",
         f"| seed | {args.get('seed', 0)} |",
+        *_recipe_change_rows(args),
         '',
         '<details><summary>args.yaml (every flag of the run)</summary>',
         '',
@@ -1084,6 +1229,16 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != 'README.md'):
         lines.append(f'| `{path.name}` | {path.stat().st_size:,} | `{sha256_file(path)}` |')
     return '\n'.join(lines) + '\n'
+
+
+def _recipe_change_rows(args: Mapping[str, Any]) -> List[str]:
+    """The Training table's rows for the recipe changes a resumed run recorded (train_at.py --allow-recipe-change):
+    the flags above are the last ones; before epoch N some were different."""
+    rows = []
+    for change in args.get('recipe_changes') or []:
+        diffs = ', '.join(f'{k} {v.get("was")!r} -> {v.get("now")!r}' for k, v in (change.get('changes') or {}).items())
+        rows.append(f"| recipe changed from epoch {change.get('from_epoch')} (counted from 0) | {_md_cell(diffs)} |")
+    return rows
 
 
 def _caveats(rz: Mapping[str, Any]) -> Dict[str, Any]:

@@ -79,8 +79,7 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     (sample sd over seeds; None for one seed), min, max, values, n_seeds, n_examples and wilson95 (the Wilson
     interval at the mean and n: the test-sample uncertainty of one seed)."""
     root = Path(cards_root) if cards_root is not None else cards_dir()
-    cards = [_card_results(p / 'README.md') for p in sorted(root.iterdir())
-             if (p / 'README.md').is_file()] if root.is_dir() else []
+    cards = [_card_results(readme) for readme in _card_readmes(root)]
     groups: Dict[Tuple[str, str, str, str, str], List[Dict[str, Any]]] = defaultdict(list)
     for card in cards:
         groups[(card.get('base_architecture') or card['architecture'], card['activation'], _bank_label(card),
@@ -105,6 +104,20 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
             robust_without_overfit=_aggregate([c for c in members if c['folder'] not in overfit], threat)[1]
             if overfit else None))
     return rows
+
+
+def _card_readmes(root: Path) -> List[Path]:
+    """The README.md of every card folder under `root`; a missing folder, or one without cards (a typo in --cards),
+    is an error, never an empty leaderboard that would replace the README's tables."""
+    if not root.is_dir():
+        raise ValueError(f'cards folder {root} does not exist: pass the folder that holds the <arch>.<tag>/ card '
+                         f'folders (--cards; default {cards_dir()}); nothing was written.')
+    readmes = [p / 'README.md' for p in sorted(root.iterdir()) if not p.name.startswith('.')
+               and (p / 'README.md').is_file()]
+    if not readmes:
+        raise ValueError(f'{root} holds no model card (no <arch>.<tag>/README.md): is --cards right? '
+                         f'Cards are written by `robust-zoo card`; nothing was written.')
+    return readmes
 
 
 def _aggregate(members: Sequence[Mapping[str, Any]], threat: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
@@ -367,8 +380,8 @@ def _plot_leaderboard(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
                      fontsize=9)
         ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    from .training import atomic_write
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100, format='png'))
     plt.close(fig)
     return out
 
@@ -662,8 +675,12 @@ def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None
     table). If the README also has `<!-- transfer:start -->` / `<!-- transfer:end -->`, the Sparta transfer table
     and its verdicts go there, and `<!-- published:start -->` / `<!-- published:end -->` get the list of published
     models (`published_markdown`). Returns the rows."""
+    from .training import atomic_write_text
     readme = Path(readme_path)
-    text = readme.read_text() if readme.is_file() else ''
+    if not readme.is_file():
+        raise ValueError(f'{readme} does not exist: --readme takes the README whose {LEADERBOARD_START} block the '
+                         'table replaces.')
+    text = readme.read_text()
     _replace_block(text, LEADERBOARD_START, LEADERBOARD_END, '', readme)  # check the markers before any work
     rows = leaderboard(cards_root)
     image = None
@@ -680,6 +697,6 @@ def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None
         verdicts = [v for v in (transfer_summary(experiments), *transfer_verdicts(experiments)) if v]
         body = transfer_markdown(experiments) + ('\n\n' + '\n\n'.join(verdicts) if verdicts else '')
         text = _replace_block(text, TRANSFER_START, TRANSFER_END, body, readme)
-    readme.write_text(text)
+    atomic_write_text(readme, text)
     return rows
 

@@ -29,7 +29,7 @@ from robust_zoo import leaderboard as lb
 from robust_zoo.cli import main
 from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
 from robust_zoo.evaluate import evaluate, wilson_interval
-from robust_zoo.training import save_weights
+from robust_zoo.training import parameter_digest, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH, TAG, ORG = 'mlp3_relu_at', 'fmnist_s0', 'acme'
@@ -275,7 +275,8 @@ def test_card_shows_the_evaluators_accuracy_vs_steps_and_eps_curves(run, tmp_pat
     for stem in ('accuracy_vs_steps', 'accuracy_vs_eps'):
         assert (folder / f'{stem}.png').read_bytes()[:4] == b'\x89PNG' and f'({stem}.png)' in text
     assert 'robust accuracy vs PGD steps (the steps-convergence check), on its 40 probe points' in text
-    folder = hub.write_card_repo(run['dir'], evaluations=[run['records'][1]], **kwargs)  # no curves: no stale plots
+    folder = hub.write_card_repo(run['dir'], evaluations=[run['records'][1]], force=True, keep_evaluations=False,
+                                 **kwargs)  # no curves: no stale plots
     assert not (folder / 'accuracy_vs_steps.png').exists() and 'accuracy_vs_eps' not in (folder / 'README.md').read_text()
 
 
@@ -540,7 +541,7 @@ def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run,
     final = json.loads((src / 'final_eval.json').read_text())
     (src / 'final_eval.json').write_text(json.dumps(dict(final, best=dict(robust_acc=0.70, epoch=0))))
     folder = hub.write_card_repo(src, tag='fmnist_s0', evaluations=[json.loads((folder / 'eval_results.json').read_text())[0]],
-                                 out_root=cards, index_path=index)
+                                 out_root=cards, index_path=index, force=True)
     card = ModelCard.load(folder / 'README.md')
     co = card.data.to_dict()['robust_zoo']['catastrophic_overfitting']
     assert co['epochs'] == [1, 2] and co['kept_epoch'] == 0 and not co['kept_weights_affected']
@@ -680,7 +681,8 @@ def test_leaderboard_needs_its_markers(tmp_path, capsys):
     assert main(['leaderboard', '--cards', str(tmp_path), '--readme', str(readme)]) == 2
     assert 'leaderboard:start' in capsys.readouterr().err
     assert readme.read_text() == '# no markers\n'
-    assert lb.leaderboard(tmp_path / 'none') == [] and 'No published models yet' in lb.leaderboard_markdown([])
+    with pytest.raises(ValueError, match='does not exist'):  # a typo in --cards never reads as "no models"
+        lb.leaderboard(tmp_path / 'none')
 
 
 
@@ -710,7 +712,8 @@ def _transfer_card(run, tmp_path, cards, index, *, arch, tag, robust, clean, mod
                                                        model_kwargs=model_kwargs or {}), sort_keys=False))
     record = copy.deepcopy(run['records'][1])
     record.update(model=f'robust_zoo/{arch}', seed=seed, clean_accuracy=clean, robust_accuracy=robust,
-                  attacks={'pgd-20': robust}, confidence_interval=list(wilson_interval(round(robust * 20), 20)))
+                  attacks={'pgd-20': robust}, confidence_interval=list(wilson_interval(round(robust * 20), 20)),
+                  weights_digest=parameter_digest(model))  # a record of these weights
     return hub.write_card_repo(src, tag=tag, evaluations=[record], out_root=cards, index_path=index)
 
 

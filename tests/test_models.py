@@ -194,7 +194,11 @@ def test_range_check_stays_armed_until_a_valid_batch():
         with pytest.raises(ValueError, match=r'images in \[0, 1\]'):
             model(bad)
     model(_images((1, 28, 28)))
-    assert model.normalize.check_range is False  # checked once: no per-step cost afterwards
+    with pytest.raises(ValueError, match=r'images in \[0, 1\]'):  # on a CPU every forward is checked
+        model(bad)
+    model(_images((1, 28, 28)))
+    model.normalize.check_every_forward = False  # as on a GPU: checked once, no sync per step afterwards
+    assert model(bad).shape == (1, 10)
 
 
 def test_check_range_false_accepts_any_input():

@@ -141,3 +141,22 @@ def test_the_main_job_names_the_stronger_attacks_numbers_the_card_states():
     lines = []
     demo.run_published(name, n_examples=10, attacks=('fgsm',), log=lines.append)
     assert f"on the first {entry['n_examples']} test images{stronger_text(entry)}); see it" in '\n'.join(lines)
+
+
+@pytest.mark.parametrize('name', PUBLISHED)
+def test_every_record_of_a_card_measured_its_weights(name):
+    """A record that names its weights (weights_digest / weights_sha256) names the card's; an older one is tied to
+    them by the index entry that published both."""
+    from robust_zoo.evaluate.result import check_record_weights
+    from robust_zoo.training import parameter_digest
+    entry = load_published()[name]
+    digest = parameter_digest(timm.create_model(f'robust_zoo/{name}', pretrained=True))
+    for i, record in enumerate(json.loads((cards_dir() / name / 'eval_results.json').read_text()), 1):
+        check_record_weights(record, f'{name}: record {i}', sha256=entry['sha256'], digest=digest,
+                             fallback=entry['sha256'])
+
+
+@pytest.mark.parametrize('name', BANKS)
+def test_every_published_bank_is_the_one_its_card_published(name):
+    from robust_zoo.sparta import BANK_FILE, published_bank_sha256
+    assert sha256_file(cards_dir() / name / BANK_FILE) == published_bank_sha256(cards_dir() / name)

@@ -150,6 +150,9 @@ def test_create_model_takes_a_bank_file_or_a_published_name(bank, tmp_path, monk
     cards = tmp_path / 'cards'
     (cards / 'resnet20_sparta_at.fmnist_s0').mkdir(parents=True)
     (cards / 'resnet20_sparta_at.fmnist_s0' / 'sparta_bank.safetensors').write_bytes(bank.read_bytes())
+    sha = hub.sha256_file(bank)  # the card's Files table: what the bank is checked against
+    (cards / 'resnet20_sparta_at.fmnist_s0' / 'README.md').write_text(
+        f'| `sparta_bank.safetensors` | {bank.stat().st_size:,} | `{sha}` |\n')
     monkeypatch.setitem(hub._state, 'cards_dir', str(cards))
     model = timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank='resnet20_sparta_at.fmnist_s0')
     assert model.sparta_bank_mapping['stages.0.0.act1'] == 'stages.0.0.act1'

@@ -34,7 +34,7 @@ def test_trades_adversary_raises_the_kl(model_and_batch):
     with torch.no_grad():
         clean = model(x)
         kl_adv = trades_kl(model(x_adv), clean)
-        kl_start = trades_kl(model(x + 0.001 * torch.randn_like(x)), clean)  # the adversary's start
+        kl_start = trades_kl(model((x + 0.001 * torch.randn_like(x)).clamp(0, 1)), clean)  # the adversary's start
         # random corners of the same Linf ball: sign steps alone, without the gradient, do not get there
         kl_random = max(trades_kl(model((x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)), clean)
                         for _ in range(3))

@@ -33,6 +33,7 @@ from timm.utils import ModelEmaV3, ParseKwargs, distribute_bn, init_distributed_
 import robust_zoo  # noqa: F401  (registers the robust_zoo/ models and activations)
 from robust_zoo.data import DATASETS, DatasetError, create_dataset, load_dataset
 from robust_zoo.evaluate import evaluate, make_attack
+from robust_zoo.hub import check_weights_belong, sha256_file, weights_metadata
 from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import THREAT_MODELS, ThreatModel, get_threat_model
 from robust_zoo.training import (
@@ -58,7 +59,10 @@ g = parser.add_argument_group('Model')
 g.add_argument('--model', default='robust_zoo/resnet20_silu_at', help='timm model name (robust_zoo/ prefix ok)')
 g.add_argument('--pretrained', action='store_true', help='start from the published weights (fine-tuning)')
 g.add_argument('--initial-checkpoint', default='', help='start from these safetensors weights (fine-tuning)')
-g.add_argument('--resume', default='', help='resume a run: its output folder or its last.ckpt')
+g.add_argument('--resume', default='', help='resume a run: its output folder or its last.ckpt (a run that stopped '
+               'before its first checkpoint restarts from epoch 0)')
+g.add_argument('--allow-recipe-change', action='store_true', help='--resume with flags that change the recipe: '
+               'args.yaml records the change and the epoch it starts at (default: refused, listing the differences)')
 g.add_argument('--num-classes', type=int, default=None, help='classes (default: the dataset\'s); a new head '
                'is made when it differs from the pretrained one')
 g.add_argument('--reset-head', action='store_true', help='fine-tuning: a fresh classifier even when the '
@@ -145,7 +149,7 @@ def _yaml_defaults(path: Path) -> dict:
         raise UserError(f'config file {path} does not exist.')
     cfg = yaml.safe_load(path.read_text()) or {}
     known = vars(parser.parse_args([]))
-    unknown = [k for k in cfg if k not in known and k != 'config']
+    unknown = [k for k in cfg if k not in known and k not in ('config', 'recipe_changes')]
     if unknown:
         raise UserError(f'{path}: unknown keys {unknown}; keys are the flags with _ for - (e.g. attack_eps).')
     return {k: v for k, v in cfg.items() if k in known}
@@ -154,12 +158,16 @@ def _yaml_defaults(path: Path) -> dict:
 def parse_args(argv=None):
     """Defaults, then a resumed run's args.yaml, then -c/--config, then the command line."""
     pre, _ = config_parser.parse_known_args(argv)
-    defaults = {}
+    defaults, saved_run = {}, None
     if pre.resume:
         run_dir = Path(pre.resume) if Path(pre.resume).is_dir() else Path(pre.resume).parent
         if (run_dir / 'args.yaml').is_file():
-            defaults.update({k: v for k, v in _yaml_defaults(run_dir / 'args.yaml').items()
-                             if k not in ('resume', 'output', 'experiment')})
+            saved_run = _yaml_defaults(run_dir / 'args.yaml')
+            saved_run['config'] = (yaml.safe_load((run_dir / 'args.yaml').read_text()) or {}).get('config', '')
+            saved_run['recipe_changes'] = (yaml.safe_load((run_dir / 'args.yaml').read_text()) or {}).get(
+                'recipe_changes') or []
+            defaults.update({k: v for k, v in saved_run.items()
+                             if k not in ('resume', 'output', 'experiment', 'config', 'recipe_changes')})
     if pre.config:
         defaults.update(_yaml_defaults(Path(pre.config)))
     saved = {a.dest: a.default for a in parser._actions}
@@ -169,8 +177,38 @@ def parse_args(argv=None):
                                   if a not in ('-c', '--config', pre.config) or not pre.config])
     finally:
         parser.set_defaults(**saved)
-    args.config = pre.config
+    args.config = pre.config or (saved_run or {}).get('config', '')
+    args.saved_run = saved_run  # the resumed run's args.yaml, to compare the recipe with (not a flag: not saved)
     return args
+
+
+# flags that do not change what a run learns: a resumed run may change them (args.yaml keeps the last values)
+NOT_RECIPE = ('resume', 'output', 'experiment', 'config', 'device', 'workers', 'log_interval', 'no_progress',
+              'checkpoint_hist', 'checkpoint_interval', 'fused_act', 'eval_samples', 'eval_attacks', 'threat_model',
+              'allow_recipe_change', 'recipe_changes')
+
+
+def recipe_changes(args) -> dict:
+    """{flag: {was, now}} for every recipe flag of a resumed run that differs from its args.yaml; a UserError
+    listing them unless --allow-recipe-change (then args.yaml records them as a change from the resumed epoch)."""
+    saved = args.saved_run or {}
+    changes = {k: dict(was=v, now=getattr(args, k)) for k, v in saved.items()
+               if k not in NOT_RECIPE and hasattr(args, k) and getattr(args, k) != v}
+    if changes and not args.allow_recipe_change:
+        listed = '; '.join(f"--{k.replace('_', '-')} {c['was']!r} -> {c['now']!r}" for k, c in changes.items())
+        raise UserError(f'--resume {args.resume}: these flags change the run\'s recipe ({listed}), but its args.yaml, '
+                        'from which its model card is written, records the old one; nothing was changed. Resume with '
+                        'the same flags (drop these), start a new run in another --output, or pass '
+                        '--allow-recipe-change to train on with them (args.yaml then records the change and the epoch '
+                        'it starts at, and the card states it).')
+    return changes
+
+
+def never_checkpointed(out: Path) -> bool:
+    """A run folder whose run stopped before its first checkpoint: args.yaml, but nothing trained to resume."""
+    return (out / 'args.yaml').is_file() and not any(
+        (out / f).exists() for f in ('last.ckpt', 'summary.csv', 'model.safetensors', 'final_eval.json')) \
+        and not any(out.glob('checkpoint-*.ckpt'))
 
 
 def resolve_output(args) -> Path:
@@ -178,6 +216,10 @@ def resolve_output(args) -> Path:
     if args.resume:
         resume = Path(args.resume)
         return resume if resume.is_dir() else resume.parent  # a resumed run writes into its own folder
+    if never_checkpointed(out):
+        raise UserError(f'{out} holds a run that stopped before its first checkpoint (args.yaml, no last.ckpt): '
+                        f'restart it in place with --resume {out} (it starts again from epoch 0, with its args.yaml '
+                        'and the flags you add), or pick a new --output/--experiment.')
     if out.exists() and any((out / f).exists() for f in RUN_FILES):
         raise UserError(f'{out} already holds a training run; nothing was overwritten. Resume it with '
                         f'--resume {out}, or pick a new --output/--experiment.')
@@ -218,7 +260,9 @@ def build_model(args, num_classes: int, in_chans: int):
             raise UserError(f'--model: {e}.{hint} List them with timm.list_models(), or `robust-zoo list` for '
                             "robust_zoo's (as robust_zoo/<name>).") from None
         raise
-    if args.initial_checkpoint:
+    if args.initial_checkpoint:  # weights of another architecture or activation are refused, naming both
+        act = args.model_kwargs.get('act_layer') if isinstance(args.model_kwargs.get('act_layer'), str) else None
+        check_weights_belong(args.initial_checkpoint, args.model, act)
         state = load_weights(args.initial_checkpoint)
         own = model.state_dict()
         head = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
@@ -238,6 +282,26 @@ def build_model(args, num_classes: int, in_chans: int):
             _logger.info('--smooth-backward: ReLU modules now relu_smoothgrad (same forward, switchable backward)')
         set_smooth_backward(model, False)
     return model
+
+
+def weights_meta(args: argparse.Namespace, epoch: int) -> dict:
+    """The safetensors metadata of the run's weights: its --model, epoch and dataset, and the architecture and
+    activation they belong to (loaders refuse them for another model: robust_zoo.hub.check_weights_belong)."""
+    act = args.model_kwargs.get('act_layer') if isinstance(args.model_kwargs.get('act_layer'), str) else None
+    return dict(arch=args.model, epoch=str(epoch), dataset=args.dataset, **weights_metadata(args.model, act))
+
+
+def non_finite_message(error: Exception, epoch: int, out: Path, args) -> str:
+    """What to do after a non-finite loss: the changes that help, and how to go on from where the run is."""
+    fix = (f'lower --lr (now {args.lr:g}), add --warmup-epochs or --clip-grad'
+           + (', or try without --amp' if args.amp else ''))
+    if not (out / 'last.ckpt').exists():
+        return (f'stopped: {error} at epoch {epoch}, before the first checkpoint: nothing was kept. {fix}, then '
+                f'restart in place: python train/train_at.py --resume {out} <the changed flags> (it starts again from '
+                'epoch 0; nothing was trained, so this is no recipe change).')
+    return (f'stopped: {error} at epoch {epoch}. The last good checkpoint {out / "last.ckpt"} is intact; {fix}, then '
+            f'--resume {out} --allow-recipe-change <the changed flags> (args.yaml records the change), or start a new '
+            'run with them.')
 
 
 def resolve_amp(args: argparse.Namespace, device: torch.device) -> Optional[str]:
@@ -282,10 +346,13 @@ def main(argv=None) -> int:
     device = init_distributed_device(args)
     primary = args.rank == 0
     out = resolve_output(args)
-    resume_state = None
-    if args.resume:
+    resume_state, restarted, changes = None, False, {}
+    if args.resume and Path(args.resume).is_dir() and never_checkpointed(out):
+        restarted, args.resume, args.output, args.experiment = True, '', str(out), ''  # nothing trained: from epoch 0
+    elif args.resume:
         resume_state = load_train_state(out / 'last.ckpt' if Path(args.resume).is_dir() else args.resume,
                                         arch=args.model)
+        changes = recipe_changes(args)
     early = logging.handlers.MemoryHandler(capacity=10_000, flushLevel=logging.CRITICAL + 1)  # for log.txt
     logging.basicConfig(level=logging.INFO if primary else logging.WARNING, format='%(message)s',
                         handlers=[logging.StreamHandler(sys.stdout), early], force=True)
@@ -378,12 +445,14 @@ def main(argv=None) -> int:
         global_step, best = resume_state['global_step'], resume_state['best']
         stopped_early = bool(resume_state.get('stopped_early'))  # killed after an early stop: do not train on
         log(f'resumed {out}/last.ckpt at epoch {start_epoch}, step {start_step} ({global_step} updates)')
+        if changes and primary:
+            record_recipe_change(out, args, changes, start_epoch)
         if primary and (out / 'summary.csv').exists():
             _truncate_summary(out / 'summary.csv', start_epoch)
     elif primary:
-        flags = ({a.dest for a in parser._actions} - {'help'}) | {'config'}  # config: the recipe it started from
-        atomic_write_text(out / 'args.yaml', yaml.safe_dump({k: v for k, v in vars(args).items() if k in flags},
-                                                            sort_keys=False))
+        if restarted:
+            log(f'{out} stopped before its first checkpoint: restarting it from epoch 0')
+        write_args(out, args)
     if start_epoch > 0 or start_step > 0:
         scheduler.step(start_epoch)
         if args.sched_on_updates:
@@ -429,8 +498,7 @@ def main(argv=None) -> int:
                 scaler=scaler, scheduler=scheduler, ema=ema, channels_last=args.channels_last,
                 log_interval=args.log_interval, workers=args.workers, log=log, on_step=on_step, progress=progress)
         except FloatingPointError as e:
-            _logger.error(f'stopped: {e} at epoch {epoch}. The last good checkpoint {out / "last.ckpt"} is intact; '
-                          f'lower --lr, add --warmup-epochs or --clip-grad, or try without --amp, then --resume.')
+            _logger.error(non_finite_message(e, epoch, out, args))
             return 3
         global_step += len(batches) - start_step
         start_step = 0
@@ -451,7 +519,7 @@ def main(argv=None) -> int:
         if improved:
             best = dict(robust_acc=robust, epoch=epoch)
         if primary:
-            meta = dict(arch=args.model, epoch=str(epoch), dataset=args.dataset)
+            meta = weights_meta(args, epoch)
             save_weights(eval_model.state_dict(), out / 'model.safetensors', meta)
             if ema is not None:
                 save_weights(base.state_dict(), out / 'model_raw.safetensors', meta)
@@ -481,8 +549,7 @@ def main(argv=None) -> int:
         return 0
     if args.early_stop_robust and (out / 'model_best.safetensors').exists():
         load_model_state(eval_model, load_weights(out / 'model_best.safetensors'), 'model_best.safetensors')
-        save_weights(eval_model.state_dict(), out / 'model.safetensors',
-                     dict(arch=args.model, epoch=str(best['epoch']), dataset=args.dataset))
+        save_weights(eval_model.state_dict(), out / 'model.safetensors', weights_meta(args, best['epoch']))
     record = dict(model=args.model, dataset=args.dataset, epochs_run=epochs_run,
                   stopped_early=stopped_early, best=best, world_size=args.world_size, ranks_identical=same)
     if args.eval_samples:
@@ -493,13 +560,31 @@ def main(argv=None) -> int:
         else:
             set_fused_activations(False)  # the attacks see a new batch shape per batch (clean-correct points): no compiling
             result = evaluate(eval_model.eval(), threat, data=(x, y), attacks=args.eval_attacks.split(','),
-                              n_examples=len(y), seed=args.seed, model_name=args.model)
+                              n_examples=len(y), seed=args.seed, model_name=args.model,
+                              weights_sha256=sha256_file(out / 'model.safetensors'))
             record['evaluation'] = result.to_dict()
             log(f'final evaluation on {len(y)} test images, {threat.id}: clean {result.clean_accuracy:.3f}, '
                 f'robust {result.robust_accuracy:.3f} ({args.eval_attacks})')
     atomic_write_text(out / 'final_eval.json', json.dumps(record, indent=2))  # its presence marks a finished run
     log(f'done: {out}')
     return 0
+
+
+def write_args(out: Path, args, recipe_changes_list: Optional[list] = None) -> None:
+    """args.yaml: every flag of the run (config: the recipe it started from) and any recorded recipe changes."""
+    flags = ({a.dest for a in parser._actions} - {'help', 'allow_recipe_change'}) | {'config'}
+    values = {k: v for k, v in vars(args).items() if k in flags}
+    if recipe_changes_list:
+        values['recipe_changes'] = recipe_changes_list
+    atomic_write_text(out / 'args.yaml', yaml.safe_dump(values, sort_keys=False))
+
+
+def record_recipe_change(out: Path, args, changes: dict, epoch: int) -> None:
+    """--allow-recipe-change: args.yaml takes the new flags and records what changed from which epoch."""
+    earlier = [c for c in (args.saved_run or {}).get('recipe_changes') or [] if c.get('from_epoch', 0) < epoch]
+    write_args(out, args, earlier + [dict(from_epoch=epoch, changes=changes)])
+    _logger.warning(f'recipe changed from epoch {epoch} on (recorded in {out / "args.yaml"}): '
+                    + ', '.join(f"{k} {c['was']!r} -> {c['now']!r}" for k, c in changes.items()))
 
 
 def _truncate_summary(path: Path, start_epoch: int) -> None:

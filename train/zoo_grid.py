@@ -518,7 +518,7 @@ def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
         card = cards_dir() / f'{run.model}.{run.tag}' / 'README.md'
         if not force and card.exists() and card.stat().st_mtime >= max(r.stat().st_mtime for r in records):
             continue
-        folder = write_card_repo(out, tag=run.tag, evaluations=records)
+        folder = write_card_repo(out, tag=run.tag, evaluations=records, force=True)  # the grid's own cards
         print(f'card     {folder} ({", ".join(r.stem for r in records)})', flush=True)
         written += 1
     rows = write_leaderboard(readme, readme.parent / 'assets' / 'leaderboard.png')

@@ -32,13 +32,14 @@ def write_converted_card(model: nn.Module, target: Target, *, checkpoint: PathLi
     from safetensors.torch import save_file
     from timm.models._hub import save_config_for_hf
 
-    from ..hub import WEIGHTS_NAME, cards_dir, hf_org, sha256_file
+    from ..hub import WEIGHTS_NAME, cards_dir, hf_org, sha256_file, weights_metadata
     from ..threat_models import get_threat_model
 
     folder = Path(out_root if out_root is not None else cards_dir()) / target.name
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_NAME),
-              metadata={'format': 'pt', 'converted_from': target.origin_url, 'source': target.source})
+              metadata={'format': 'pt', 'converted_from': target.origin_url, 'source': target.source,
+                        **weights_metadata(target.name)})
     cfg = model.pretrained_cfg
     hf_hub_id = f'{org or hf_org()}/{target.name}'
     arch, _, tag = target.name.partition('.')

@@ -7,7 +7,7 @@ import sys
 import time
 import weakref
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,9 +21,12 @@ from .checks import (
     check_restarts, check_steps_convergence, check_unbounded, perturbation_size, predict,
 )
 from .result import EvalResult, wilson_interval
-from .state import EvalStateError, all_gather, bits, broadcast, fingerprint, from_bits, load_state, rank_world, save_state
+from .state import (
+    EvalStateError, all_gather, bits, broadcast, fingerprint, from_bits, load_state, parameter_digest, rank_world,
+    save_state,
+)
 
-__all__ = ['CHECKS', 'EvalStateError', 'FAST_CHECKS', 'evaluate', 'load_eval_data', 'make_attack']
+__all__ = ['CHECKS', 'EvalStateError', 'FAST_CHECKS', 'attack_settings', 'evaluate', 'load_eval_data', 'make_attack']
 
 _logger = logging.getLogger('robust_zoo.evaluate')
 _AVAILABLE = ('fgsm, pgd-<steps>[x<restarts>] (e.g. pgd-20, pgd-20x5), pgd-dlr-<steps>[x<restarts>] (e.g. '
@@ -63,6 +66,36 @@ def make_attack(spec: str, threat: ThreatModel, seed: int = 0, warnings: Optiona
         return lambda m, x, y: pgd(m, x, y, eps=threat.eps, steps=steps, step_size=step, norm=threat.norm,
                                    restarts=restarts, loss=loss)
     raise ValueError(f'Unknown or not yet available attack {spec!r}; available: {_AVAILABLE}.')
+
+
+def attack_settings(spec: str, threat: ThreatModel) -> Dict[str, Any]:
+    """The settings `make_attack(spec, threat)` runs with, for the record: PGD's steps, step size, restarts and loss
+    (the threat model's fixed step where it has one, else 2.5 eps / k); {} for AutoAttack's attacks, whose settings
+    are AutoAttack standard's."""
+    spec = spec.lower()
+    if spec == 'fgsm':
+        return dict(steps=1, step_size=threat.eps, restarts=1, loss='ce', random_start=False)
+    match = re.fullmatch(r'pgd-(?:(ce|dlr)-)?(\d+)(?:x(\d+))?', spec)
+    if not match:
+        return {}
+    steps = int(match.group(2))
+    step = threat.step_size if threat.step_size is not None else 2.5 * threat.eps / steps
+    return dict(steps=steps, step_size=step, restarts=int(match.group(3) or 1), loss=match.group(1) or 'ce',
+                random_start=True)
+
+
+def _step_checks(settings: Mapping[str, Mapping[str, Any]], threat: ThreatModel) -> List[dict]:
+    """A WARN for each PGD attack whose steps cannot cover the budget (k x step < eps: weaker than its name says,
+    as PGD-20 at step 0.01 under MNIST's eps 0.3); Madry et al.'s 2.5 eps / k covers it 2.5 times."""
+    out = []
+    for spec, s in settings.items():
+        travel, enough = s.get('steps', 0) * s.get('step_size', 0), math.ceil(2.5 * threat.eps / s.get('step_size', 1))
+        if s.get('random_start') and travel < threat.eps * (1 - 1e-9):
+            out.append(dict(name=f'step size ({spec})', status='WARN',
+                            detail=f"{s['steps']} steps of {s['step_size']:.4g} travel {travel:.4g}, less than the "
+                                   f'budget eps {threat.eps:.4g}: the attack is weaker than its name suggests. Use '
+                                   f'more steps (pgd-{enough} covers it 2.5 times, as Madry et al.).'))
+    return out
 
 
 def _check_n(n: Optional[int]) -> None:
@@ -200,6 +233,35 @@ def _budget(x: torch.Tensor, x_adv: torch.Tensor, norm: str) -> List[float]:
             len(x)]
 
 
+def _dataset_checks(model: nn.Module, threat: ThreatModel) -> List[dict]:
+    """A WARN (and a log line) when the model's pretrained cfg names a threat model of another dataset: images of
+    the same shape (MNIST, Fashion-MNIST, digits) run silently, and the numbers mean nothing for the card's claim."""
+    from ..threat_models import THREAT_MODELS
+    own = (getattr(model, 'pretrained_cfg', None) or {}).get('threat_model')
+    if own not in THREAT_MODELS or THREAT_MODELS[own].dataset == threat.dataset:
+        return []
+    detail = (f'the model was trained and published for {own} ({THREAT_MODELS[own].dataset}); it is evaluated '
+              f'under {threat.id} ({threat.dataset}), on another dataset\'s images.')
+    _logger.warning('%s', detail)
+    return [dict(name='threat model', status='WARN', detail=detail)]
+
+
+def _check_images(x: torch.Tensor, threat: ThreatModel) -> None:
+    """Refuse images outside [0, 1], NaN or infinite ones, whatever the model checks itself: budgets are in pixel
+    units of [0, 1] images, and a NaN image would count as neither correct nor robust without a word."""
+    if not len(x):
+        return
+    bad = (~torch.isfinite(x)).flatten(1).any(1)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        raise ValueError(f'{int(bad.sum())} of the {len(x)} images (the first at index {first}) hold NaN '
+                         'or infinite values: drop them or fix the data; no accuracy is computed from them.')
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f'{threat.id} takes images in [0, 1] (normalization is inside the model); got values in '
+                         f'[{lo:.3g}, {hi:.3g}]: pass un-normalized images.')
+
+
 def _shape_hint(model: nn.Module, shape: Tuple[int, ...], threat: ThreatModel) -> str:
     """Why a model's first forward failed on the threat model's images, when its pretrained cfg says: other channels
     or size, and which threat model is the model's own. Only a hint: timm keeps a cfg's input_size when a model is
@@ -230,6 +292,7 @@ def evaluate(
         amp: bool = False,
         distributed: Optional[bool] = None,
         compile: bool = False,
+        weights_sha256: str = '',
 ) -> EvalResult:
     """Clean accuracy, accuracy under each attack, and the per-sample worst case, on the first `n_examples`.
 
@@ -286,6 +349,10 @@ def evaluate(
       AutoAttack on the protocol's points.
     - `False`: none; or a list of names among `CHECKS`.
 
+    The record names the weights it measured: `weights_digest` (the parameter digest of `model`, always) and
+    `weights_sha256` (pass the sha256 of the safetensors file the model was loaded from, where there is one), so
+    that `robust-zoo card` can refuse to publish its numbers beside other weights.
+
     `progress` shows a tqdm bar over examples on rank 0 (default: when stderr is a terminal); every batch is
     also logged to the `robust_zoo.evaluate` logger.
     """
@@ -307,12 +374,15 @@ def evaluate(
             if attacks is not None:
                 raise
             check_list.append(dict(name=f'protocol ({spec})', status='WARN', detail=f'not run: {e}'))
+    settings = {spec: attack_settings(spec, threat) for spec in runnable}
+    check_list += _step_checks(settings, threat) + _dataset_checks(model, threat)
     x_all, y_all = data if data is not None else load_eval_data(threat, n, data_dir)
     x_all, y_all = x_all[:n], y_all[:n]
     if len(x_all) < n:
         check_list.append(dict(name='n_examples', status='WARN',
                                detail=f'only {len(x_all)} examples given, the protocol asks for {n}.'))
     n = len(x_all)
+    _check_images(x_all, threat)
     rank, world = rank_world(distributed)
     device = next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
     was_training = model.training
@@ -320,6 +390,7 @@ def evaluate(
         check_list.append(dict(name='eval mode', status='WARN',
                                detail='the model was in train mode; it was evaluated in eval mode.'))
     model.eval()
+    digest = parameter_digest(model)
     attack_model = compiled_for_attacks(model) if compile else model
     threat_record = dict(id=threat.id, dataset=threat.dataset, norm=threat.norm, eps=threat.eps)
     full = [c for c in check_names if c not in FAST_CHECKS]
@@ -492,6 +563,9 @@ def evaluate(
         seed=seed,
         versions=_versions(),
         seconds=seconds,
+        weights_digest=digest,
+        attack_settings={k: v for k, v in settings.items() if v},
+        weights_sha256=weights_sha256,
     )
 
 

@@ -2,9 +2,9 @@
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-__all__ = ['EvalResult', 'wilson_interval']
+__all__ = ['EvalResult', 'RecordWeightsError', 'check_record_weights', 'wilson_interval']
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> Tuple[float, float]:
@@ -32,6 +32,12 @@ class EvalResult:
     seed: int = 0
     versions: Dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    # the weights measured: the parameter digest of the evaluated model (robust_zoo.training.parameter_digest),
+    # and the sha256 of the safetensors file it was loaded from where the caller knows it (CLI, train_at.py)
+    weights_digest: str = ''
+    weights_sha256: str = ''
+    # the settings each attack ran with (PGD: steps, step_size, restarts, loss), so a record says its step
+    attack_settings: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -40,3 +46,32 @@ class EvalResult:
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), indent=2, **kwargs)
+
+
+class RecordWeightsError(ValueError):
+    """An evaluation record measured other weights than the ones it is to be published beside."""
+
+
+def check_record_weights(record: Mapping[str, Any], source: str, *, sha256: str, digest: Optional[str] = None,
+                         fallback: Optional[str] = None) -> None:
+    """Refuse a record that measured other weights than the file of `sha256` (whose parameter digest is `digest`).
+
+    A record names its weights by `weights_sha256` (the file) or `weights_digest` (the parameters); `fallback` is
+    the sha256 of the weights an older record without either was published beside (e.g. a card's index entry).
+    A record that names no weights at all is refused: nothing ties its numbers to these weights."""
+    fix = (' Evaluate these weights (robust-zoo eval MODEL --checkpoint RUN/model.safetensors --output '
+           'record.json) and pass that record.')
+    if record.get('weights_digest') and digest is not None:
+        if record['weights_digest'] != digest:
+            raise RecordWeightsError(f"{source} measured weights of parameter digest {record['weights_digest']}, not "
+                                     f'these (digest {digest}, sha256 {sha256}): its numbers belong to other '
+                                     'weights.' + fix)
+    elif record.get('weights_sha256'):
+        if record['weights_sha256'] != sha256:
+            raise RecordWeightsError(f"{source} measured the weights of sha256 {record['weights_sha256']}, not these "
+                                     f'(sha256 {sha256}): its numbers belong to other weights.' + fix)
+    elif fallback is None or fallback != sha256:
+        raise RecordWeightsError(f'{source} does not say which weights it measured (no weights_sha256 or '
+                                 'weights_digest: written by an older robust_zoo)' + (
+                                     f', and the card it came from published other weights (sha256 {fallback})'
+                                     if fallback else '') + '.' + fix)

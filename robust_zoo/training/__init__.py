@@ -2,7 +2,7 @@
 `train/train_at.py` is the timm-style script on top of these pieces."""
 from .checkpoint import (
     CheckpointError, atomic_write, atomic_write_text, check_weights_file, load_model_state, load_train_state,
-    load_weights, save_train_state, save_weights,
+    load_weights, read_weights_metadata, save_train_state, save_weights,
 )
 from .loop import (
     epoch_batches, freeze, iterate_batches, parameter_digest, ranks_identical, step_seed, subset, train_one_epoch,
@@ -20,7 +20,8 @@ __all__ = [
     'adversarial_step', 'atomic_write', 'atomic_write_text', 'attack_mode', 'catastrophic_overfitting_epochs',
     'check_weights_file',
     'epoch_batches', 'freeze', 'iterate_batches', 'kept_epoch', 'load_model_state', 'load_train_state',
-    'load_weights', 'make_adversarial', 'native_autocast', 'parameter_digest', 'ranks_identical',
+    'load_weights', 'make_adversarial', 'read_weights_metadata', 'native_autocast', 'parameter_digest',
+    'ranks_identical',
     'resolve_autocast', 'save_train_state', 'save_weights', 'set_smooth_backward', 'step_seed', 'subset',
     'train_one_epoch', 'validate',
 ]

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = ['CheckpointError', 'STATE_FORMAT', 'atomic_write', 'atomic_write_text', 'check_weights_file',
-           'load_train_state', 'load_weights', 'save_train_state', 'save_weights']
+           'load_train_state', 'load_weights', 'read_weights_metadata', 'save_train_state', 'save_weights']
 
 STATE_FORMAT = 'robust_zoo.train_state/1'
 PathLike = Union[str, os.PathLike]
@@ -92,6 +92,16 @@ def check_weights_file(path: PathLike) -> Path:
     except (SafetensorError, OSError, ValueError) as e:
         raise _unreadable(path, e) from e
     return path
+
+
+def read_weights_metadata(path: PathLike) -> Dict[str, str]:
+    """The safetensors header metadata of a weights file ({} when it has none); robust_zoo writes `architecture`
+    and `activation` there (and train_at.py `arch`, its --model), so that a loader can refuse other weights."""
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise _unreadable(Path(path), e) from e
 
 
 def save_train_state(path: PathLike, state: Dict[str, Any]) -> Path:
