@@ -2,6 +2,7 @@
 (and every other page) that names only real subcommands, and generated tables on the results page, not in the
 README."""
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,10 @@ def test_leaderboard_writes_the_results_page_by_default(tmp_path, monkeypatch, c
     page = tmp_path / 'results.md'
     page.write_text(f'# Results\n{lb.LEADERBOARD_START}\nold\n{lb.LEADERBOARD_END}\n')
     monkeypatch.setattr(lb, 'results_page', lambda: page)
-    assert main(['leaderboard', '--cards', str(tmp_path / 'no-cards'), '--print']) == 0
-    assert 'No published models yet' in capsys.readouterr().out and 'old' in page.read_text()
-    assert main(['leaderboard', '--cards', str(tmp_path / 'no-cards')]) == 0
-    assert 'old' not in page.read_text() and 'No published models yet' in page.read_text()
+    cards = tmp_path / 'cards'
+    shutil.copytree(ROOT / 'model_cards' / 'resnet20_relu_at.fmnist_s0', cards / 'resnet20_relu_at.fmnist_s0')
+    assert main(['leaderboard', '--cards', str(cards), '--print']) == 0
+    assert 'resnet20_relu_at' in capsys.readouterr().out and 'old' in page.read_text()
+    assert main(['leaderboard', '--cards', str(cards)]) == 0
+    assert 'old' not in page.read_text() and 'resnet20_relu_at' in page.read_text()
+    assert (tmp_path / 'assets' / 'leaderboard.png').is_file()
