@@ -16,7 +16,6 @@ Loading `timm.create_model('robust_zoo/<arch>.<tag>', pretrained=True)` takes, i
 import csv
 import dataclasses
 import difflib
-import hashlib
 import json
 import logging
 import math
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import settings
+from ._io import sha256_file
 
 __all__ = [
     'MODEL_CARDS_DIR', 'PUBLISHED_INDEX', 'PublishedWeightsError', 'cards_dir', 'check_weights_belong', 'hf_org',
@@ -220,16 +220,6 @@ def _register_default_cfg(arch: str, default_cfg: Any) -> None:
 
 
 # --- verified loading ---------------------------------------------------------------------------------------
-
-def sha256_file(path: PathLike) -> str:
-    """Hex sha256 of a file, read every time: a cache keyed on size and mtime is fooled by a file rewritten with
-    the same size within one timestamp tick, and a published file must never pass on a stale digest."""
-    digest = hashlib.sha256()
-    with Path(path).open('rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _verify(path: Path, name: str, entry: Mapping[str, Any], fix: str) -> None:
     actual = sha256_file(path)

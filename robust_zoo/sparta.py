@@ -28,8 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from ._io import save_safetensors
 from .layers.sparta import Sparta
-from .training.checkpoint import save_weights
 
 __all__ = ['BANK_FILE', 'BANK_FORMAT', 'MAPPINGS', 'SpartaBankError', 'bank_mapping', 'load_bank',
            'published_bank_sha256', 'read_bank', 'resolve_bank', 'save_bank', 'sparta_units', 'verify_published_bank']
@@ -64,7 +64,7 @@ def save_bank(model: nn.Module, path: Union[str, os.PathLike], *, source_model: 
     meta = dict(format=BANK_FORMAT, units=list(units), kernel_size=sorted(kernel),
                 source_model=source_model or getattr(model, 'pretrained_cfg', {}).get('architecture', ''),
                 dataset=dataset or '', threat_model=threat_model or '', recipe=recipe or '', **extra)
-    return save_weights(tensors, path, {'robust_zoo': json.dumps(meta)})
+    return save_safetensors(tensors, path, {'robust_zoo': json.dumps(meta)})
 
 
 def read_bank(path: Union[str, os.PathLike]) -> Tuple[Dict[str, Dict[str, torch.Tensor]], dict]:

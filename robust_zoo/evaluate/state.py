@@ -17,8 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..training.checkpoint import atomic_write_text
-from ..training.loop import parameter_digest
+from .._io import atomic_write_text, parameter_digest
 
 __all__ = ['STATE_FORMAT', 'EvalStateError', 'bits', 'data_digest', 'fingerprint', 'from_bits', 'load_state',
            'rank_world', 'save_state']

@@ -1,4 +1,4 @@
-"""Atomic, safe training checkpoints.
+"""Atomic, safe training checkpoints (the file helpers are `robust_zoo._io`'s).
 
 Every file is written to a temporary name in the same folder, flushed to disk and renamed over the
 target (`os.replace`), so a run killed at any instant leaves either the old or the new file, never half
@@ -6,92 +6,45 @@ of one. Weights are safetensors. The training state (optimizer, scheduler, EMA, 
 holding only tensors and plain containers, read back with `torch.load(weights_only=True)`: nothing is
 unpickled beyond that safe subset.
 """
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .._io import (PathLike, atomic_write, atomic_write_text, check_safetensors, load_safetensors, save_safetensors,
+                   unreadable_message)
 
 __all__ = ['CheckpointError', 'STATE_FORMAT', 'atomic_write', 'atomic_write_text', 'check_weights_file',
            'load_train_state', 'load_weights', 'read_weights_metadata', 'save_train_state', 'save_weights']
 
 STATE_FORMAT = 'robust_zoo.train_state/1'
-PathLike = Union[str, os.PathLike]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, or does not belong to this run."""
 
 
-def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
-    """Call `write(tmp_path)`, fsync, then rename onto `path`; the temp file is removed on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)
-        write(tmp)
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    """`path` holds `text` or its previous content, never a truncated mix: for records whose presence means
-    finished work (final_eval.json, evaluation records, resumable state)."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def save_weights(state_dict: Dict[str, torch.Tensor], path: PathLike,
                  metadata: Optional[Dict[str, str]] = None) -> Path:
     """Write a state dict as safetensors, atomically."""
-    tensors = {k: v.detach().to('cpu').contiguous() for k, v in state_dict.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return save_safetensors(state_dict, path, metadata)
 
 
 def load_weights(path: PathLike) -> Dict[str, torch.Tensor]:
     """Read safetensors weights, with a clear error for a missing or corrupt file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'weights file {path} does not exist.')
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise _unreadable(path, e) from e
-
-
-def _unreadable(path: Path, error: Exception) -> CheckpointError:
-    return CheckpointError(f'{path} is not a readable safetensors file ({error}); it may be truncated or corrupt: '
-                           're-download it or use another checkpoint.')
+    return load_safetensors(path, CheckpointError)
 
 
 def check_weights_file(path: PathLike) -> Path:
     """`path` if it is a readable safetensors file (its header is parsed, the tensors are not read), else a
     `CheckpointError` that says what is wrong; other formats are refused, as robust_zoo never unpickles weights."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'weights file {path} does not exist.')
-    if path.suffix != '.safetensors':
+    if path.is_file() and path.suffix != '.safetensors':
         raise CheckpointError(f'{path} is not a .safetensors file: robust_zoo loads weights only as safetensors (it '
                               'never unpickles .pth/.bin files); save them with safetensors.torch.save_file.')
-    try:
-        with safe_open(str(path), framework='pt') as f:
-            f.keys()
-    except (SafetensorError, OSError, ValueError) as e:
-        raise _unreadable(path, e) from e
-    return path
+    return check_safetensors(path, CheckpointError)
 
 
 def read_weights_metadata(path: PathLike) -> Dict[str, str]:
@@ -101,7 +54,7 @@ def read_weights_metadata(path: PathLike) -> Dict[str, str]:
         with safe_open(str(path), framework='pt') as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
-        raise _unreadable(Path(path), e) from e
+        raise CheckpointError(unreadable_message(path, e)) from e
 
 
 def save_train_state(path: PathLike, state: Dict[str, Any]) -> Path:

@@ -5,7 +5,6 @@ step is reseeded from (seed, global step, rank). A run resumed from a checkpoint
 therefore replays exactly what the uninterrupted run would have done.
 """
 import copy
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._io import parameter_digest
 from ..layers.registry import ROBUST_ACTIVATIONS
 from ..layers.swap import is_activation
 from .step import AttackConfig, adversarial_step
@@ -213,15 +213,6 @@ def freeze(model: nn.Module, what: str) -> List[str]:
     for _, p in targets:
         p.requires_grad_(False)
     return [n for n, _ in targets]
-
-
-def parameter_digest(model: nn.Module) -> str:
-    """sha256 over all parameters and buffers, in state-dict order (exact, bitwise)."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def ranks_identical(model: nn.Module) -> bool:
