@@ -14,8 +14,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f'{t.id:<20} {t.dataset:<14} {t.norm:<4} eps {t.eps:.6g}  {", ".join(t.attacks)} on {t.n_examples}')
         return 0
     if args.results:  # the numbers the published index holds: each card's headline, then its stronger attacks'
-        from .hub import load_published, stronger_text
-        from .leaderboard import MARKS, caveat_marks
+        from .models._pretrained import MARKS, caveat_marks, load_published, stronger_text
         index = load_published()
         names = list_models(args.pattern, pretrained=True)
         if not names:
@@ -85,7 +84,7 @@ def _weights_sha256(checkpoint: Optional[str], model) -> str:
     """The sha256 of the weights file an evaluated model was loaded from ('' when it came from elsewhere)."""
     from pathlib import Path
 
-    from .hub import sha256_file
+    from ._io import sha256_file
     file = checkpoint or (getattr(model, 'pretrained_cfg', None) or {}).get('file')
     return sha256_file(file) if file and Path(file).is_file() else ''
 
@@ -160,7 +159,8 @@ def _print_files(files) -> None:
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
-    from .hub import index_path, load_published, repo_files, write_card_repo
+    from .models._pretrained import index_path, load_published
+    from .publish import repo_files, write_card_repo
     if args.drop_old_evals and not args.force:
         raise ValueError('--drop-old-evals only goes with --force (it drops the evaluation records of the card that '
                          '--force replaces); nothing was written.')
@@ -178,7 +178,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .hub import push_card_repo
+    from .publish import push_card_repo
     files = push_card_repo(args.dir, args.repo_id, dry_run=not args.no_dry_run, private=args.private)
     repo_id = args.repo_id or json.loads((Path(args.dir) / 'config.json').read_text())['pretrained_cfg']['hf_hub_id']
     _print_files(files)
@@ -192,7 +192,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_unpublish(args: argparse.Namespace) -> int:
-    from .hub import index_path, unpublish, unpublish_target
+    from .models._pretrained import index_path
+    from .publish import unpublish, unpublish_target
     try:
         for name in args.names:  # every name is checked before any is removed
             unpublish_target(name, out_root=args.out)
@@ -209,8 +210,8 @@ def _cmd_unpublish(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .hub import cards_dir
-    from .leaderboard import leaderboard, leaderboard_markdown, results_page, write_leaderboard
+    from .models._pretrained import cards_dir
+    from .publish.leaderboard import leaderboard, leaderboard_markdown, results_page, write_leaderboard
     cards = Path(args.cards) if args.cards else cards_dir()
     page = Path(args.page) if args.page else results_page()
     if page is not None and not args.print:
@@ -237,11 +238,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     name = args.model.split('/', 1)[-1]
     if args.card:
         from .convert import TARGETS
-        from .convert.card import write_converted_card
+        from .publish.converted_card import write_converted_card
         folder = write_converted_card(model, TARGETS[name], checkpoint=args.checkpoint, out_root=args.out)
         print(f'wrote {folder}/ (pretrained=True loads robust_zoo/{name} from it)')
     else:
-        from .hub import weights_metadata
+        from .models._hub import weights_metadata
         from .training import save_weights
         out = args.output or f'{name}.safetensors'
         save_weights(model.state_dict(), out, dict(format='pt', **weights_metadata(name)))

@@ -83,12 +83,12 @@ def run_demo(model_name: str = 'resnet20_silu_at', train_samples: int = 12000, e
 
 
 def default_published_model() -> Optional[str]:
-    """The published model the main job evaluates: the default tag (timm's, see robust_zoo.hub.with_published)
-    of resnet20_silu_at if it has weights, else of the first published architecture; None when nothing is
-    published yet."""
+    """The published model the main job evaluates: the default tag (timm's, see
+    robust_zoo.models._pretrained.with_published) of resnet20_silu_at if it has weights, else of the first published
+    architecture; None when nothing is published yet."""
     from timm.models import get_pretrained_cfg
 
-    from .hub import load_published
+    from .models._pretrained import load_published
     index = load_published()
     archs = sorted({e['architecture'] for e in index.values()}, key=lambda a: (a != 'resnet20_silu_at', a))
     for arch in archs:
@@ -104,7 +104,7 @@ def run_published(name: Optional[str] = None, n_examples: int = 100, attacks=MAI
     on the first `n_examples` test images with `attacks` (PGD-20 and APGD-CE on 100 images: ~40 s on 2 idle CPU
     cores, APGD-CE's 100 iterations through pyautoattack being most of it);
     print the table next to the card's own numbers. Returns the accuracies (fractions)."""
-    from .hub import load_published, not_published, stronger_text
+    from .models._pretrained import load_published, not_published, stronger_text
     index = load_published()
     name = name or default_published_model()
     if name is None or name not in index:

@@ -30,12 +30,14 @@ from torch import nn
 
 from ._io import save_safetensors
 from .layers.sparta import Sparta
+from .models._hub import BANK_FILE, PublishedWeightsError, published_bank_sha256, verify_published_bank
+from .models._hub import resolve_bank as _published_bank
+from .models._pretrained import cards_dir
 
 __all__ = ['BANK_FILE', 'BANK_FORMAT', 'MAPPINGS', 'SpartaBankError', 'bank_mapping', 'load_bank',
            'published_bank_sha256', 'read_bank', 'resolve_bank', 'save_bank', 'sparta_units', 'verify_published_bank']
 
 BANK_FORMAT = 'robust_zoo.sparta_bank/1'
-BANK_FILE = 'sparta_bank.safetensors'  # its name inside a published repo folder
 MAPPINGS = ('relative-depth', 'exact', 'mean')
 _PARAMS = ('beta', 'attn.weight', 'attn.bias')
 _BLOCK = re.compile(r'^(?P<stage>.+?)\.(?P<block>\d+)\.(?P<slot>[A-Za-z_][\w.]*)$')
@@ -86,47 +88,23 @@ def read_bank(path: Union[str, os.PathLike]) -> Tuple[Dict[str, Dict[str, torch.
 
 
 def resolve_bank(bank: Union[str, os.PathLike]) -> Path:
-    """A bank file from a path, or from the name of a published repo (`model_cards/<name>/sparta_bank.safetensors`
-    of a checkout). A bank in a card folder is sha256-checked against what its card published, on either route."""
-    from .hub import cards_dir
+    """A bank file from a path, or from the name of a published Sparta model (its cards folder's
+    `sparta_bank.safetensors`, else its Hub repo's, through the same resolver as its weights). A bank in a card
+    folder is sha256-checked against what its card published, on either route."""
     path = Path(bank)
-    if not path.is_file():
-        path = cards_dir() / str(bank) / BANK_FILE
-        if not path.is_file():
-            known = sorted(p.parent.name for p in cards_dir().glob(f'[!.]*/{BANK_FILE}'))
-            raise SpartaBankError(f'{bank!r} is neither a bank file nor a published Sparta bank; published banks: '
-                                  f'{", ".join(known) or "none yet"}.')
-    if path.name == BANK_FILE and path.resolve().parent.parent == cards_dir().resolve():
-        verify_published_bank(path)
-    return path
-
-
-def published_bank_sha256(folder: Path) -> Optional[str]:
-    """The sha256 a card folder published for its bank: the published index's `bank_sha256`, else its card's
-    Files table (cards written before the index kept it); None when neither says."""
-    from .hub import load_published
-    entry = load_published().get(folder.name) or {}
-    if entry.get('bank_sha256'):
-        return entry['bank_sha256']
-    readme = folder / 'README.md'
-    text = readme.read_text(errors='replace') if readme.is_file() else ''
-    match = re.search(rf'^\| `{re.escape(BANK_FILE)}` \| [\d,]+ \| `([0-9a-f]{{64}})` \|$', text, re.M)
-    return match.group(1) if match else None
-
-
-def verify_published_bank(path: Path) -> None:
-    """Refuse a published bank whose sha256 is not the published one (tampered, truncated, replaced)."""
-    from .hub import sha256_file
-    expected = published_bank_sha256(path.parent)
-    if expected is None:
-        raise SpartaBankError(f'{path} is in the card folder {path.parent.name}, whose card and index record no sha256 '
-                              'for it: it cannot be verified. Restore the folder from git, or rewrite the card '
-                              '(robust-zoo card --force).')
-    actual = sha256_file(path)
-    if actual != expected:
-        raise SpartaBankError(f'{path} is not the published Sparta bank of {path.parent.name}: its sha256 is {actual}, '
-                              f'the card published {expected}. The file is corrupt or was replaced: restore it with '
-                              f'`git checkout -- {path}`.')
+    try:
+        if path.is_file():
+            if path.name == BANK_FILE and path.resolve().parent.parent == cards_dir().resolve():
+                verify_published_bank(path)
+            return path
+        published = _published_bank(str(bank))
+    except PublishedWeightsError as e:
+        raise SpartaBankError(str(e)) from None
+    if published is not None:
+        return published
+    known = sorted(p.parent.name for p in cards_dir().glob(f'[!.]*/{BANK_FILE}'))
+    raise SpartaBankError(f'{bank!r} is neither a bank file nor a published Sparta bank; published banks: '
+                          f'{", ".join(known) or "none yet"}.')
 
 
 def _locate(names: List[str]) -> Dict[str, Tuple[Optional[int], Optional[int], str, int]]:

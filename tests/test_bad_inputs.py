@@ -18,7 +18,8 @@ import timm
 import torch
 import yaml
 
-from robust_zoo import hub, sparta
+from robust_zoo import sparta
+from robust_zoo.models import _hub, _pretrained
 from robust_zoo.cli import main
 from robust_zoo.evaluate import evaluate
 from robust_zoo.threat_models import ThreatModel
@@ -37,11 +38,12 @@ def ws(tmp_path_factory):
     cards = root / 'cards'
     shutil.copytree(ROOT / 'model_cards' / CARD, cards / CARD)
     index = root / 'published.json'
-    index.write_text(json.dumps({CARD: hub.load_published(ROOT / 'robust_zoo' / 'published.json')[CARD]}, indent=2))
+    published = _pretrained.load_published(ROOT / 'robust_zoo' / 'published.json')
+    index.write_text(json.dumps({CARD: published[CARD]}, indent=2))
     make_run(root / 'run', seed=3)
     torch.manual_seed(0)
     silu = timm.create_model('robust_zoo/mlp3_silu_at')
-    save_weights(silu.state_dict(), root / 'silu.safetensors', hub.weights_metadata('mlp3_silu_at'))
+    save_weights(silu.state_dict(), root / 'silu.safetensors', _hub.weights_metadata('mlp3_silu_at'))
     torch.save(silu.state_dict(), root / 'weights.pt')
     (root / 'empty.safetensors').write_bytes(b'')
     (root / 'garbage.json').write_text('{"not json')
@@ -53,9 +55,9 @@ def ws(tmp_path_factory):
     (root / 'NOMARKERS.md').write_text('# readme without markers\n')
     (root / 'empty_dir').mkdir()
     (root / 'state.json').write_text('garbage')
-    hub.register_published(index, cards)
+    _pretrained.register_published(index, cards)
     yield root
-    hub.register_published()
+    _pretrained.register_published()
 
 
 # (id, argv with {ws} for the workspace, exit code, words the error must hold)
@@ -172,7 +174,7 @@ API_CASES = [
      'is neither a bank file nor a published Sparta bank'),
     ('a bank into a model without Sparta units', lambda: sparta.load_bank(_model(), WS[0] / 'silu.safetensors'),
      sparta.SpartaBankError, 'is not a Sparta bank'),
-    ('a broken index', lambda: hub.load_published(WS[0] / 'garbage.json'), ValueError,
+    ('a broken index', lambda: _pretrained.load_published(WS[0] / 'garbage.json'), ValueError,
      'is not a readable published index'),
 ]
 WS = []  # the workspace, for the cases above

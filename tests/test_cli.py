@@ -22,7 +22,7 @@ def test_list_says_when_nothing_matches_and_exits_1(capsys, flags):
 
 
 def test_list_results_prints_each_published_model_with_its_stated_numbers(capsys):
-    from robust_zoo.hub import load_published
+    from robust_zoo.models._pretrained import load_published
     index = load_published()
     assert main(['list', 'resnet20_silu_at*', '--results']) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -37,12 +37,12 @@ def test_list_results_prints_each_published_model_with_its_stated_numbers(capsys
 
 def test_list_results_names_a_stronger_attacks_number_after_the_headline(capsys, monkeypatch):
     """The headline is PGD on the most images; the APGD or AutoAttack number on fewer is the one to trust."""
-    from robust_zoo import hub
-    index = hub.load_published()
+    from robust_zoo.models import _pretrained
+    index = _pretrained.load_published()
     name = sorted(n for n in index if n.startswith('resnet20_silu_at'))[0]
     entry = dict(index[name], stronger=[dict(attacks=['apgd-ce+apgd-t'], n_examples=1000, robust_accuracy=0.719),
                                         dict(attacks=['autoattack-standard'], n_examples=500, robust_accuracy=0.7)])
-    monkeypatch.setattr(hub, 'load_published', lambda *a: {name: entry})
+    monkeypatch.setattr(_pretrained, 'load_published', lambda *a: {name: entry})
     assert main(['list', name, '--results']) == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert line.split(f"n={entry['n_examples']})")[1].startswith(
@@ -50,11 +50,11 @@ def test_list_results_names_a_stronger_attacks_number_after_the_headline(capsys,
 
 
 def test_list_results_marks_a_model_whose_card_warns_and_explains_the_mark(capsys, monkeypatch):
-    from robust_zoo import hub
-    index = hub.load_published()
+    from robust_zoo.models import _pretrained
+    index = _pretrained.load_published()
     name = sorted(n for n in index if n.startswith('resnet20_silu_at'))[0]
     warned = dict(index[name], caveats={'checks_not_passed': ['black box WARN'], 'catastrophic_overfitting': True})
-    monkeypatch.setattr(hub, 'load_published', lambda *a: {name: warned})
+    monkeypatch.setattr(_pretrained, 'load_published', lambda *a: {name: warned})
     assert main(['list', name, '--results']) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith(') (!) (co)')
@@ -63,10 +63,10 @@ def test_list_results_marks_a_model_whose_card_warns_and_explains_the_mark(capsy
 
 
 def test_list_results_shows_no_mark_and_no_legend_for_a_model_without_warnings(capsys, monkeypatch):
-    from robust_zoo import hub
-    index = hub.load_published()
+    from robust_zoo.models import _pretrained
+    index = _pretrained.load_published()
     name = sorted(n for n in index if n.startswith('resnet20_silu_at'))[0]
-    monkeypatch.setattr(hub, 'load_published', lambda *a: {name: {k: v for k, v in index[name].items()
+    monkeypatch.setattr(_pretrained, 'load_published', lambda *a: {name: {k: v for k, v in index[name].items()
                                                                    if k != 'caveats'}})
     assert main(['list', name, '--results']) == 0
     out = capsys.readouterr().out.splitlines()

@@ -14,7 +14,7 @@ from huggingface_hub import constants as hf_constants
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-from robust_zoo import hub
+from robust_zoo.models import _pretrained
 from robust_zoo.cli import main
 from robust_zoo.convert import SOURCES, TARGETS, ConversionError, check_state_dict, convert
 from robust_zoo.convert.robustbench import DM_SOURCE, PAF_SOURCE, map_state_dict, read_state_dict
@@ -186,7 +186,7 @@ def test_cli_card_then_pretrained_loads_the_dai_model(paf, tmp_path, monkeypatch
     card = (folder / 'README.md').read_text()
     assert 'REPORTED' in card and '87.02' in card and '61.55' in card
 
-    monkeypatch.setitem(hub._state, 'cards_dir', cards)
+    monkeypatch.setitem(_pretrained._state, 'cards_dir', cards)
     model = timm.create_model(f'robust_zoo/{DAI}', pretrained=True).eval()
     assert model.pretrained_cfg['arch_args'] == {'style': 'wrn'}
     torch.testing.assert_close(model.normalize.mean.flatten(), torch.zeros(3))
@@ -332,7 +332,7 @@ def test_pretrained_without_converted_weights_says_how_to_get_them(tmp_path, mon
     monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', True)
     monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
     monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(tmp_path / 'hf' / 'hub'))
-    monkeypatch.setitem(hub._state, 'cards_dir', tmp_path / 'cards')
+    monkeypatch.setitem(_pretrained._state, 'cards_dir', tmp_path / 'cards')
     monkeypatch.setenv('ROBUST_ZOO_CACHE', str(tmp_path / 'cache'))
     name = 'wrn_70_16_silu_at.rb_wang2023_70_16'
     with pytest.raises(RuntimeError) as e:
@@ -340,5 +340,5 @@ def test_pretrained_without_converted_weights_says_how_to_get_them(tmp_path, mon
     message = str(e.value)
     assert f'`robust-zoo fetch {name}`' in message
     assert f'robust-zoo convert {DM_SOURCE} CHECKPOINT --model {name} --card' in message
-    assert f'hf-hub:{hub.hf_org()}/{name}' in message
+    assert f'hf-hub:{_pretrained.hf_org()}/{name}' in message
     assert 'Wang2023Better_WRN-70-16' in message

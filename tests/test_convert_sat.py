@@ -14,7 +14,7 @@ from timm.layers.pool2d_same import MaxPool2dSame
 from torch import nn
 
 import robust_zoo
-from robust_zoo import hub
+from robust_zoo.models import _pretrained
 from robust_zoo.cli import main as cli
 from robust_zoo.convert import SOURCES, TARGETS, ConversionError, convert, list_targets, missing_weights_message
 from robust_zoo.convert import sat
@@ -477,7 +477,7 @@ def test_a_model_built_without_the_tag_is_refused(tmp_path):
 
 def test_pretrained_without_converted_weights_names_the_command_and_the_hub_repo(tmp_path, monkeypatch):
     from huggingface_hub import constants as hf_constants
-    monkeypatch.setitem(hub._state, 'cards_dir', str(tmp_path / 'cards'))
+    monkeypatch.setitem(_pretrained._state, 'cards_dir', str(tmp_path / 'cards'))
     monkeypatch.setenv('ROBUST_ZOO_CACHE', str(tmp_path / 'cache'))
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', True)
@@ -488,7 +488,7 @@ def test_pretrained_without_converted_weights_names_the_command_and_the_hub_repo
     text = str(e.value)
     assert f'`robust-zoo fetch {name}`' in text
     assert f'robust-zoo convert sat-resnet50 CHECKPOINT --model {name} --card' in text
-    assert f'{hub.hf_org()}/{name}' in text and 'download_resnet.py --model_name Res50-silu' in text
+    assert f'{_pretrained.hf_org()}/{name}' in text and 'download_resnet.py --model_name Res50-silu' in text
     assert text == missing_weights_message(name)
 
 
@@ -569,7 +569,7 @@ def test_convert_cli_card_loads_with_pretrained_true(tf, tmp_path, monkeypatch):
     assert cli(['convert', 'sat-resnet50', f'{prefix}.index', '--model', name, '--card', '--out', str(cards)]) == 0
     assert {p.name for p in (cards / name).iterdir()} >= {'model.safetensors', 'config.json', 'README.md'}
     assert 'REPORTED' in (cards / name / 'README.md').read_text()
-    monkeypatch.setitem(hub._state, 'cards_dir', str(cards))
+    monkeypatch.setitem(_pretrained._state, 'cards_dir', str(cards))
     model = timm.create_model(f'robust_zoo/{name}', pretrained=True).eval()
     x = _images(seed=1)
     with torch.no_grad():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robust_zoo import leaderboard as lb
+from robust_zoo.publish import leaderboard as lb
 from robust_zoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,8 +24,10 @@ from timm.models import get_pretrained_cfg
 
 import robust_zoo
 import robust_zoo.sparta
-from robust_zoo import demo, hub
-from robust_zoo import leaderboard as lb
+from robust_zoo import demo, publish
+from robust_zoo.models import _hub, _pretrained
+from robust_zoo.publish import leaderboard as lb
+from robust_zoo.publish import recipes, records
 from robust_zoo.cli import main
 from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
 from robust_zoo.evaluate import evaluate, wilson_interval
@@ -83,16 +85,16 @@ def offline(monkeypatch):
 @pytest.fixture
 def published():
     """register_published for a test; afterwards robust_zoo's own index again."""
-    yield hub.register_published
-    hub.register_published()
-    assert robust_zoo.list_models(pretrained=True) == sorted(f'robust_zoo/{n}' for n in hub.load_published())
+    yield _pretrained.register_published
+    _pretrained.register_published()
+    assert robust_zoo.list_models(pretrained=True) == sorted(f'robust_zoo/{n}' for n in _pretrained.load_published())
 
 
 @pytest.fixture(scope='module')
 def card(run, tmp_path_factory):
     """The card repo written from the run, with its own published index."""
     root = tmp_path_factory.mktemp('pub')
-    folder = hub.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json', run['dir'] / 'pgd20_n20.json'],
+    folder = publish.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json', run['dir'] / 'pgd20_n20.json'],
                                  out_root=root / 'model_cards', index_path=root / 'published.json', org=ORG)
     return dict(folder=folder, index=root / 'published.json', cards=root / 'model_cards')
 
@@ -196,13 +198,13 @@ def test_card_refuses_runs_the_registry_name_would_not_rebuild(run, tmp_path):
     args = yaml.safe_load((other / 'args.yaml').read_text())
     (other / 'args.yaml').write_text(yaml.safe_dump(dict(args, model_kwargs={'act_layer': 'sparta'})))
     with pytest.raises(ValueError, match="trained with {'act_layer': 'sparta'}"):
-        hub.write_card_repo(other, tag=TAG, out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
+        publish.write_card_repo(other, tag=TAG, out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
     record = dict(run['records'][0], model='robust_zoo/resnet20_relu_at')
     with pytest.raises(ValueError, match='not the run.s model robust_zoo/mlp3_relu_at'):
-        hub.write_card_repo(run['dir'], tag=TAG, evaluations=[record], out_root=tmp_path / 'cards',
+        publish.write_card_repo(run['dir'], tag=TAG, evaluations=[record], out_root=tmp_path / 'cards',
                             index_path=tmp_path / 'p.json')
     with pytest.raises(ValueError, match='tag'):
-        hub.write_card_repo(run['dir'], tag='a.b', out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
+        publish.write_card_repo(run['dir'], tag='a.b', out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
     assert not (tmp_path / 'p.json').exists() and not (tmp_path / 'cards').exists()
 
 
@@ -212,7 +214,7 @@ def test_card_states_the_n_fgsm_budget(run, tmp_path):
     shutil.copytree(run['dir'], other)
     args = yaml.safe_load((other / 'args.yaml').read_text())
     (other / 'args.yaml').write_text(yaml.safe_dump(dict(args, attack='n-fgsm')))
-    folder = hub.write_card_repo(other, tag=TAG, out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
+    folder = publish.write_card_repo(other, tag=TAG, out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
     assert '| attack | n-fgsm, Linf eps 0.1, step 0.1, noise 2 eps, no projection |' in (folder / 'README.md').read_text()
 
 
@@ -245,7 +247,7 @@ def test_the_default_tag_is_the_familys_own_dataset_then_the_lowest_seed(run, tm
     (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, dataset='digits'), sort_keys=False))
     record = copy.deepcopy(run['records'][1])
     record['threat_model'] = dict(record['threat_model'], id='digits-linf', dataset='digits')
-    folder = hub.write_card_repo(src, tag='digits_s0', evaluations=[record], out_root=cards, index_path=index)
+    folder = publish.write_card_repo(src, tag='digits_s0', evaluations=[record], out_root=cards, index_path=index)
     for seed in (1, 0):
         _seed_card(run, tmp_path, cards, index, arch=ARCH, seed=seed, robust=0.5, clean=0.8)
     assert sorted(json.loads(index.read_text()))[0] == f'{ARCH}.digits_s0'
@@ -270,13 +272,13 @@ def test_card_shows_the_evaluators_accuracy_vs_steps_and_eps_curves(run, tmp_pat
              data=dict(eps=[0.0, 0.1, 0.5], accuracy=[1.0, 0.55, 0.0], threat_eps=0.1, norm='Linf', chance=0.1,
                        clean=1.0, n=40, steps=20))]
     kwargs = dict(tag='curves_s0', out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
-    folder = hub.write_card_repo(run['dir'], evaluations=[run['records'][1], record], **kwargs)
+    folder = publish.write_card_repo(run['dir'], evaluations=[run['records'][1], record], **kwargs)
     text = (folder / 'README.md').read_text()
     for stem in ('accuracy_vs_steps', 'accuracy_vs_eps'):
         assert (folder / f'{stem}.png').read_bytes()[:4] == b'\x89PNG' and f'({stem}.png)' in text
     assert 'robust accuracy vs PGD steps (the steps-convergence check), on its 40 probe points' in text
-    folder = hub.write_card_repo(run['dir'], evaluations=[run['records'][1]], force=True, keep_evaluations=False,
-                                 **kwargs)  # no curves: no stale plots
+    folder = publish.write_card_repo(run['dir'], evaluations=[run['records'][1]], force=True, keep_evaluations=False,
+                                     **kwargs)  # no curves: no stale plots
     assert not (folder / 'accuracy_vs_steps.png').exists() and 'accuracy_vs_eps' not in (folder / 'README.md').read_text()
 
 
@@ -284,7 +286,7 @@ def test_card_headline_is_the_evaluation_on_the_most_test_images(run, tmp_path):
     """A zoo card holds the run's final evaluation (1,000 images) and PGD-20 on all 10,000: the headline states the
     more precise one, whatever the records' order, and points to the others."""
     small, large = run['records'][1], run['records'][0]  # 20 and 50 test images
-    folder = hub.write_card_repo(run['dir'], tag='headline_s0', evaluations=[small, large], out_root=tmp_path / 'cards',
+    folder = publish.write_card_repo(run['dir'], tag='headline_s0', evaluations=[small, large], out_root=tmp_path / 'cards',
                                  index_path=tmp_path / 'published.json')
     headline = next(line for line in (folder / 'README.md').read_text().splitlines() if line.startswith('Under the'))
     assert f"on the first {large['n_examples']} test images" in headline
@@ -297,7 +299,7 @@ def test_card_headline_is_the_evaluation_on_the_most_test_images(run, tmp_path):
 def test_a_card_states_the_settings_of_an_autoattack_subset(run, card, tmp_path):
     record = copy.deepcopy(run['records'][1])
     record['attacks'] = {'apgd-ce+apgd-t': record['attacks']['pgd-20']}
-    folder = hub.write_card_repo(run['dir'], tag='apgd_s0', evaluations=[run['records'][0], record],
+    folder = publish.write_card_repo(run['dir'], tag='apgd_s0', evaluations=[run['records'][0], record],
                                  out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
     text = (folder / 'README.md').read_text()
     assert "| 2 | `fashion-mnist-linf` | Linf | 0.1 | apgd-ce+apgd-t | 20 |" in text  # numbered as its checks are
@@ -306,7 +308,7 @@ def test_a_card_states_the_settings_of_an_autoattack_subset(run, card, tmp_path)
     assert "attacks alone" not in (card['folder'] / 'README.md').read_text()  # PGD only: no such note
     # the whole of AutoAttack standard in the records: no limitation on missing AutoAttack parts is left
     record['attacks'] = {'autoattack-standard': record['attacks']['apgd-ce+apgd-t']}
-    folder = hub.write_card_repo(run['dir'], tag='aa_s0', evaluations=[run['records'][0], record],
+    folder = publish.write_card_repo(run['dir'], tag='aa_s0', evaluations=[run['records'][0], record],
                                  out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
     limits = (folder / 'README.md').read_text().split('## Limitations')[1]
     assert 'No AutoAttack evaluation' not in limits and 'Only part of AutoAttack' not in limits
@@ -316,7 +318,7 @@ def test_a_check_that_did_not_pass_is_listed_under_limitations(run, tmp_path):
     record = copy.deepcopy(run['records'][0])
     record['checks'] = [dict(name='black box', status='WARN', detail='Square breaks 5 points PGD missed'),
                         dict(name='budget', status='PASS', detail='all within eps')]
-    folder = hub.write_card_repo(run['dir'], tag='warn_s0', evaluations=[record], out_root=tmp_path / 'cards',
+    folder = publish.write_card_repo(run['dir'], tag='warn_s0', evaluations=[record], out_root=tmp_path / 'cards',
                                  index_path=tmp_path / 'published.json')
     limits = (folder / 'README.md').read_text().split('## Limitations')[1].split('## License')[0]
     assert '- Sanity check `black box` of record 1 (WARN): Square breaks 5 points PGD missed' in limits
@@ -350,7 +352,7 @@ def test_registry_name_falls_back_to_the_hub_cache(card, run, published, tmp_pat
 
 def test_missing_weights_offline_say_where_they_were_looked_for(card, published, tmp_path):
     published(card['index'], tmp_path / 'no_cards')
-    with pytest.raises(hub.PublishedWeightsError, match='HF_HUB_OFFLINE=1 is set') as info:
+    with pytest.raises(_hub.PublishedWeightsError, match='HF_HUB_OFFLINE=1 is set') as info:
         timm.create_model(f'robust_zoo/{NAME}', pretrained=True, cache_dir=tmp_path / 'empty-cache')
     assert f'robust_zoo/{NAME}' in str(info.value) and str(tmp_path / 'no_cards' / NAME) in str(info.value)
     # a name without published weights keeps its own error
@@ -366,14 +368,14 @@ def test_corrupt_weights_are_refused_on_every_route(card, published, tmp_path):
     data[-1] ^= 0xFF  # one flipped bit in a weight: still a valid safetensors file
     weights.write_bytes(bytes(data))
     published(card['index'], cards)
-    with pytest.raises(hub.PublishedWeightsError, match='not the published weights') as info:
+    with pytest.raises(_hub.PublishedWeightsError, match='not the published weights') as info:
         timm.create_model(f'robust_zoo/{NAME}', pretrained=True)
     assert str(weights) in str(info.value) and 'git checkout' in str(info.value)
     assert _sha(weights) in str(info.value)
-    with pytest.raises(hub.PublishedWeightsError, match='not the published weights'):
+    with pytest.raises(_hub.PublishedWeightsError, match='not the published weights'):
         timm.create_model(f'local-dir:{cards / NAME}', pretrained=True)
     cache, _ = _hub_cache(tmp_path, cards / NAME)
-    with pytest.raises(hub.PublishedWeightsError, match='Hugging Face cache'):
+    with pytest.raises(_hub.PublishedWeightsError, match='Hugging Face cache'):
         timm.create_model(f'hf-hub:{HUB_ID}', pretrained=True, cache_dir=cache)
     # weights given on purpose are the caller's: no published hash applies
     model = timm.create_model(f'robust_zoo/{NAME}', pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
@@ -386,7 +388,7 @@ def test_truncated_local_weights_are_refused(card, published, tmp_path):
     weights = cards / NAME / 'model.safetensors'
     weights.write_bytes(weights.read_bytes()[:100])
     published(card['index'], cards)
-    with pytest.raises(hub.PublishedWeightsError, match='corrupt, truncated or was replaced'):
+    with pytest.raises(_hub.PublishedWeightsError, match='corrupt, truncated or was replaced'):
         timm.create_model(f'robust_zoo/{NAME}', pretrained=True)
 
 
@@ -412,7 +414,7 @@ def no_network(monkeypatch):
 
 
 def test_push_dry_run_lists_files_sizes_hashes_and_uploads_nothing(card, no_network, capsys):
-    files = hub.push_card_repo(card['folder'], HUB_ID)
+    files = publish.push_card_repo(card['folder'], HUB_ID)
     on_disk = sorted(p for p in card['folder'].iterdir() if p.is_file())
     assert files == [(p.name, p.stat().st_size, _sha(p)) for p in on_disk]
     assert main(['push', str(card['folder'])]) == 0  # the repo id defaults to the card's
@@ -443,7 +445,7 @@ def test_push_uploads_with_the_token_and_never_shows_it(card, monkeypatch, capsy
 def test_push_without_a_token_is_a_clear_error(card, monkeypatch, no_network, capsys):
     monkeypatch.delenv('HF_TOKEN', raising=False)
     with pytest.raises(RuntimeError, match='no Hugging Face token: set HF_TOKEN'):
-        hub.push_card_repo(card['folder'], HUB_ID, dry_run=False)
+        publish.push_card_repo(card['folder'], HUB_ID, dry_run=False)
     assert main(['push', str(card['folder']), '--no-dry-run']) == 2
     err = capsys.readouterr().err
     assert err.startswith('robust-zoo: error: no Hugging Face token') and err.count('\n') == 1
@@ -456,7 +458,7 @@ def test_push_without_a_token_is_a_clear_error(card, monkeypatch, no_network, ca
 ])
 def test_push_checks_the_repo_id(card, no_network, repo_id, message):
     with pytest.raises(ValueError, match=message):
-        hub.push_card_repo(card['folder'], repo_id)
+        publish.push_card_repo(card['folder'], repo_id)
 
 
 # --- the leaderboard ----------------------------------------------------------------------------------------
@@ -473,7 +475,7 @@ def _seed_card(run, tmp_path, cards, index, *, arch, seed, robust, clean, summar
     record = copy.deepcopy(run['records'][1])  # one attack (pgd-20), n = 20
     record.update(model=f'robust_zoo/{arch}', seed=seed, clean_accuracy=clean, robust_accuracy=robust,
                   attacks={'pgd-20': robust}, confidence_interval=list(wilson_interval(round(robust * 20), 20)))
-    return hub.write_card_repo(src, tag=f'{tag}_s{seed}', evaluations=[record], out_root=cards, index_path=index)
+    return publish.write_card_repo(src, tag=f'{tag}_s{seed}', evaluations=[record], out_root=cards, index_path=index)
 
 
 SUMMARY_HEAD = 'epoch,train_loss,train_adv_acc,train_clean_acc,train_img_per_sec,eval_clean_acc,eval_robust_acc,lr\n'
@@ -498,7 +500,7 @@ def test_a_run_that_overfit_catastrophically_is_flagged_and_the_verdicts_are_als
     assert ('**This run overfit catastrophically** (Wong et al. 2020): at epoch 1 its n-fgsm training accuracy 0.810 '
             'was more than 0.2 above its validation pgd-10 accuracy 0.370') in card.text
     assert 'catastrophic_overfitting' not in ModelCard.load(cards / 'mlp3_relu_at.fmnist_s0' / 'README.md').text
-    published = hub.load_published(index)  # the index carries the flag to `robust-zoo list --results`
+    published = _pretrained.load_published(index)  # the index carries the flag to `robust-zoo list --results`
     assert published['mlp3_relu_at.fmnist_s2']['caveats'] == {'catastrophic_overfitting': True}
     assert 'caveats' not in published['mlp3_relu_at.fmnist_s0']
 
@@ -540,15 +542,15 @@ def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run,
     src = tmp_path / 'run-mlp3_relu_at-fmnist-0'
     final = json.loads((src / 'final_eval.json').read_text())
     (src / 'final_eval.json').write_text(json.dumps(dict(final, best=dict(robust_acc=0.70, epoch=0))))
-    folder = hub.write_card_repo(src, tag='fmnist_s0', evaluations=[json.loads((folder / 'eval_results.json').read_text())[0]],
-                                 out_root=cards, index_path=index, force=True)
+    folder = publish.write_card_repo(src, tag='fmnist_s0', evaluations=[json.loads((folder / 'eval_results.json').read_text())[0]],
+                                     out_root=cards, index_path=index, force=True)
     card = ModelCard.load(folder / 'README.md')
     co = card.data.to_dict()['robust_zoo']['catastrophic_overfitting']
     assert co['epochs'] == [1, 2] and co['kept_epoch'] == 0 and not co['kept_weights_affected']
     assert 'Catastrophic overfitting appeared at epoch(s) 1, 2' in card.text and 'from epoch 0, before it.' in card.text
     (row,) = lb.leaderboard(cards)
     assert row['overfit'] == {} and '(co)' not in lb.leaderboard_markdown([row])
-    assert 'catastrophic_overfitting' not in hub.load_published(index)['mlp3_relu_at.fmnist_s0'].get('caveats', {})
+    assert 'catastrophic_overfitting' not in _pretrained.load_published(index)['mlp3_relu_at.fmnist_s0'].get('caveats', {})
 
 
 def test_one_architecture_trained_with_two_attacks_gets_separate_rows_and_verdicts(run, tmp_path):
@@ -620,13 +622,13 @@ def test_leaderboard_flags_models_whose_sanity_checks_did_not_pass(run, tmp_path
     shutil.copytree(run['dir'], src)
     args = yaml.safe_load((src / 'args.yaml').read_text())
     (src / 'args.yaml').write_text(yaml.safe_dump(dict(args, model='robust_zoo/mlp3_silu_at'), sort_keys=False))
-    hub.write_card_repo(src, tag='fmnist_s0', evaluations=[record], out_root=cards, index_path=index)
+    publish.write_card_repo(src, tag='fmnist_s0', evaluations=[record], out_root=cards, index_path=index)
     relu, silu = lb.leaderboard(cards)
     assert relu['checks'] == {} and silu['checks'] == {'mlp3_silu_at.fmnist_s0': ['black box WARN']}
     table = lb.leaderboard_markdown([relu, silu])
     assert '| mlp3 | `silu` (!) |' in table and '| mlp3 | `relu` |' in table
     assert '(!) A sanity check of the evaluator did not pass for `mlp3_silu_at.fmnist_s0` (black box WARN)' in table
-    published = hub.load_published(index)
+    published = _pretrained.load_published(index)
     assert published['mlp3_silu_at.fmnist_s0']['caveats'] == {'checks_not_passed': ['black box WARN']}
     assert 'caveats' not in published['mlp3_relu_at.fmnist_s0']
 
@@ -661,10 +663,10 @@ def test_a_run_stopped_early_says_which_epoch_it_kept_on_its_card_and_the_leader
     (src / 'final_eval.json').write_text(json.dumps(dict(final, epochs_run=3, stopped_early=True,
                                                          best=dict(robust_acc=0.673, epoch=0))))
     cards = tmp_path / 'model_cards'
-    folder = hub.write_card_repo(src, tag='fmnist_s0', out_root=cards, index_path=tmp_path / 'published.json')
+    folder = publish.write_card_repo(src, tag='fmnist_s0', out_root=cards, index_path=tmp_path / 'published.json')
     text = (folder / 'README.md').read_text()
     assert '| epochs | 4 (ran 3, stopped early: catastrophic overfitting) |' in text
-    assert hub.load_published(tmp_path / 'published.json')[NAME]['caveats'] == {'stopped_early': True}
+    assert _pretrained.load_published(tmp_path / 'published.json')[NAME]['caveats'] == {'stopped_early': True}
     assert 'early stopping on): epoch 0 (counted from 0), validation pgd-10 accuracy 0.673 |' in text
     (row,) = lb.leaderboard(cards)
     assert row['stopped_early'] == {NAME: (0, 3)}
@@ -714,7 +716,7 @@ def _transfer_card(run, tmp_path, cards, index, *, arch, tag, robust, clean, mod
     record.update(model=f'robust_zoo/{arch}', seed=seed, clean_accuracy=clean, robust_accuracy=robust,
                   attacks={'pgd-20': robust}, confidence_interval=list(wilson_interval(round(robust * 20), 20)),
                   weights_digest=parameter_digest(model))  # a record of these weights
-    return hub.write_card_repo(src, tag=tag, evaluations=[record], out_root=cards, index_path=index)
+    return publish.write_card_repo(src, tag=tag, evaluations=[record], out_root=cards, index_path=index)
 
 
 @pytest.fixture
@@ -886,7 +888,7 @@ def test_cli_unpublish_withdraws_the_card_and_its_index_entry(run, tmp_path, pub
     assert main(['unpublish', f'robust_zoo/{ARCH}.old_s0']) == 0
     assert f"removed {tmp_path / 'model_cards' / f'{ARCH}.old_s0'}" in capsys.readouterr().out
     assert not (tmp_path / 'model_cards' / f'{ARCH}.old_s0').exists()
-    assert list(hub.load_published()) == [f'{ARCH}.kept_s0']
+    assert list(_pretrained.load_published()) == [f'{ARCH}.kept_s0']
     assert robust_zoo.list_models(pretrained=True) == [f'robust_zoo/{ARCH}.kept_s0']
     with pytest.raises(RuntimeError, match=rf'Invalid pretrained tag \(old_s0\) for robust_zoo/{ARCH}: its tags are '
                                            'kept_s0'):  # no weights under that tag any more
@@ -911,21 +913,21 @@ def test_a_sparta_card_publishes_its_bank_loadable_by_name(tmp_path, monkeypatch
     x, y = torch.rand(20, 1, 28, 28), torch.arange(20) % 10
     record = evaluate(model, 'fashion-mnist-linf', data=(x, y), attacks=['fgsm'], n_examples=20, checks=False,
                       model_name=f'robust_zoo/{arch}').to_dict()
-    folder = hub.write_card_repo(run_dir, tag=TAG, evaluations=[record], out_root=tmp_path / 'cards',
+    folder = publish.write_card_repo(run_dir, tag=TAG, evaluations=[record], out_root=tmp_path / 'cards',
                                  index_path=tmp_path / 'published.json', org=ORG)
     units, meta = read_bank(folder / 'sparta_bank.safetensors')
     assert meta['source_model'] == arch and meta['dataset'] == 'fashion-mnist' and meta['repo'] == f'{arch}.{TAG}'
     assert 'loaded_bank' not in meta  # trained from scratch: an original bank, which transferred cards can name
     assert all(float(u['beta']) == 3.0 for u in units.values())
     assert 'sparta_bank.safetensors' in (folder / 'README.md').read_text()
-    monkeypatch.setitem(hub._state, 'cards_dir', str(tmp_path / 'cards'))
+    monkeypatch.setitem(_pretrained._state, 'cards_dir', str(tmp_path / 'cards'))
     target = timm.create_model(f'robust_zoo/{arch}')
     load_bank(target, f'{arch}.{TAG}', mapping='exact')
     assert all(float(u.beta) == 3.0 and not u.beta.requires_grad for u in sparta_units(target).values())
 
 
 def test_main_job_evaluates_a_published_model_and_prints_its_table(card, published, run, monkeypatch):
-    monkeypatch.setitem(hub._state, 'index_path', str(card['index']))
+    monkeypatch.setitem(_pretrained._state, 'index_path', str(card['index']))
     published(card['index'], card['cards'])
     assert demo.default_published_model() == NAME
     lines = []
@@ -1006,11 +1008,11 @@ def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_
         torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(20) % 10)
     apgd = evaluate(run['model'], 'fashion-mnist-linf', data=(x, y), attacks=['apgd-ce'], n_examples=20, checks=False,
                     model_name=f'robust_zoo/{ARCH}').to_dict()
-    folder = hub.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json',
+    folder = publish.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json',
                                                                    run['dir'] / 'pgd20_n20.json', apgd],
                                  out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
     summary = next(line for line in (folder / 'README.md').read_text().splitlines() if line.startswith('Under the `'))
-    pct = hub._pct
+    pct = records._pct
     lo, hi = apgd['confidence_interval']
     assert (f"Under the stronger apgd-ce, on the first 20 test images: robust accuracy {pct(apgd['robust_accuracy'])} "
             f"(Wilson 95% {pct(lo)} to {pct(hi)}), against pgd-20 {pct(run['records'][1]['attacks']['pgd-20'])} on "
@@ -1018,15 +1020,15 @@ def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_
     assert summary.index('on the first 50 test images') < summary.index('Under the stronger')  # the headline first
     assert '- Only part of AutoAttack ran (apgd-ce), not the whole of AutoAttack standard' in \
            (folder / 'README.md').read_text()
-    entry = hub.load_published(tmp_path / 'published.json')[f'{ARCH}.{TAG}']  # what `list --results` and demo read
+    entry = _pretrained.load_published(tmp_path / 'published.json')[f'{ARCH}.{TAG}']  # what `list --results` and demo read
     assert entry['n_examples'] == 50 and entry['stronger'] == [
         dict(attacks=['apgd-ce'], n_examples=20, robust_accuracy=apgd['robust_accuracy'])]
-    assert hub.stronger_text(entry) == f"; stronger: apgd-ce {apgd['robust_accuracy']:.3f} (n=20)"
-    plain = hub.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json'],
+    assert _pretrained.stronger_text(entry) == f"; stronger: apgd-ce {apgd['robust_accuracy']:.3f} (n=20)"
+    plain = publish.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json'],
                                 out_root=tmp_path / 'cards2', index_path=tmp_path / 'published2.json')
     text = (plain / 'README.md').read_text()
     assert 'Under the stronger' not in text and 'Only part of AutoAttack' not in text
-    assert 'stronger' not in hub.load_published(tmp_path / 'published2.json')[f'{ARCH}.{TAG}']
+    assert 'stronger' not in _pretrained.load_published(tmp_path / 'published2.json')[f'{ARCH}.{TAG}']
     assert '- No AutoAttack evaluation is in these records' in text
 
 
@@ -1106,7 +1108,7 @@ def test_cards_state_their_training_precision_and_the_leaderboard_notes_a_mix(ru
         for record in ('final_eval.json', 'pgd20_n20.json'):
             text = (src / record).read_text().replace(f'robust_zoo/{ARCH}', f'robust_zoo/mlp3_{act}_at')
             (src / record).write_text(text)
-        hub.write_card_repo(src, tag='fmnist_s0', out_root=cards, index_path=tmp_path / 'published.json')
+        publish.write_card_repo(src, tag='fmnist_s0', out_root=cards, index_path=tmp_path / 'published.json')
     rows = lb.leaderboard(cards)
     assert [r['precision'] for r in rows] == [{'mlp3_relu_at.fmnist_s0': 'bfloat16 autocast'},
                                              {'mlp3_silu_at.fmnist_s0': 'fp32'}]
@@ -1124,17 +1126,17 @@ def test_cards_state_their_training_precision_and_the_leaderboard_notes_a_mix(ru
 def test_a_card_names_the_checkouts_recipe_whatever_clone_or_precision_the_run_came_from(run, tmp_path):
     """train_at.py records the recipe as an absolute path of the machine it ran on; a card written in another
     clone names this checkout's file of that name. An fp32 run (--amp fell back) still matches its recipe."""
-    recipe = Path(hub.__file__).resolve().parents[1] / 'train' / 'configs' / 'fmnist_resnet20.yaml'
-    assert hub._recorded_recipe(Path('/elsewhere/clone/train/configs/fmnist_resnet20.yaml')) == recipe
-    assert hub._recorded_recipe(recipe) == recipe
-    assert hub._recorded_recipe(Path('/elsewhere/custom.yaml')) is None
+    recipe = ROOT / 'train' / 'configs' / 'fmnist_resnet20.yaml'
+    assert recipes._recorded_recipe(Path('/elsewhere/clone/train/configs/fmnist_resnet20.yaml')) == recipe
+    assert recipes._recorded_recipe(recipe) == recipe
+    assert recipes._recorded_recipe(Path('/elsewhere/custom.yaml')) is None
     args = dict(yaml.safe_load(recipe.read_text()), model='robust_zoo/resnet20_relu_at')
-    assert hub._find_recipe(args) == recipe
-    assert hub._find_recipe(dict(args, amp=False)) == recipe, 'precision is not part of the recipe'
-    assert hub._find_recipe(dict(args, epochs=args['epochs'] + 1)) is None
+    assert recipes._find_recipe(args) == recipe
+    assert recipes._find_recipe(dict(args, amp=False)) == recipe, 'precision is not part of the recipe'
+    assert recipes._find_recipe(dict(args, epochs=args['epochs'] + 1)) is None
     src = tmp_path / 'run-elsewhere'
     shutil.copytree(run['dir'], src)
     run_args = yaml.safe_load((src / 'args.yaml').read_text())
     (src / 'args.yaml').write_text(yaml.safe_dump(dict(run_args, config=f'/elsewhere/clone/{recipe.relative_to(recipe.parents[2])}')))
-    folder = hub.write_card_repo(src, tag='fmnist_s0', out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
+    folder = publish.write_card_repo(src, tag='fmnist_s0', out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
     assert '  recipe: train/configs/fmnist_resnet20.yaml\n' in (folder / 'README.md').read_text()

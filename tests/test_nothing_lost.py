@@ -17,7 +17,9 @@ import torch
 import yaml
 
 import robust_zoo
-from robust_zoo import hub, sparta
+from robust_zoo import publish, sparta
+from robust_zoo._io import sha256_file
+from robust_zoo.models import _hub, _pretrained
 from robust_zoo.cli import main
 from robust_zoo.evaluate import evaluate
 from robust_zoo.training import CheckpointError, read_weights_metadata, save_weights
@@ -49,7 +51,7 @@ def make_run(folder, seed=0, arch=ARCH):
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
     model = timm.create_model(f'robust_zoo/{arch}').eval()
-    save_weights(model.state_dict(), folder / 'model.safetensors', hub.weights_metadata(arch))
+    save_weights(model.state_dict(), folder / 'model.safetensors', _hub.weights_metadata(arch))
     (folder / 'args.yaml').write_text(yaml.safe_dump(dict(model=f'robust_zoo/{arch}', dataset='fashion-mnist',
                                                           attack='fgsm-rs', attack_eps=0.1, epochs=1, seed=seed)))
     x = torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(1))
@@ -74,11 +76,11 @@ def pub(tmp_path, runs, monkeypatch):
     """A temporary index and cards folder in use, holding NAME published from run a with two records."""
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     index, cards = tmp_path / 'published.json', tmp_path / 'model_cards'
-    hub.write_card_repo(runs['a'], tag=TAG, evaluations=[runs['a'] / 'final_eval.json', runs['a'] / 'pgd5.json'],
+    publish.write_card_repo(runs['a'], tag=TAG, evaluations=[runs['a'] / 'final_eval.json', runs['a'] / 'pgd5.json'],
                         out_root=cards, index_path=index)
-    hub.register_published(index, cards)
+    _pretrained.register_published(index, cards)
     yield dict(index=index, cards=cards, folder=cards / NAME)
-    hub.register_published()
+    _pretrained.register_published()
 
 
 def _records(folder):
@@ -112,7 +114,7 @@ def test_card_force_with_other_weights_refuses_to_keep_records_of_the_old_ones(p
     assert 'measured other weights' in err and '--drop-old-evals' in err
     assert snapshot(pub['index'], pub['cards']) == before
     assert main(['card', str(runs['b']), '--tag', TAG, '--force', '--drop-old-evals']) == 0
-    assert hub.load_published(pub['index'])[NAME]['sha256'] == hub.sha256_file(runs['b'] / 'model.safetensors')
+    assert _pretrained.load_published(pub['index'])[NAME]['sha256'] == sha256_file(runs['b'] / 'model.safetensors')
 
 
 def test_a_failed_card_rewrite_leaves_the_published_card_and_index_intact(pub, runs, monkeypatch):
@@ -120,17 +122,16 @@ def test_a_failed_card_rewrite_leaves_the_published_card_and_index_intact(pub, r
 
     def broken(*args, **kwargs):
         raise OSError('disk full')
-    monkeypatch.setattr(hub, '_card_body', broken)  # fails after the weights, config and records were written
+    monkeypatch.setattr(publish.card, '_card_body', broken)  # fails after the weights, config and records were written
     with pytest.raises(OSError, match='disk full'):
-        hub.write_card_repo(runs['a'], tag=TAG, force=True, out_root=pub['cards'], index_path=pub['index'])
+        publish.write_card_repo(runs['a'], tag=TAG, force=True, out_root=pub['cards'], index_path=pub['index'])
     assert snapshot(pub['index'], pub['cards']) == before
     monkeypatch.undo()
 
-    import robust_zoo.training
-    monkeypatch.setattr(robust_zoo.training, 'atomic_write_text', broken)  # the index write itself fails
+    monkeypatch.setattr(publish.card, 'atomic_write_text', broken)  # the index write itself fails
     with pytest.raises(OSError, match='disk full'):
-        hub.write_card_repo(runs['b'], tag=TAG, force=True, keep_evaluations=False, out_root=pub['cards'],
-                            index_path=pub['index'])
+        publish.write_card_repo(runs['b'], tag=TAG, force=True, keep_evaluations=False, out_root=pub['cards'],
+                                index_path=pub['index'])
     assert snapshot(pub['index'], pub['cards']) == before
 
 
@@ -149,7 +150,7 @@ def test_unpublish_with_a_wrong_out_changes_nothing(pub, tmp_path, capsys):
     assert snapshot(pub['index'], pub['cards']) == before
     assert robust_zoo.list_models(pretrained=True) == [f'robust_zoo/{NAME}']
     assert main(['unpublish', NAME]) == 0
-    assert hub.load_published(pub['index']) == {} and not pub['folder'].exists()
+    assert _pretrained.load_published(pub['index']) == {} and not pub['folder'].exists()
 
 
 # --- case 3: `leaderboard` with a wrong --cards -----------------------------------------------------------
@@ -191,7 +192,7 @@ def test_records_carry_the_digest_and_sha256_of_the_weights_they_measured(runs, 
     out = tmp_path / 'r.json'
     assert main(['eval', ARCH, '--checkpoint', str(runs['a'] / 'model.safetensors'), '--attacks', 'fgsm',
                  '--n-examples', '10', '--checks', 'none', '--output', str(out)]) == 0
-    assert json.loads(out.read_text())['weights_sha256'] == hub.sha256_file(runs['a'] / 'model.safetensors')
+    assert json.loads(out.read_text())['weights_sha256'] == sha256_file(runs['a'] / 'model.safetensors')
 
 
 # --- case 6: weights of another architecture --------------------------------------------------------------
@@ -218,10 +219,11 @@ def bank_card(tmp_path):
     cards = tmp_path / 'model_cards'
     shutil.copytree(ROOT / 'model_cards' / BANK_CARD, cards / BANK_CARD)
     index = tmp_path / 'published.json'
-    index.write_text(json.dumps({BANK_CARD: hub.load_published(ROOT / 'robust_zoo' / 'published.json')[BANK_CARD]}))
-    hub.register_published(index, cards)
+    published = _pretrained.load_published(ROOT / 'robust_zoo' / 'published.json')
+    index.write_text(json.dumps({BANK_CARD: published[BANK_CARD]}))
+    _pretrained.register_published(index, cards)
     yield cards / BANK_CARD / sparta.BANK_FILE
-    hub.register_published()
+    _pretrained.register_published()
 
 
 def test_a_tampered_published_bank_is_refused_on_every_route(bank_card):
@@ -239,13 +241,13 @@ def test_a_tampered_published_bank_is_refused_on_every_route(bank_card):
 def test_sha256_is_not_fooled_by_a_file_rewritten_with_the_same_size_and_mtime(tmp_path):
     path = tmp_path / 'w.bin'
     path.write_bytes(b'a' * 64)
-    first = hub.sha256_file(path)
+    first = sha256_file(path)
     stat = path.stat()
     with path.open('r+b') as f:
         f.write(b'b')
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
-    assert hub.sha256_file(path) != first
+    assert sha256_file(path) != first
 
 
 # --- cases 5 and 8: train/train_at.py ---------------------------------------------------------------------
@@ -275,7 +277,7 @@ def test_resume_with_another_recipe_is_refused_or_recorded(tmp_path):
     assert (args['attack'], args['attack_eps'], args['epochs']) == ('pgd', 0.3, 2)
     assert args['recipe_changes'] == [dict(from_epoch=1, changes=dict(
         epochs=dict(was=1, now=2), attack=dict(was='fgsm-rs', now='pgd'), attack_eps=dict(was=0.1, now=0.3)))]
-    folder = hub.write_card_repo(out, tag='t', out_root=tmp_path / 'cards', index_path=tmp_path / 'index.json')
+    folder = publish.write_card_repo(out, tag='t', out_root=tmp_path / 'cards', index_path=tmp_path / 'index.json')
     assert "recipe changed from epoch 1 (counted from 0) | epochs 1 -> 2, attack 'fgsm-rs' -> 'pgd'" in \
         (folder / 'README.md').read_text()
 

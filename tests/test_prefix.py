@@ -114,7 +114,7 @@ def test_listed_names_create_models():
 
 
 def test_list_models_pretrained_lists_only_models_with_weights():
-    from robust_zoo.hub import load_published
+    from robust_zoo.models._pretrained import load_published
     assert robust_zoo.list_models(pretrained=True) == sorted(f'robust_zoo/{n}' for n in load_published())
 
 

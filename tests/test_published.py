@@ -11,7 +11,8 @@ from timm.models import get_pretrained_cfg
 import robust_zoo
 from robust_zoo.data import load_dataset
 from robust_zoo.evaluate.result import wilson_interval
-from robust_zoo.hub import cards_dir, load_published, sha256_file
+from robust_zoo._io import sha256_file
+from robust_zoo.models._pretrained import cards_dir, load_published
 
 PUBLISHED = sorted(load_published())
 
@@ -65,7 +66,7 @@ def test_stated_clean_accuracy_reproduces_on_500_test_images(name):
 def test_results_page_tables_are_the_ones_the_cards_generate(tmp_path):
     from pathlib import Path
 
-    from robust_zoo.leaderboard import write_leaderboard
+    from robust_zoo.publish.leaderboard import write_leaderboard
     page = Path(__file__).resolve().parents[1] / 'docs' / 'results.md'
     copy = tmp_path / 'docs' / 'results.md'
     copy.parent.mkdir()
@@ -134,7 +135,7 @@ def test_the_main_job_names_the_stronger_attacks_numbers_the_card_states():
     """The README's main job compares its fast run with the card: with the headline PGD number and, where the card
     has them, the APGD and AutoAttack numbers that the card says to trust."""
     from robust_zoo import demo
-    from robust_zoo.hub import stronger_text
+    from robust_zoo.models._pretrained import stronger_text
     name = demo.default_published_model()
     entry = load_published()[name]
     assert entry['stronger'], f'{name} has no APGD or AutoAttack record'

@@ -146,14 +146,15 @@ def test_create_model_takes_a_bank_file_or_a_published_name(bank, tmp_path, monk
     model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(bank), sparta_bank_freeze=False)
     assert all(p.requires_grad for u in sparta_units(model).values() for p in u.parameters())
 
-    from robust_zoo import hub
+    from robust_zoo._io import sha256_file
+    from robust_zoo.models import _pretrained
     cards = tmp_path / 'cards'
     (cards / 'resnet20_sparta_at.fmnist_s0').mkdir(parents=True)
     (cards / 'resnet20_sparta_at.fmnist_s0' / 'sparta_bank.safetensors').write_bytes(bank.read_bytes())
-    sha = hub.sha256_file(bank)  # the card's Files table: what the bank is checked against
+    sha = sha256_file(bank)  # the card's Files table: what the bank is checked against
     (cards / 'resnet20_sparta_at.fmnist_s0' / 'README.md').write_text(
         f'| `sparta_bank.safetensors` | {bank.stat().st_size:,} | `{sha}` |\n')
-    monkeypatch.setitem(hub._state, 'cards_dir', str(cards))
+    monkeypatch.setitem(_pretrained._state, 'cards_dir', str(cards))
     model = timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank='resnet20_sparta_at.fmnist_s0')
     assert model.sparta_bank_mapping['stages.0.0.act1'] == 'stages.0.0.act1'
     with pytest.raises(SpartaBankError, match='published banks: resnet20_sparta_at.fmnist_s0'):

@@ -132,7 +132,7 @@ def test_a_restored_transferred_run_republishes_its_card_with_the_bank_its_args_
     """A transferred run's args.yaml names the bank file in its zoo run's folder (runs/fmnist-zoo/...); on a new
     machine both runs come back from their cards, and rewriting the transferred card must find that bank."""
     import shutil
-    from robust_zoo.hub import write_card_repo
+    from robust_zoo.publish import write_card_repo
     monkeypatch.chdir(tmp_path)
     zoo_root, transfer_root = Path('runs/fmnist-zoo'), Path('runs/transfer')
     zoo_run = zoo_grid._zoo('sparta', 1)
@@ -186,7 +186,7 @@ def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_
     """runs/ is not in git: on a new machine the published seed-0 runs come back from their cards instead of
     being trained again, and their card written from the restored run says what the published one says."""
     import yaml
-    from robust_zoo.hub import write_card_repo
+    from robust_zoo.publish import write_card_repo
     run = zoo_grid._zoo('relu', 1)  # seed 1: its card never gains the seed-0 APGD/AutoAttack records
     out = tmp_path / 'zoo' / run.name
     card = zoo_grid.restorable(out, run)

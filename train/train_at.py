@@ -33,7 +33,8 @@ from timm.utils import ModelEmaV3, ParseKwargs, distribute_bn, init_distributed_
 import robust_zoo  # noqa: F401  (registers the robust_zoo/ models and activations)
 from robust_zoo.data import DATASETS, DatasetError, create_dataset, load_dataset
 from robust_zoo.evaluate import evaluate, make_attack
-from robust_zoo.hub import check_weights_belong, sha256_file, weights_metadata
+from robust_zoo._io import sha256_file
+from robust_zoo.models._hub import check_weights_belong, weights_metadata
 from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import THREAT_MODELS, ThreatModel, get_threat_model
 from robust_zoo.training import (
@@ -286,7 +287,7 @@ def build_model(args, num_classes: int, in_chans: int):
 
 def weights_meta(args: argparse.Namespace, epoch: int) -> dict:
     """The safetensors metadata of the run's weights: its --model, epoch and dataset, and the architecture and
-    activation they belong to (loaders refuse them for another model: robust_zoo.hub.check_weights_belong)."""
+    activation they belong to (loaders refuse them for another model: robust_zoo.models._hub.check_weights_belong)."""
     act = args.model_kwargs.get('act_layer') if isinstance(args.model_kwargs.get('act_layer'), str) else None
     return dict(arch=args.model, epoch=str(epoch), dataset=args.dataset, **weights_metadata(args.model, act))
 

@@ -190,7 +190,7 @@ def recipe_mismatch(out: Path, recipe: str) -> List[str]:
     compared: a run in fp32 on a CPU without native bf16 has the same budget as one under bf16 autocast."""
     import yaml
 
-    from robust_zoo.hub import EXECUTION_KEYS
+    from robust_zoo.publish.recipes import EXECUTION_KEYS
     args_file = out / 'args.yaml'
     if not args_file.exists():
         return []
@@ -245,7 +245,8 @@ def carried_state(out: Path, kind: str) -> Path:
 def _weights_published(out: Path, run: Run) -> bool:
     """Whether the run's weights are the published ones (sha256 as in the index): only then is an evaluation state
     worth carrying, since its fingerprint holds the weights and a retrained run would refuse it."""
-    from robust_zoo.hub import load_published, sha256_file
+    from robust_zoo._io import sha256_file
+    from robust_zoo.models._pretrained import load_published
     entry = load_published().get(f'{run.model}.{run.tag}')
     return bool(entry) and (out / 'model.safetensors').is_file() and \
         sha256_file(out / 'model.safetensors') == entry.get('sha256')
@@ -275,7 +276,7 @@ def _batches_done(state: Path) -> str:
 
 
 def _card_of(run: Run) -> Path:
-    from robust_zoo.hub import cards_dir
+    from robust_zoo.models._pretrained import cards_dir
     return cards_dir() / f'{run.model}.{run.tag}'
 
 
@@ -505,8 +506,9 @@ def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
     run's with `force`, after the card writer changed); then the results page's tables. A run counts as finished
     once its final_eval.json and its PGD-20 on 10,000 images (zoo) exist."""
     import robust_zoo  # noqa: F401
-    from robust_zoo.hub import cards_dir, write_card_repo
-    from robust_zoo.leaderboard import write_leaderboard
+    from robust_zoo.models._pretrained import cards_dir
+    from robust_zoo.publish import write_card_repo
+    from robust_zoo.publish.leaderboard import write_leaderboard
     written = 0
     for root, run in dict(((root, run.name), (root, run)) for root, run in queue).values():
         out = root / run.name

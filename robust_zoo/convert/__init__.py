@@ -23,6 +23,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .. import settings
+from ..models._pretrained import cards_dir, hf_org
+
 __all__ = ['ConversionError', 'Reported', 'Source', 'Target', 'SOURCES', 'TARGETS', 'register_source',
            'register_target', 'convert', 'check_state_dict', 'listing', 'missing_weights_message', 'converted_markdown']
 
@@ -154,8 +157,6 @@ def missing_weights_message(name: str) -> Optional[str]:
     target = TARGETS.get(name)
     if target is None:
         return None
-    from .. import settings
-    from ..hub import cards_dir, hf_org
     return (f'robust_zoo/{name}: the weights are converted from {target.origin_url} and are not on this machine. '
             f'Fetch them (download, convert, verify into {settings.fetched_dir() / name}/): `robust-zoo fetch {name}`. '
             f'By hand: {target.download} Convert: `robust-zoo convert {target.source} CHECKPOINT --model {name} '

@@ -129,7 +129,7 @@ def default_target(arch: str) -> Optional[str]:
 def local_weights(name: str) -> Optional[Path]:
     """The converted weights of target `name` on this machine: fetched (settings.fetched_dir()) first, then a
     card folder that `robust-zoo convert --card` wrote (settings.cards_dir()); None when neither has them."""
-    from ..hub import cards_dir  # the cards folder in use (settings.cards_dir(), unless register_published moved it)
+    from ..models._pretrained import cards_dir  # the one in use (settings', unless register_published moved it)
     for root in (settings.fetched_dir(), cards_dir()):
         path = root / name / WEIGHTS_NAME
         if path.is_file():
@@ -370,7 +370,7 @@ def fetch(name: str, *, force: bool = False, source_dir: Optional[PathLike] = No
     a folder (or the one file) you downloaded yourself instead of downloading."""
     from huggingface_hub.utils import tqdm
 
-    from .card import write_converted_card
+    from ..publish.converted_card import write_converted_card
     target = resolve_target(name)
     dest = settings.fetched_dir() / target.name
     if (dest / WEIGHTS_NAME).is_file() and not force:

@@ -3,7 +3,7 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, Optional, Sequence, Type
 
 import torch
 from timm.models import build_model_with_cfg, get_pretrained_cfg, register_model
@@ -11,8 +11,9 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models._pretrained import PretrainedCfg
 from torch import nn
 
-from ..hub import resolve_published_weights
 from ..layers import SHARED_BY_DEFAULT, act_name, make_act_factory
+from ..sparta import load_bank
+from ._hub import default_converted_cfg, resolve_weights
 
 __all__ = ['RobustPretrainedCfg', 'rz_cfg', 'build_at_model', 'register_act_variants']
 
@@ -83,9 +84,8 @@ def build_at_model(
     """
     pretrained_cfg = _as_robust_cfg(variant, kwargs.pop('pretrained_cfg', None))
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg, kwargs.get('pretrained_cfg_overlay'))
-    converted = _converted_target(variant, cfg, kwargs.get('pretrained_cfg_overlay')) if pretrained else None
-    if converted is not None:  # before arch_args: an untagged name may have become its converted tag
-        cfg = converted[1]
+    if pretrained:  # before arch_args: an untagged name may mean its converted tag, once that is on this machine
+        cfg = default_converted_cfg(variant, cfg, kwargs.get('pretrained_cfg_overlay'))
     arch_args = dict(getattr(cfg, 'arch_args', None) or {})
     if act_kwargs is None:
         act_kwargs = arch_args.pop('act_kwargs', None)
@@ -102,72 +102,22 @@ def build_at_model(
         raise ValueError('features_only=True is not supported with act_shared=True; pass act_shared=False.')
     factory, shared = make_act_factory(act_layer, act_kwargs, act_shared)
 
-    if converted is not None and not (cfg.has_weights or cfg.state_dict):
-        raise RuntimeError(converted[0])
-    if pretrained and not (cfg.has_weights or cfg.state_dict):
-        raise RuntimeError(
-            f'No pretrained weights are published for robust_zoo/{variant}{"." + cfg.tag if cfg.tag else ""} '
-            f'yet. Models with weights: robust_zoo.list_models(pretrained=True). Use pretrained=False to '
-            f'train it, or give weights with pretrained_cfg_overlay=dict(file="model.safetensors") '
-            f'(robust-zoo eval --checkpoint FILE).' + _conversion_hint(variant))
-    if pretrained:  # published weights: the checkout's model_cards/ copy or the Hub's, sha256-checked first
-        cfg = resolve_published_weights(variant, cfg, cache_dir=kwargs.get('cache_dir'),
-                                        overlay=kwargs.get('pretrained_cfg_overlay'))
+    if pretrained:  # published, converted or fetched weights: found and sha256-checked by the one resolver
+        cfg = resolve_weights(variant, cfg, cache_dir=kwargs.get('cache_dir'),
+                              overlay=kwargs.get('pretrained_cfg_overlay'))
     device, dtype = kwargs.pop('device', None), kwargs.pop('dtype', None)
     kwargs.pop('pretrained_cfg_overlay', None)
     kwargs['pretrained_filter_fn'] = partial(_adapt_normalize, filter_fn=kwargs.get('pretrained_filter_fn'))
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        try:
-            model = build_model_with_cfg(
-                model_cls, variant, pretrained, pretrained_cfg=cfg, act_layer=factory, shared_act=shared,
-                input_mean=cfg.input_mean, input_std=cfg.input_std, **kwargs)
-        except Exception as e:
-            if converted is None or cfg.file:
-                raise
-            raise RuntimeError(converted[0]) from e
+        model = build_model_with_cfg(
+            model_cls, variant, pretrained, pretrained_cfg=cfg, act_layer=factory, shared_act=shared,
+            input_mean=cfg.input_mean, input_std=cfg.input_std, **kwargs)
     if bank[0] is not None:
-        from ..sparta import load_bank
         load_bank(model, bank[0], mapping=bank[1], freeze=bank[2])
     if dtype is not None:
         model.to(dtype)
     model.accepts_act_args = True
     return model
-
-
-def _converted_target(variant: str, cfg: Any, overlay: Optional[Dict[str, Any]]) -> Optional[Tuple[str, Any]]:
-    """For a conversion target (`robust_zoo.convert`): (the error text if its weights cannot be found, the cfg
-    pointing at the converted weights on this machine (`robust-zoo fetch` into settings.fetched_dir(), or
-    `robust-zoo convert --card` into the cards folder), else at the Hub repo `<org>/<name>`). An untagged name
-    without weights of its own means its default converted tag (resnet50_silu_at -> .sat_in1k) once that is on
-    this machine. None for other models, or when the caller chose the weights (overlay). Targets' registered cfgs
-    carry no Hub id: robust_zoo has not published them, so timm's `list_models(pretrained=True)` leaves them out;
-    the org is read at call time (ROBUST_ZOO_HF_ORG)."""
-    if overlay and any(overlay.get(k) for k in ('file', 'url', 'hf_hub_id', 'state_dict')):
-        return None
-    from ..convert import missing_weights_message
-    from ..convert.fetch import default_target, local_weights
-    name = f'{variant}.{cfg.tag}' if cfg.tag else variant
-    default = default_target(variant) if not (cfg.tag or cfg.has_weights or cfg.state_dict) else None
-    if default is not None and local_weights(default) is not None:
-        name, cfg = default, resolve_pretrained_cfg(variant, default.split('.', 1)[1], overlay)
-    message = missing_weights_message(name)
-    if message is None:
-        return None
-    local = local_weights(name)
-    if local is not None:
-        return message, dataclasses.replace(cfg, file=str(local), hf_hub_id=None)
-    from ..hub import hf_org
-    return message, dataclasses.replace(cfg, hf_hub_id=cfg.hf_hub_id or f'{hf_org()}/{name}')
-
-
-def _conversion_hint(variant: str) -> str:
-    """For an untagged name whose weights exist elsewhere (e.g. resnet50_silu_at -> .sat_in1k): the one command."""
-    from ..convert.fetch import default_target, fetch_command
-    default = default_target(variant)
-    if default is None:
-        return ''
-    return (f' Converted weights of other authors exist for it: `{fetch_command(default)}` downloads and converts '
-            f'{default}, which robust_zoo/{variant} then loads (robust-zoo convert --list shows the others).')
 
 
 def _adapt_normalize(state_dict: Dict[str, Any], model: nn.Module, filter_fn: Optional[Callable] = None):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.models import checkpoint_seq, generate_default_cfgs
 from torch import nn
 
-from ..hub import with_published
+from ._pretrained import with_published
 from ..layers import ACTIVATIONS
 from ._base import SmallImageNet, make_stages
 from ._builder import build_at_model, register_act_variants, rz_cfg
@@ -93,7 +93,8 @@ def _cfg(**kwargs: Any):
 _DEPTHS = {'resnet20': 20, 'resnet32': 32, 'resnet56': 56}
 
 # Published weights (robust_zoo/published.json) come first as `<arch>.<tag>` cfgs: hf_hub_id, and `file` when the
-# checkout's model_cards/<arch>.<tag>/model.safetensors exists; robust_zoo.hub.register_published re-registers them.
+# checkout's model_cards/<arch>.<tag>/model.safetensors exists; robust_zoo.models._pretrained.register_published
+# re-registers them.
 default_cfgs = generate_default_cfgs(with_published(
     {f'{arch}_{act}_at': _cfg() for arch in _DEPTHS for act in ACTIVATIONS}))
 

@@ -20,10 +20,10 @@ from timm.layers import to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs
 from torch import nn
 
-from ..hub import with_published
 from ..layers import ACTIVATIONS
 from ._base import SmallImageNet
 from ._builder import build_at_model, register_act_variants, rz_cfg
+from ._pretrained import with_published
 from .rz_cifar_resnet import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 __all__ = ['LeNetSmall']

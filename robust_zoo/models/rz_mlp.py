@@ -12,7 +12,7 @@ from timm.layers import to_2tuple
 from timm.models import generate_default_cfgs
 from torch import nn
 
-from ..hub import with_published
+from ._pretrained import with_published
 from ..layers import ACTIVATIONS
 from ._base import SmallImageNet
 from ._builder import build_at_model, register_act_variants, rz_cfg

@@ -4,9 +4,16 @@ import json
 from pathlib import Path
 from typing import Optional, Union
 
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import EvalResult
+from timm.models._hub import save_config_for_hf
 from torch import nn
 
-from . import Target
+from .._io import save_safetensors, sha256_file
+from ..convert import Target
+from ..models._hub import weights_metadata
+from ..models._pretrained import WEIGHTS_NAME, cards_dir, hf_org
+from ..threat_models import get_threat_model
 
 __all__ = ['write_converted_card', 'eval_command']
 
@@ -17,7 +24,6 @@ _DATASET_IDS = {'imagenet-1k': 'imagenet-1k', 'cifar10': 'cifar10'}
 
 def eval_command(target: Target, threat_model: str) -> str:
     """The `robust-zoo eval` command that re-measures a converted model under `threat_model`."""
-    from ..threat_models import get_threat_model
     t = get_threat_model(threat_model)
     data = 'IMAGENET_DIR' if t.dataset.startswith('imagenet') else f'{t.dataset.upper().replace("-", "_")}_ROOT'
     return (f'robust-zoo eval robust_zoo/{target.name} --threat-model {t.id} --data-dir {data} '
@@ -27,19 +33,11 @@ def eval_command(target: Target, threat_model: str) -> str:
 def write_converted_card(model: nn.Module, target: Target, *, checkpoint: PathLike, out_root: Optional[PathLike] = None,
                          org: Optional[str] = None) -> Path:
     """Write `<out_root>/<target.name>/` (model.safetensors, config.json, README.md) for a converted model."""
-    from huggingface_hub import ModelCard, ModelCardData
-    from huggingface_hub.repocard_data import EvalResult
-    from safetensors.torch import save_file
-    from timm.models._hub import save_config_for_hf
-
-    from ..hub import WEIGHTS_NAME, cards_dir, hf_org, sha256_file, weights_metadata
-    from ..threat_models import get_threat_model
-
     folder = Path(out_root if out_root is not None else cards_dir()) / target.name
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_NAME),
-              metadata={'format': 'pt', 'converted_from': target.origin_url, 'source': target.source,
-                        **weights_metadata(target.name)})
+    save_safetensors(model.state_dict(), folder / WEIGHTS_NAME,
+                     metadata={'format': 'pt', 'converted_from': target.origin_url, 'source': target.source,
+                               **weights_metadata(target.name)})
     cfg = model.pretrained_cfg
     hf_hub_id = f'{org or hf_org()}/{target.name}'
     arch, _, tag = target.name.partition('.')
@@ -73,7 +71,7 @@ def write_converted_card(model: nn.Module, target: Target, *, checkpoint: PathLi
     rows = '\n'.join(f'| {get_threat_model(r.threat_model).id} | {r.attack} | {r.n_examples} | {100 * r.clean:.2f} | '
                      f'{100 * r.robust:.2f} | {r.reference} |' for r in target.reported)
     commands = '\n'.join(eval_command(target, t) for t in target.eval_threat_models)
-    from .preprocess import describe_source_transform
+    from ..convert.preprocess import describe_source_transform
     preprocessing = describe_source_transform(target.name) or "the dataset's test images as they are"
     body = f"""# {target.name}
 
