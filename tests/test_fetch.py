@@ -356,3 +356,17 @@ def test_downloads_show_a_progress_bar(drive, tmp_path, capsys, monkeypatch):
     download_file(f'{drive.url}/download?id=x', tmp_path / 'x.bin')
     err = capsys.readouterr().err
     assert 'x.bin' in err and '100%' in err and '1.00M' in err
+
+
+def test_fetched_weights_that_changed_since_the_fetch_are_refused(drive, dai_checkpoint):
+    from safetensors.torch import load_file, save_file
+
+    from robust_zoo.models._hub import PublishedWeightsError
+    drive.files = {DAI_ID: (dai_checkpoint[1], 'file')}
+    weights = fetch(DAI, progress=False) / 'model.safetensors'
+    tensors = load_file(str(weights))
+    key = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[key] = tensors[key] + 1
+    save_file(tensors, str(weights))  # the same names and shapes, other values
+    with pytest.raises(PublishedWeightsError, match='conversion.json'):
+        timm.create_model(f'robust_zoo/{DAI}', pretrained=True)
