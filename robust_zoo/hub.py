@@ -380,7 +380,7 @@ def _activation_of(arch: str) -> Tuple[str, str]:
 
 def _wilson(acc: float, n: int) -> Tuple[float, float]:
     """95% Wilson interval of an accuracy over n points (a seed mean need not be k / n: no rounding)."""
-    from .evaluate.result import wilson_interval
+    from .evaluation.result import wilson_interval
     return wilson_interval(acc * n, n)  # type: ignore[arg-type]  (the formula only needs p = acc)
 
 
@@ -530,7 +530,7 @@ _CURVES = {'accuracy_vs_steps': 'robust accuracy vs PGD steps (the steps-converg
 def _plot_curves(records: Sequence[Mapping[str, Any]], folder: Path) -> List[Tuple[str, str]]:
     """The evaluator's accuracy-vs-steps and accuracy-vs-eps plots from the last record whose `checks='full'`
     carry those curves; a plot no record supports is removed (a card never shows a stale one)."""
-    from .evaluate.plots import save_eval_plots
+    from .evaluation.plots import save_eval_plots
     with_curves = [r for r in records if any(c.get('data') and c.get('name') in ('steps convergence', 'eps sweep')
                                              for c in r.get('checks', []))]
     written = save_eval_plots(with_curves[-1], out_dir=folder) if with_curves else {}
@@ -762,7 +762,7 @@ def _checked_records(run: Path, model: Any, records: Sequence[Mapping[str, Any]]
     that measured the same weights and are not among `records` (none when `keep` is False). An older record that
     names no weights counts as the weights published under this name (the index entry's sha256): it passes only
     when the run's weights are those (e.g. a card rewritten from a run restored from it)."""
-    from .evaluate.result import RecordWeightsError, check_record_weights
+    from .evaluation.result import RecordWeightsError, check_record_weights
     from .training import parameter_digest
 
     sha, digest = sha256_file(run / WEIGHTS_NAME), parameter_digest(model)
@@ -981,7 +981,7 @@ def _headline(records: List[dict]) -> dict:
 def _stronger_index_entries(records: Sequence[Mapping[str, Any]], first: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """What the index keeps of each AutoAttack (or APGD) record other than the headline one: attacks, n and robust
     accuracy, so that `robust-zoo list --results` and the main job can name the attack to trust beside the headline."""
-    from .evaluate.autoattack import is_autoattack
+    from .evaluation.autoattack import is_autoattack
     return [dict(attacks=list(r['attacks']), n_examples=r['n_examples'], robust_accuracy=r['robust_accuracy'])
             for r in records if r is not first and any(is_autoattack(a) for a in r['attacks'])]
 
@@ -998,7 +998,7 @@ def _stronger_attacks_text(records: Sequence[Mapping[str, Any]], first: Mapping[
     """Sentences for the card's summary on each AutoAttack record (or a subset: APGD) other than the headline one,
     with PGD's number on the same test images where a record has it: usually fewer images than the headline, but
     the stronger attack is the one to trust ('' when there is none)."""
-    from .evaluate.autoattack import is_autoattack
+    from .evaluation.autoattack import is_autoattack
     out = ''
     for r in records:
         strong = [a for a in r['attacks'] if is_autoattack(a)]
@@ -1145,7 +1145,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
                 f"worst case of {', '.join(p['attacks'])}" if p['attack'] == 'worst-case' else p['attack'])
             lines.append(f"| {i} | `{p['threat_model']}` | {p['norm']} | {p['eps']:g} | {attack} | {p['n_examples']} | "
                          f"{_pct(p['value'])} | {_pct(p['ci'][0])} to {_pct(p['ci'][1])} |")
-    from .evaluate.autoattack import is_subset
+    from .evaluation.autoattack import is_subset
     subsets = sorted({a for record in records for a in record.get('attacks', {}) if is_subset(a)})
     if subsets:
         lines += ['', f"{', '.join(subsets)}: AutoAttack's attacks alone (the authors' `pyautoattack`) with the settings "
@@ -1179,7 +1179,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
                   f'`sparta_bank.safetensors` holds this model\'s trained Sparta units on their own, to reuse them '
                   f'(frozen) in another CNN: `timm.create_model("robust_zoo/resnet56_sparta_at", sparta_bank="{name}")` '
                   'or `robust_zoo.sparta.load_bank(model, ...)`; the unit mapping is documented in `robust_zoo/sparta.py`.']
-    from .evaluate.autoattack import is_autoattack
+    from .evaluation.autoattack import is_autoattack
     aa_parts = list(dict.fromkeys(a for r in records for a in r['attacks'] if is_autoattack(a)))
     full_aa = any(a.startswith('autoattack-') for a in aa_parts)
     lines += [

@@ -19,7 +19,7 @@ import yaml
 import robust_zoo
 from robust_zoo import hub, sparta
 from robust_zoo.cli import main
-from robust_zoo.evaluate import evaluate
+from robust_zoo.evaluation import evaluate
 from robust_zoo.training import CheckpointError, read_weights_metadata, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
