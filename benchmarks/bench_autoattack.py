@@ -72,7 +72,7 @@ def stock(model_spec: Tuple[str, str], n: int, batch_size: int, threads: int,
 def robust_mask(state_file: str) -> Tuple[torch.Tensor, int]:
     """Per-point robustness from an evaluation state file (clean-correct and not broken), and how many points
     were attacked again in fp32 (amp)."""
-    from robust_zoo.evaluate.state import from_bits
+    from robust_zoo.evaluation.state import from_bits
     state = json.loads(Path(state_file).read_text())
     masks = []
     for _, record in sorted(state['batches'].items(), key=lambda kv: int(kv[0])):

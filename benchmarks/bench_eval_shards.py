@@ -75,7 +75,7 @@ def warm_up(net: torch.nn.Module, data: Tuple[torch.Tensor, torch.Tensor], kwarg
             pgd(net, x, y, eps=0.1, steps=3)
     if not kwargs.get('compile'):
         return 0.0
-    from robust_zoo.evaluate import evaluate
+    from robust_zoo.evaluation import evaluate
     t = time.perf_counter()
     evaluate(net, 'fashion-mnist-linf', data=(x[:4], y[:4]), distributed=False,
              **{k: v for k, v in kwargs.items() if k not in ('state_path', 'batch_size')})
@@ -87,7 +87,7 @@ def _rank(rank: int, world: int, threads: int, init: str, out: str, model: Tuple
     torch.set_num_threads(threads)
     dist.init_process_group('gloo', init_method=f'file://{init}', rank=rank, world_size=world)
     try:
-        from robust_zoo.evaluate import evaluate
+        from robust_zoo.evaluation import evaluate
         net, data = build_model(*model), load_points(n)
         warm = warm_up(net, data, kwargs)
         dist.barrier()
@@ -116,7 +116,7 @@ def evaluate_sharded(world: int, threads: int, model: Tuple[str, Optional[str]],
 def evaluate_single(threads: int, model: Tuple[str, Optional[str]], n: int,
                     **kwargs: Any) -> Tuple[float, Dict[str, Any]]:
     """The same in this process, with `threads` intra-op threads."""
-    from robust_zoo.evaluate import evaluate
+    from robust_zoo.evaluation import evaluate
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -8,8 +8,9 @@ from .layers import create_act_layer, get_act_layer, swap_activations
 from .models import list_models
 from .threat_models import THREAT_MODELS, get_threat_model
 from .convert.fetch import fetch
+from .evaluation import evaluate  # the function: robust_zoo.evaluate(model, 'fashion-mnist-linf', ...)
 
 __version__ = '0.1.0'
 
 __all__ = ['layers', 'models', 'create_act_layer', 'get_act_layer', 'get_threat_model', 'list_models',
-           'swap_activations', 'THREAT_MODELS', 'fetch']
+           'swap_activations', 'THREAT_MODELS', 'evaluate', 'fetch']

@@ -96,8 +96,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from .evaluate import evaluate, save_eval_plots
-    from .evaluate.evaluator import load_eval_data
+    from .evaluation import evaluate, save_eval_plots
+    from .evaluation.evaluator import load_eval_data
     from .threat_models import get_threat_model
     from .training import check_weights_file, resolve_autocast
     rank, world, device = _init_distributed(args.device)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
 from .attacks import fgsm_rs
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .data import load_fashion_mnist
 from .threat_models import get_threat_model
 from .training import resolve_autocast

@@ -21,7 +21,7 @@ import yaml
 from robust_zoo import sparta
 from robust_zoo.models import _hub, _pretrained
 from robust_zoo.cli import main
-from robust_zoo.evaluate import evaluate
+from robust_zoo.evaluation import evaluate
 from robust_zoo.threat_models import ThreatModel
 from robust_zoo.training import CheckpointError, save_weights
 from test_nothing_lost import ENV, SCRIPT, make_run, snapshot

@@ -356,7 +356,7 @@ def test_fashion_mnist_through_the_factory():
 
 
 def test_evaluator_loads_the_threat_models_dataset(tmp_path):
-    from robust_zoo.evaluate.evaluator import _load_data
+    from robust_zoo.evaluation.evaluator import _load_data
     batches = _fake_cifar10(tmp_path)
     x, y = _load_data(get_threat_model('cifar10-linf'), 2, tmp_path)
     assert x.shape == (2, 3, 32, 32) and y.tolist() == batches['test_batch'][1][:2]

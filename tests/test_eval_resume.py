@@ -7,8 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from robust_zoo.evaluate import evaluate, evaluator
-from robust_zoo.evaluate.state import EvalStateError
+from robust_zoo.evaluation import evaluate, evaluator
+from robust_zoo.evaluation.state import EvalStateError
 from robust_zoo.threat_models import ThreatModel
 
 THREAT = ThreatModel('toy', 'toy', 'Linf', 0.05, ('pgd-5',), 40, 'none')

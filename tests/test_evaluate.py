@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import robust_zoo  # noqa: F401
-from robust_zoo.evaluate import EvalResult, evaluate, wilson_interval
+from robust_zoo.evaluation import EvalResult, evaluate, wilson_interval
 from robust_zoo.threat_models import ThreatModel
 
 
@@ -50,7 +50,7 @@ def test_an_attack_beyond_the_margin_breaks_the_model():
 def test_robust_accuracy_is_the_per_sample_worst_case(monkeypatch):
     """Two attacks that each break a different half of the images: each leaves 50%, together nothing survives, so
     the robust accuracy is the per-image worst case, not the lowest attack's accuracy."""
-    from robust_zoo.evaluate import evaluator
+    from robust_zoo.evaluation import evaluator
 
     def breaks(parity):
         def attack(model, x, y):  # one class brighter (the last one darker) for the labels of this parity
@@ -239,7 +239,7 @@ def test_a_cfg_that_disagrees_with_a_working_model_does_not_refuse_the_images():
 # --- attack specs, autocast, progress ------------------------------------------------------------------------
 
 def test_attack_specs_with_restarts_and_dlr(monkeypatch):
-    from robust_zoo.evaluate import evaluator, make_attack
+    from robust_zoo.evaluation import evaluator, make_attack
     calls = []
     monkeypatch.setattr(evaluator, 'pgd', lambda m, x, y, **kw: calls.append(kw) or x)
     threat = ThreatModel('toy', 'toy', 'Linf', 0.1, ('pgd-10',), 10, 'none')
@@ -325,7 +325,7 @@ def test_unknown_check_names_are_rejected():
 
 
 def test_eps_zero_is_the_clean_accuracy_and_randomness_fails_it():
-    from robust_zoo.evaluate.checks import check_eps_sweep
+    from robust_zoo.evaluation.checks import check_eps_sweep
     x, y = _toy_data(20)
     honest = check_eps_sweep(BrightnessClassifier(), x, y, 0.02, steps=5)
     assert honest['data']['accuracy'][0] == honest['data']['clean'] == 1.0 and honest['status'] == 'PASS'
@@ -340,7 +340,7 @@ def test_eps_zero_is_the_clean_accuracy_and_randomness_fails_it():
 
 
 def test_eps_sweep_warns_when_a_larger_budget_helps_the_model(monkeypatch):
-    from robust_zoo.evaluate import checks
+    from robust_zoo.evaluation import checks
     real = checks.pgd
     # an attack that gives up at one budget (2 eps): accuracy goes back up there
     monkeypatch.setattr(checks, 'pgd', lambda m, x, y, *, eps, **kw: x if eps == 0.16 else real(m, x, y, eps=eps, **kw))
@@ -350,7 +350,7 @@ def test_eps_sweep_warns_when_a_larger_budget_helps_the_model(monkeypatch):
 
 
 def test_steps_check_warns_when_more_steps_keep_helping(monkeypatch):
-    from robust_zoo.evaluate import checks
+    from robust_zoo.evaluation import checks
     real = checks.pgd
     # an attack far from converged: its reach grows with the number of steps
     monkeypatch.setattr(checks, 'pgd', lambda m, x, y, *, eps, steps, **kw: real(m, x, y, eps=eps * min(1, steps / 200),
@@ -364,7 +364,7 @@ def test_steps_check_warns_when_more_steps_keep_helping(monkeypatch):
 
 
 def test_restarts_check_warns_when_the_random_start_decides():
-    from robust_zoo.evaluate.checks import check_restarts
+    from robust_zoo.evaluation.checks import check_restarts
     y = torch.tensor([0, 9] * 20)  # edge classes: PGD from some random starts stalls against 0 or 1
     x = (y.float() / 10 + 0.05).view(-1, 1, 1, 1).expand(40, 1, 4, 4).clone()
     result = check_restarts(BrightnessClassifier(), x, y, 0.2, steps=5)
@@ -380,8 +380,8 @@ def test_amp_reattacks_in_fp32_the_points_broken_only_in_bf16():
 
 
 def test_compiled_attacks_give_the_eager_numbers_and_compile_once():
-    from robust_zoo.evaluate import evaluator
-    from robust_zoo.evaluate.evaluator import compiled_for_attacks
+    from robust_zoo.evaluation import evaluator
+    from robust_zoo.evaluation.evaluator import compiled_for_attacks
     model = timm.create_model('robust_zoo/mlp3_relu_at')
     keys = list(model.state_dict())
     data = torch.rand(24, 1, 28, 28), torch.arange(24) % 10
@@ -400,3 +400,12 @@ def test_zero_or_negative_n_examples_is_refused_not_read_as_the_protocol():
     for n in (0, -5):
         with pytest.raises(ValueError, match=f'n_examples must be >= 1.*got {n}'):
             evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(10), n_examples=n)
+
+
+def test_robust_zoo_evaluate_is_the_public_call():
+    """RobustBench's benchmark() as the anchor: one call on any model, by threat-model name."""
+    import robust_zoo.evaluation
+    assert robust_zoo.evaluate is robust_zoo.evaluation.evaluate and callable(robust_zoo.evaluate)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    result = robust_zoo.evaluate(model, 'fashion-mnist-linf', n_examples=8, attacks=['pgd-2'], checks=False)
+    assert result.n_examples == 8 and 0 <= result.robust_accuracy <= result.clean_accuracy <= 1

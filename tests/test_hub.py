@@ -30,7 +30,7 @@ from robust_zoo.publish import leaderboard as lb
 from robust_zoo.publish import recipes, records
 from robust_zoo.cli import main
 from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
-from robust_zoo.evaluate import evaluate, wilson_interval
+from robust_zoo.evaluation import evaluate, wilson_interval
 from robust_zoo.training import parameter_digest, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from robust_zoo import publish, sparta
 from robust_zoo._io import sha256_file
 from robust_zoo.models import _hub, _pretrained
 from robust_zoo.cli import main
-from robust_zoo.evaluate import evaluate
+from robust_zoo.evaluation import evaluate
 from robust_zoo.training import CheckpointError, read_weights_metadata, save_weights
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import robust_zoo  # noqa: F401
-from robust_zoo.evaluate import evaluate
-from robust_zoo.evaluate.plots import (
+from robust_zoo.evaluation import evaluate
+from robust_zoo.evaluation.plots import (
     loss_landscape, plot_accuracy_vs_eps, plot_accuracy_vs_steps, save_eval_plots,
 )
 from robust_zoo.threat_models import ThreatModel
@@ -53,7 +53,7 @@ def test_curve_plots_are_pngs(tmp_path):
 
 
 def test_curves_are_read_from_a_check_its_data_or_a_mapping():
-    from robust_zoo.evaluate.plots import _curve
+    from robust_zoo.evaluation.plots import _curve
     data = {'steps': [10, 50], 'accuracy': [0.5, 0.4], 'eps': 0.1}
     assert _curve({'name': 'steps convergence', 'data': data}, 'steps') == ([10, 50], [0.5, 0.4], data)
     assert _curve(data, 'steps')[:2] == ([10, 50], [0.5, 0.4])
@@ -85,7 +85,7 @@ def test_import_robust_zoo_does_not_import_matplotlib():
     """matplotlib loads only when a plot is drawn: a fresh interpreter that imports robust_zoo, builds a model and
     evaluates it has not imported it."""
     code = ('import sys, timm, torch, robust_zoo\n'
-            'from robust_zoo.evaluate import evaluate\n'
+            'from robust_zoo.evaluation import evaluate\n'
             "model = timm.create_model('robust_zoo/mlp3_relu_at')\n"
             "evaluate(model, 'fashion-mnist-linf', attacks=['fgsm'], data=(torch.rand(4, 1, 28, 28), torch.arange(4)))\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'mpl_toolkits')))\n")

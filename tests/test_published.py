@@ -10,7 +10,7 @@ from timm.models import get_pretrained_cfg
 
 import robust_zoo
 from robust_zoo.data import load_dataset
-from robust_zoo.evaluate.result import wilson_interval
+from robust_zoo.evaluation.result import wilson_interval
 from robust_zoo._io import sha256_file
 from robust_zoo.models._pretrained import cards_dir, load_published
 
@@ -148,7 +148,7 @@ def test_the_main_job_names_the_stronger_attacks_numbers_the_card_states():
 def test_every_record_of_a_card_measured_its_weights(name):
     """A record that names its weights (weights_digest / weights_sha256) names the card's; an older one is tied to
     them by the index entry that published both."""
-    from robust_zoo.evaluate.result import check_record_weights
+    from robust_zoo.evaluation.result import check_record_weights
     from robust_zoo.training import parameter_digest
     entry = load_published()[name]
     digest = parameter_digest(timm.create_model(f'robust_zoo/{name}', pretrained=True))

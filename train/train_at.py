@@ -32,7 +32,7 @@ from timm.utils import ModelEmaV3, ParseKwargs, distribute_bn, init_distributed_
 
 import robust_zoo  # noqa: F401  (registers the robust_zoo/ models and activations)
 from robust_zoo.data import DATASETS, DatasetError, create_dataset, load_dataset
-from robust_zoo.evaluate import evaluate, make_attack
+from robust_zoo.evaluation import evaluate, make_attack
 from robust_zoo._io import sha256_file
 from robust_zoo.models._hub import check_weights_belong, weights_metadata
 from robust_zoo.layers import set_fused_activations

@@ -4,7 +4,7 @@ from typing import Any, List, Mapping, Sequence
 import timm
 
 from .._io import sha256_file
-from ..evaluate.autoattack import is_autoattack, is_subset
+from ..evaluation.autoattack import is_autoattack, is_subset
 from ..models._pretrained import WEIGHTS_NAME
 from .recipes import _repo_relative
 from .records import _DATA_LICENSES, _DATASETS, _headline, _md_cell, _pct, _protocols, _wilson

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..evaluate.autoattack import is_autoattack
+from ..evaluation.autoattack import is_autoattack
 from ..models._pretrained import MARKS, cards_dir
 from ..settings import checkout_root
 from ..threat_models import get_threat_model

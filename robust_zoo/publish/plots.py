@@ -4,7 +4,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..evaluate.plots import save_eval_plots
+from ..evaluation.plots import save_eval_plots
 from .records import _protocol_label, _protocols
 
 

@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from huggingface_hub import EvalResult
 
 from .._io import PathLike
-from ..evaluate.autoattack import is_autoattack
-from ..evaluate.result import wilson_interval
+from ..evaluation.autoattack import is_autoattack
+from ..evaluation.result import wilson_interval
 from ..models._pretrained import _activation_of, _arch_of  # noqa: F401  (re-exported for the card writer)
 
 _TAG_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*$')

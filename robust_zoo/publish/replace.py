@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .._io import PathLike, atomic_write_text, parameter_digest, sha256_file
-from ..evaluate.result import RecordWeightsError, check_record_weights
+from ..evaluation.result import RecordWeightsError, check_record_weights
 from ..models import _pretrained
 from ..models._pretrained import WEIGHTS_NAME, cards_dir, load_published, not_published, register_published
 from .records import _read_json

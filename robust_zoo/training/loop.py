@@ -166,7 +166,7 @@ def validate(model: nn.Module, dataset: Dataset, attack: Optional[Callable] = No
              distributed: bool = False) -> Dict[str, float]:
     """Clean and (optionally) adversarial accuracy of `model` in eval mode on `dataset`, sharded over ranks.
 
-    `attack(model, x, y) -> x_adv` is usually `robust_zoo.evaluate.make_attack(spec, threat)`."""
+    `attack(model, x, y) -> x_adv` is usually `robust_zoo.evaluation.make_attack(spec, threat)`."""
     was_training = model.training
     model.eval()
     n = len(dataset)

@@ -24,7 +24,7 @@ __all__ = ['ATTACKS', 'VERSIONS', 'autoattack', 'is_autoattack', 'is_subset']
 
 VERSIONS = ('standard', 'plus', 'rand')
 ATTACKS = ('apgd-ce', 'apgd-t', 'apgd-dlr', 'fab', 'fab-t', 'square')
-_logger = logging.getLogger('robust_zoo.evaluate.autoattack')
+_logger = logging.getLogger('robust_zoo.evaluation.autoattack')
 
 
 class _Forward(logging.Handler):

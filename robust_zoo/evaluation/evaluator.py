@@ -49,7 +49,7 @@ def make_attack(spec: str, threat: ThreatModel, seed: int = 0, warnings: Optiona
       instead (invariant to the logits' scale; `pgd-ce-<k>` is `pgd-<k>`);
     - `autoattack-<version>` (`standard`, `plus`, `rand`), or AutoAttack's attacks alone (`apgd-ce`,
       `apgd-t`, `apgd-dlr`, `fab`, `fab-t`, `square`; a combination as `apgd-ce+apgd-t`), with the standard
-      version's settings (APGD-CE 1 restart, APGD-T 9 target classes: `robust_zoo.evaluate.autoattack`).
+      version's settings (APGD-CE 1 restart, APGD-T 9 target classes: `robust_zoo.evaluation.autoattack`).
     """
     spec = spec.lower()
     if spec.startswith('autoattack-') and spec[len('autoattack-'):] in VERSIONS:
@@ -344,7 +344,7 @@ def evaluate(
       eps 0 is not the clean accuracy or the largest budget leaves more than chance + 10 points, WARN if
       accuracy rises with eps) and `black_box` (Square, 1000 queries, vs PGD-20; WARN if Square breaks
       > 2% of points that PGD could not). Their curves are in the checks' `data`, and
-      `robust_zoo.evaluate.save_eval_plots` draws them. Per probe point: about 500 PGD steps and up to 1000
+      `robust_zoo.evaluation.save_eval_plots` draws them. Per probe point: about 500 PGD steps and up to 1000
       Square forwards (ResNet-20, Fashion-MNIST, 100 points, one CPU thread: about 5 minutes), small next to
       AutoAttack on the protocol's points.
     - `False`: none; or a list of names among `CHECKS`.
