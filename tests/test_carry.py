@@ -28,7 +28,8 @@ def carry(tmp_path, monkeypatch):
 
 def _train(*args):
     proc = subprocess.run([sys.executable, str(ROOT / 'train' / 'train_at.py'), *map(str, args)],
-                          capture_output=True, text=True, env={'OMP_NUM_THREADS': '1', 'PATH': ''})
+                          capture_output=True, text=True,
+                          env={'OMP_NUM_THREADS': '1', 'PATH': '', 'PYTHONPATH': str(ROOT)})  # this checkout's package
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -46,7 +47,7 @@ def test_a_carried_run_resumes_where_it_stopped_on_a_new_machine(carry, tmp_path
     shutil.rmtree(tmp_path / 'runs')  # the machine is gone
     assert carry.main(['restore']) == 0
     assert 'restored' in capsys.readouterr().out and load_train_state(run / 'last.ckpt')['epoch'] == 1
-    _train('--resume', run, '--epochs', '2')
+    _train('--resume', run, '--epochs', '2', '--allow-recipe-change')  # one more epoch: a recorded recipe change
     assert _epochs(run) == ['0', '1']
 
 
@@ -54,7 +55,7 @@ def test_restore_keeps_a_run_that_is_further_along(carry, tmp_path, capsys):
     run = tmp_path / 'runs' / 'grid' / 'lenet-s0'
     _train(*ARGS, '--epochs', '1', '--output', run)
     carry.main(['save', str(run)])
-    _train('--resume', run, '--epochs', '2')
+    _train('--resume', run, '--epochs', '2', '--allow-recipe-change')  # one more epoch: a recorded recipe change
     assert carry.main(['restore']) == 0
     assert 'kept' in capsys.readouterr().out and load_train_state(run / 'last.ckpt')['epoch'] == 2
 
