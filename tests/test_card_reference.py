@@ -11,6 +11,7 @@ from huggingface_hub import constants as hf_constants
 
 import robust_zoo  # noqa: F401
 from robust_zoo.evaluation import evaluate
+from robust_zoo.publish import leaderboard as lb
 from robust_zoo.publish.card import write_card_repo
 from robust_zoo.publish.cost import train_images_of, training_cost
 from robust_zoo.publish.reference import compare_to_reference, load_reference, reproductions_markdown
@@ -133,4 +134,9 @@ def test_a_card_with_a_reference_shows_both_rows_the_verdict_and_the_cost(tmp_pa
     meta = yaml.safe_load(text.split('---')[1])['robust_zoo']
     assert meta['reference']['rows'][1]['paper'] == 0.785 and meta['training_cost']['device'] == 'CPU: test cpu'
     table = reproductions_markdown([dict(meta, name=folder.name)])
-    assert f'[`{folder.name}`]' in table and '78.5% (n 20' in table
+    assert f'| `{folder.name}` |' in table and '78.5% (n 20' in table
+    page = tmp_path / 'results.md'
+    page.write_text(f'{lb.LEADERBOARD_START}\n{lb.LEADERBOARD_END}\n{lb.REPRODUCTIONS_START}\nold\n'
+                    f'{lb.REPRODUCTIONS_END}\n')
+    lb.write_leaderboard(page, cards_root=tmp_path / 'cards')
+    assert 'old' not in page.read_text() and table.strip() in page.read_text(), 'the results page gets the row'

@@ -132,7 +132,7 @@ def reproductions_markdown(cards: Sequence[Mapping[str, Any]]) -> str:
         def ours(r: Mapping[str, Any]) -> str:
             return f"{_pct(r['ours'])} (n {r['ours_n']:,}, {r['ours_protocol']})" if 'ours' in r else 'not run'
 
-        lines.append(f"| [`{card['name']}`](https://huggingface.co/{card.get('hf_hub_id', card['name'])}) | "
+        lines.append(f"| `{card['name']}` | "
                      f"{comp['citation'].split('.')[0]}, {comp['where']} | "
                      f"{_pct(rows['clean']['paper'])} (n {rows['clean']['paper_n']:,}) | {ours(rows['clean'])} | "
                      f"{_pct(rows['robust']['paper'])} (n {rows['robust']['paper_n']:,}, "
