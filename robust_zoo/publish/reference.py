@@ -107,7 +107,8 @@ def reference_markdown(comparison: Mapping[str, Any]) -> List[str]:
 
     url = f" ({comparison['url']})" if comparison.get('url') else ''
     lines = ['## Published result beside ours', '',
-             f"Reproduced: {comparison['citation']}{url}, {comparison['where']}, under `{comparison['threat_model']}`.",
+             f"Set beside this model: {comparison['citation']}{url}, {comparison['where']}, under "
+             f"`{comparison['threat_model']}`.",
              '', '| | clean accuracy | robust accuracy |', '|---|---|---|',
              f"| paper | {cell(clean, 'paper')} | {cell(robust, 'paper')} |",
              f"| this model | {cell(clean, 'ours')} | {cell(robust, 'ours')} |", '']
@@ -119,10 +120,11 @@ def reference_markdown(comparison: Mapping[str, Any]) -> List[str]:
 
 
 def reproductions_markdown(cards: Sequence[Mapping[str, Any]]) -> str:
-    """The results page's table of reproductions, one row per card whose metadata carries a `reference`
-    comparison (`cards`: each card's `robust_zoo` metadata with its `name`)."""
-    lines = ['| model | paper | paper clean | ours clean | paper robust | ours robust | verdict (clean / robust) |',
-             '|---|---|---|---|---|---|---|']
+    """The results page's table of published results beside ours, one row per card whose metadata carries a
+    `reference` comparison: a reproduction, or a model set against a published one (`cards`: each card's
+    `robust_zoo` metadata with its `name`)."""
+    lines = ['| model | paper | paper clean | ours clean | paper robust | ours robust | '
+             'ours vs paper (clean / robust) |', '|---|---|---|---|---|---|---|']
     for card in cards:
         comp = card.get('reference')
         if not comp:
