@@ -300,7 +300,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser('demo', help='the main job: evaluate a published robust model under its threat model '
                        '(PGD-20 and APGD-CE) and print a table; --train: train a small one for a minute and attack it')
     p.add_argument('--published', default=None, help='published model to evaluate, e.g. resnet20_relu_at.fmnist_s0 '
-                   '(default: resnet20_silu_at\'s first tag if published, else the first published model)')
+                   '(default: the flagship lenet_wide_relu_at\'s default tag if published, else the first published model)')
     p.add_argument('--train', action='store_true', help='the one-minute train-then-attack demo instead')
     p.add_argument('--model', default='resnet20_silu_at', help='--train: a robust_zoo 28x28 model (default: %(default)s)')
     p.add_argument('--train-samples', type=int, default=12000, help='training images, one pass (default: %(default)s)')
