@@ -5,6 +5,11 @@ from typing import List, Optional
 
 __all__ = ['main']
 
+# the defaults of a checkout's pages and recipes, relative to the current directory (the package never reads its own
+# checkout: installed from a wheel, there is none)
+RESULTS_PAGE = 'docs/results.md'
+RECIPES = 'train/configs'
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from .models import list_models
@@ -211,9 +216,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .models._pretrained import cards_dir
-    from .publish.leaderboard import leaderboard, leaderboard_markdown, results_page, write_leaderboard
+    from .publish.leaderboard import leaderboard, leaderboard_markdown, write_leaderboard
     cards = Path(args.cards) if args.cards else cards_dir()
-    page = Path(args.page) if args.page else results_page()
+    page = Path(args.page) if args.page else Path(RESULTS_PAGE) if Path(RESULTS_PAGE).is_file() else None
     if page is not None and not args.print:
         png = Path(args.png) if args.png else page.parent / 'assets' / 'leaderboard.png'
         rows = write_leaderboard(page, png, cards_root=cards)
@@ -371,7 +376,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser('leaderboard', help="the published models' results, aggregated over seeds")
     p.add_argument('--cards', default=None, help='folder of card repos (default: model_cards/)')
     p.add_argument('--page', '--readme', dest='page', default=None, help='rewrite the marked blocks of this page '
-                   '(default: docs/results.md of the checkout; installed without one, the table is printed)')
+                   f'(default: {RESULTS_PAGE} in the current directory, as in a checkout; without one, the table is '
+                   'printed)')
     p.add_argument('--print', action='store_true', help='print the table instead of rewriting a page')
     p.add_argument('--png', default=None, help='plot file (default: assets/leaderboard.png beside the page)')
     p.set_defaults(fn=_cmd_leaderboard)
