@@ -175,7 +175,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
     recipe = args.recipe or run_recipe(args.run_dir, RECIPES if Path(RECIPES).is_dir() else None)
     folder = write_card_repo(args.run_dir, tag=args.tag, evaluations=args.eval or None, out_root=args.out,
                              plots=args.plot, recipe=recipe, force=args.force,
-                             keep_evaluations=not args.drop_old_evals)
+                             keep_evaluations=not args.drop_old_evals, reference=args.reference,
+                             device=args.device, threads=args.threads)
     print(f'wrote {folder}:')
     _print_files(repo_files(folder))
     print(f'indexed in {index_path()} ({len(load_published())} published); check the card, then '
@@ -308,7 +309,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser('demo', help='the main job: evaluate a published robust model under its threat model '
                        '(PGD-20 and APGD-CE) and print a table; --train: train a small one for a minute and attack it')
     p.add_argument('--published', default=None, help='published model to evaluate, e.g. resnet20_relu_at.fmnist_s0 '
-                   '(default: resnet20_silu_at\'s first tag if published, else the first published model)')
+                   '(default: the flagship lenet_wide_relu_at\'s default tag if published, else the first published '
+                   'model)')
     p.add_argument('--train', action='store_true', help='the one-minute train-then-attack demo instead')
     p.add_argument('--model', default='resnet20_silu_at',
                    help='--train: a robust_zoo 28x28 model (default: %(default)s)')
@@ -366,6 +368,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'records of the same weights are kept')
     p.add_argument('--drop-old-evals', action='store_true', help='with --force: do not keep the replaced card\'s '
                    'evaluation records')
+    p.add_argument('--reference', default=None, metavar='YAML',
+                   help='a published result this run reproduces (citation, where, threat_model, clean, robust): '
+                        'the card sets it beside ours with a verdict; e.g. experiments/references/croce2019.yaml')
+    p.add_argument('--device', default=None, help="what trained the run, for the card's Training cost section "
+                   "(default: the run record's device_name)")
+    p.add_argument('--threads', type=int, default=None, help='CPU threads the run used, for CPU-hours (default: the '
+                   "run record's threads)")
     p.set_defaults(fn=_cmd_card)
 
     p = sub.add_parser('push', help='upload a card repo folder to the Hugging Face Hub (a dry run by default)')

@@ -15,9 +15,10 @@ from .data import load_fashion_mnist
 from .threat_models import get_threat_model
 from .training import resolve_autocast
 
-__all__ = ['MAIN_JOB_ATTACKS', 'default_published_model', 'run_demo', 'run_published']
+__all__ = ['FLAGSHIP', 'MAIN_JOB_ATTACKS', 'default_published_model', 'run_demo', 'run_published']
 
 MAIN_JOB_ATTACKS = ('pgd-20', 'apgd-ce')
+FLAGSHIP = 'lenet_wide_relu_at'  # the strongest published Fashion-MNIST model (docs/results.md): the main job's
 
 
 def run_demo(model_name: str = 'resnet20_silu_at', train_samples: int = 12000, eval_samples: int = 500,
@@ -84,13 +85,13 @@ def run_demo(model_name: str = 'resnet20_silu_at', train_samples: int = 12000, e
 
 def default_published_model() -> Optional[str]:
     """The published model the main job evaluates: the default tag (timm's, see
-    robust_zoo.models._pretrained.with_published) of resnet20_silu_at if it has weights, else of the first published
+    robust_zoo.models._pretrained.with_published) of FLAGSHIP if it has weights, else of the first published
     architecture; None when nothing is published yet."""
     from timm.models import get_pretrained_cfg
 
     from .models._pretrained import load_published
     index = load_published()
-    archs = sorted({e['architecture'] for e in index.values()}, key=lambda a: (a != 'resnet20_silu_at', a))
+    archs = sorted({e['architecture'] for e in index.values()}, key=lambda a: (a != FLAGSHIP, a))
     for arch in archs:
         cfg = get_pretrained_cfg(arch)
         if cfg is not None and f'{arch}.{cfg.tag}' in index:

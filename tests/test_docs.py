@@ -15,7 +15,8 @@ from robust_zoo.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / 'docs'
 PAGES = sorted(DOCS.glob('*.md'))
-MARKERS = {'results.md': [(lb.PUBLISHED_START, lb.PUBLISHED_END), (lb.LEADERBOARD_START, lb.LEADERBOARD_END)],
+MARKERS = {'results.md': [(lb.PUBLISHED_START, lb.PUBLISHED_END), (lb.LEADERBOARD_START, lb.LEADERBOARD_END),
+                          (lb.REPRODUCTIONS_START, lb.REPRODUCTIONS_END)],
            'claims.md': [(study.CLAIMS_START, study.CLAIMS_END), (study.TRANSFER_START, study.TRANSFER_END)]}
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
 
@@ -104,3 +105,24 @@ def test_leaderboard_writes_the_results_page_of_the_current_directory_by_default
     capsys.readouterr()
     assert main(['leaderboard', '--cards', str(cards)]) == 0
     assert capsys.readouterr().out.startswith('| architecture |') and not (cards / 'docs').exists()
+
+
+def test_the_readmes_flagship_is_the_main_jobs_model_with_its_cards_numbers():
+    """The README leads with the model `make demo` evaluates, loaded by its architecture's name (the default
+    tag), and every number in its table is one the card's records state."""
+    import json
+
+    from timm.models import get_pretrained_cfg
+
+    from robust_zoo.demo import FLAGSHIP, default_published_model
+    from robust_zoo.publish.records import _protocols
+    name = default_published_model()
+    assert name.split('.')[0] == FLAGSHIP and f'{FLAGSHIP}.{get_pretrained_cfg(FLAGSHIP).tag}' == name
+    readme = (ROOT / 'README.md').read_text()
+    section = readme.split('## The best published model', 1)[1].split('\n## ', 1)[0]
+    assert f'robust_zoo/{FLAGSHIP}' in section and name.split('.')[1] in section
+    records = json.loads((ROOT / 'model_cards' / name / 'eval_results.json').read_text())
+    stated = {f"{100 * p['value']:.1f} [{100 * p['ci'][0]:.1f}, {100 * p['ci'][1]:.1f}]"
+              for r in records for p in _protocols(r)}
+    cells = re.findall(r'\d+\.\d \[\d+\.\d, \d+\.\d\]', section)
+    assert cells and set(cells) <= stated, f'README numbers not on the card: {set(cells) - stated}'

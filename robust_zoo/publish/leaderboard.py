@@ -14,15 +14,18 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from .._io import PathLike, atomic_write_text
 from ..models._pretrained import cards_dir
 from .records import _protocol_label, _wilson
+from .reference import reproductions_markdown
 from .tables import headline_protocols, leaderboard_markdown, plot_leaderboard
 
 __all__ = [
-    'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'headline_protocols', 'leaderboard',
-    'leaderboard_markdown', 'published_markdown', 'replace_block', 'write_leaderboard',
+    'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'REPRODUCTIONS_END',
+    'REPRODUCTIONS_START', 'headline_protocols', 'leaderboard', 'leaderboard_markdown', 'published_markdown',
+    'replace_block', 'write_leaderboard',
 ]
 
 LEADERBOARD_START, LEADERBOARD_END = '<!-- leaderboard:start -->', '<!-- leaderboard:end -->'
 PUBLISHED_START, PUBLISHED_END = '<!-- published:start -->', '<!-- published:end -->'
+REPRODUCTIONS_START, REPRODUCTIONS_END = '<!-- reproductions:start -->', '<!-- reproductions:end -->'
 
 
 def _card_results(readme: Path) -> Dict[str, Any]:
@@ -169,7 +172,9 @@ def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None
     """Replace the text between `<!-- leaderboard:start -->` and `<!-- leaderboard:end -->` in the page
     `readme_path` with the leaderboard table of the cards under `cards_root` (default: the cards folder in use), and
     draw it to `png_path` (linked from the table). If the page also has `<!-- published:start -->` /
-    `<!-- published:end -->`, the list of published models goes there (`published_markdown`). Returns the rows."""
+    `<!-- published:end -->`, the list of published models goes there (`published_markdown`), and if it has
+    `<!-- reproductions:start -->` / `<!-- reproductions:end -->`, the cards that set a published result beside
+    theirs (`publish.reference.reproductions_markdown`). Returns the rows."""
     readme = Path(readme_path)
     if not readme.is_file():
         raise ValueError(f'{readme} does not exist: --page takes the page whose {LEADERBOARD_START} block the '
@@ -184,5 +189,10 @@ def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None
     text = replace_block(text, LEADERBOARD_START, LEADERBOARD_END, leaderboard_markdown(rows, image), readme)
     if PUBLISHED_START in text or PUBLISHED_END in text:
         text = replace_block(text, PUBLISHED_START, PUBLISHED_END, published_markdown(rows), readme)
+    if REPRODUCTIONS_START in text or REPRODUCTIONS_END in text:
+        root = Path(cards_root) if cards_root is not None else cards_dir()
+        cards = [dict(_card_results(r), name=r.parent.name) for r in _card_readmes(root)]
+        text = replace_block(text, REPRODUCTIONS_START, REPRODUCTIONS_END,
+                             reproductions_markdown(cards) or 'No reproduction is published yet.', readme)
     atomic_write_text(readme, text)
     return rows
