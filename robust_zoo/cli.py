@@ -5,6 +5,11 @@ from typing import List, Optional
 
 __all__ = ['main']
 
+# the defaults of a checkout's pages and recipes, relative to the current directory (the package never reads its own
+# checkout: installed from a wheel, there is none)
+RESULTS_PAGE = 'docs/results.md'
+RECIPES = 'train/configs'
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from .models import list_models
@@ -159,13 +164,17 @@ def _print_files(files) -> None:
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .models._pretrained import index_path, load_published
     from .publish import repo_files, write_card_repo
+    from .publish.recipes import run_recipe
     if args.drop_old_evals and not args.force:
         raise ValueError('--drop-old-evals only goes with --force (it drops the evaluation records of the card that '
                          '--force replaces); nothing was written.')
+    recipe = args.recipe or run_recipe(args.run_dir, RECIPES if Path(RECIPES).is_dir() else None)
     folder = write_card_repo(args.run_dir, tag=args.tag, evaluations=args.eval or None, out_root=args.out,
-                             plots=args.plot, recipe=args.recipe, force=args.force,
+                             plots=args.plot, recipe=recipe, force=args.force,
                              keep_evaluations=not args.drop_old_evals, reference=args.reference,
                              device=args.device, threads=args.threads)
     print(f'wrote {folder}:')
@@ -212,9 +221,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .models._pretrained import cards_dir
-    from .publish.leaderboard import leaderboard, leaderboard_markdown, results_page, write_leaderboard
+    from .publish.leaderboard import leaderboard, leaderboard_markdown, write_leaderboard
     cards = Path(args.cards) if args.cards else cards_dir()
-    page = Path(args.page) if args.page else results_page()
+    page = Path(args.page) if args.page else Path(RESULTS_PAGE) if Path(RESULTS_PAGE).is_file() else None
     if page is not None and not args.print:
         png = Path(args.png) if args.png else page.parent / 'assets' / 'leaderboard.png'
         rows = write_leaderboard(page, png, cards_root=cards)
@@ -300,9 +309,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser('demo', help='the main job: evaluate a published robust model under its threat model '
                        '(PGD-20 and APGD-CE) and print a table; --train: train a small one for a minute and attack it')
     p.add_argument('--published', default=None, help='published model to evaluate, e.g. resnet20_relu_at.fmnist_s0 '
-                   '(default: the flagship lenet_wide_relu_at\'s default tag if published, else the first published model)')
+                   '(default: the flagship lenet_wide_relu_at\'s default tag if published, else the first published '
+                   'model)')
     p.add_argument('--train', action='store_true', help='the one-minute train-then-attack demo instead')
-    p.add_argument('--model', default='resnet20_silu_at', help='--train: a robust_zoo 28x28 model (default: %(default)s)')
+    p.add_argument('--model', default='resnet20_silu_at',
+                   help='--train: a robust_zoo 28x28 model (default: %(default)s)')
     p.add_argument('--train-samples', type=int, default=12000, help='training images, one pass (default: %(default)s)')
     p.add_argument('--eval-samples', type=int, default=None, help='test images attacked (default: 100 for a published '
                    'model, 500 with --train)')
@@ -346,10 +357,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('run_dir', help='the run folder (args.yaml, model.safetensors, final_eval.json)')
     p.add_argument('--tag', required=True, help='pretrained tag: the repo becomes <arch>.<tag>, e.g. fmnist_s0')
     p.add_argument('--eval', action='append', metavar='JSON',
-                   help="an evaluation record (robust-zoo eval --output); repeatable; default: the run's final_eval.json")
+                   help="an evaluation record (robust-zoo eval --output); repeatable; default: the run's "
+                   'final_eval.json')
     p.add_argument('--plot', action='append', metavar='PNG', help='an extra plot to ship in the repo; repeatable')
-    p.add_argument('--recipe', default=None, help='the yaml the run was trained with (default: the matching '
-                   'train/configs/*.yaml, if any)')
+    p.add_argument('--recipe', default=None, help='the yaml the run was trained with (default: the one its args.yaml '
+                   f'records, as found in {RECIPES}/ of the current directory, else the {RECIPES}/*.yaml its args '
+                   'match, if any)')
     p.add_argument('--out', default=None, help='folder of card repos (default: model_cards/ of the checkout)')
     p.add_argument('--force', action='store_true', help='replace an already published <arch>.<tag>; its evaluation '
                    'records of the same weights are kept')
@@ -379,7 +392,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser('leaderboard', help="the published models' results, aggregated over seeds")
     p.add_argument('--cards', default=None, help='folder of card repos (default: model_cards/)')
     p.add_argument('--page', '--readme', dest='page', default=None, help='rewrite the marked blocks of this page '
-                   '(default: docs/results.md of the checkout; installed without one, the table is printed)')
+                   f'(default: {RESULTS_PAGE} in the current directory, as in a checkout; without one, the table is '
+                   'printed)')
     p.add_argument('--print', action='store_true', help='print the table instead of rewriting a page')
     p.add_argument('--png', default=None, help='plot file (default: assets/leaderboard.png beside the page)')
     p.set_defaults(fn=_cmd_leaderboard)
@@ -413,7 +427,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--card', action='store_true', help='write a Hub repo folder <out>/<model>/ (weights, config, '
                    'card with the REPORTED numbers) that pretrained=True loads')
     p.add_argument('--out', default=None, help='--card: folder of card repos (default: model_cards/ of the checkout)')
-    p.add_argument('--output', default=None, help='without --card: the .safetensors file (default: <model>.safetensors)')
+    p.add_argument('--output', default=None,
+                   help='without --card: the .safetensors file (default: <model>.safetensors)')
     p.add_argument('--list', action='store_true', help='list the targets and where their weights come from')
     p.set_defaults(fn=_cmd_convert)
 

@@ -1,6 +1,6 @@
 """The docs stay whole: a short README, links that lead somewhere, a nav that lists every page, a CLI reference
-(and every other page) that names only real subcommands, and generated tables on the results page, not in the
-README."""
+(and every other page) that names only real subcommands, and generated tables on the results and claims pages,
+not in the README."""
 import re
 import shutil
 from pathlib import Path
@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from experiments import study
 from robust_zoo.publish import leaderboard as lb
 from robust_zoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / 'docs'
 PAGES = sorted(DOCS.glob('*.md'))
-MARKERS = [(lb.PUBLISHED_START, lb.PUBLISHED_END), (lb.LEADERBOARD_START, lb.LEADERBOARD_END),
-           (lb.TRANSFER_START, lb.TRANSFER_END), (lb.REPRODUCTIONS_START, lb.REPRODUCTIONS_END)]
+MARKERS = {'results.md': [(lb.PUBLISHED_START, lb.PUBLISHED_END), (lb.LEADERBOARD_START, lb.LEADERBOARD_END),
+                          (lb.REPRODUCTIONS_START, lb.REPRODUCTIONS_END)],
+           'claims.md': [(study.CLAIMS_START, study.CLAIMS_END), (study.TRANSFER_START, study.TRANSFER_END)]}
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
 
 
@@ -76,25 +78,33 @@ def test_every_subcommand_in_the_cli_reference_exists(capsys):
     assert e.value.code != 0
 
 
-def test_generated_tables_live_on_the_results_page_not_in_the_readme():
-    readme, results = (ROOT / 'README.md').read_text(), (DOCS / 'results.md').read_text()
-    for start, end in MARKERS:
-        assert start not in readme and end not in readme
-        assert results.count(start) == 1 and results.count(end) == 1
-    assert lb.results_page() == DOCS / 'results.md'
+def test_generated_tables_live_on_the_results_and_claims_pages_not_in_the_readme():
+    readme = (ROOT / 'README.md').read_text()
+    for name, markers in MARKERS.items():
+        page = (DOCS / name).read_text()
+        for start, end in markers:
+            assert start not in readme and end not in readme
+            assert page.count(start) == 1 and page.count(end) == 1
+    assert study.PAGE == DOCS / 'claims.md'
 
 
-def test_leaderboard_writes_the_results_page_by_default(tmp_path, monkeypatch, capsys):
-    page = tmp_path / 'results.md'
+def test_leaderboard_writes_the_results_page_of_the_current_directory_by_default(tmp_path, monkeypatch, capsys):
+    """As in a checkout: docs/results.md of the current directory; without one the table is printed."""
+    page = tmp_path / 'docs' / 'results.md'
+    page.parent.mkdir()
     page.write_text(f'# Results\n{lb.LEADERBOARD_START}\nold\n{lb.LEADERBOARD_END}\n')
-    monkeypatch.setattr(lb, 'results_page', lambda: page)
+    monkeypatch.chdir(tmp_path)
     cards = tmp_path / 'cards'
     shutil.copytree(ROOT / 'model_cards' / 'resnet20_relu_at.fmnist_s0', cards / 'resnet20_relu_at.fmnist_s0')
     assert main(['leaderboard', '--cards', str(cards), '--print']) == 0
     assert 'resnet20_relu_at' in capsys.readouterr().out and 'old' in page.read_text()
     assert main(['leaderboard', '--cards', str(cards)]) == 0
     assert 'old' not in page.read_text() and 'resnet20_relu_at' in page.read_text()
-    assert (tmp_path / 'assets' / 'leaderboard.png').is_file()
+    assert (tmp_path / 'docs' / 'assets' / 'leaderboard.png').is_file()
+    monkeypatch.chdir(cards)  # no docs/results.md here: the table goes to stdout, no page is written
+    capsys.readouterr()
+    assert main(['leaderboard', '--cards', str(cards)]) == 0
+    assert capsys.readouterr().out.startswith('| architecture |') and not (cards / 'docs').exists()
 
 
 def test_the_readmes_flagship_is_the_main_jobs_model_with_its_cards_numbers():

@@ -27,7 +27,7 @@ import robust_zoo.sparta
 from robust_zoo import demo, publish
 from robust_zoo.models import _hub, _pretrained
 from robust_zoo.publish import leaderboard as lb
-from robust_zoo.publish import recipes, records
+from robust_zoo.publish import recipes, records, tables
 from robust_zoo.cli import main
 from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
 from robust_zoo.evaluation import evaluate, wilson_interval
@@ -94,8 +94,9 @@ def published():
 def card(run, tmp_path_factory):
     """The card repo written from the run, with its own published index."""
     root = tmp_path_factory.mktemp('pub')
-    folder = publish.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json', run['dir'] / 'pgd20_n20.json'],
-                                 out_root=root / 'model_cards', index_path=root / 'published.json', org=ORG)
+    folder = publish.write_card_repo(run['dir'], tag=TAG,
+                                     evaluations=[run['dir'] / 'final_eval.json', run['dir'] / 'pgd20_n20.json'],
+                                     out_root=root / 'model_cards', index_path=root / 'published.json', org=ORG)
     return dict(folder=folder, index=root / 'published.json', cards=root / 'model_cards')
 
 
@@ -172,7 +173,8 @@ def test_card_metadata_parses_back_with_every_protocol(card, run):
     assert worst.metric_args['wilson95'] == list(first['confidence_interval'])
     assert worst.metric_args['attacks'] == ['fgsm', 'pgd-20']
     rz = data.to_dict()['robust_zoo']
-    assert (rz['architecture'], rz['activation'], rz['seed'], rz['threat_model']) == (ARCH, 'relu', 0, 'fashion-mnist-linf')
+    assert (rz['architecture'], rz['activation'], rz['seed'], rz['threat_model']) == \
+        (ARCH, 'relu', 0, 'fashion-mnist-linf')
 
 
 def test_card_text_states_numbers_with_n_attack_interval_checks_and_hash(card, run):
@@ -181,7 +183,8 @@ def test_card_text_states_numbers_with_n_attack_interval_checks_and_hash(card, r
     lo, hi = wilson_interval(round(first['attacks']['fgsm'] * 50), 50)
     assert f"| fgsm | 50 | {100 * first['attacks']['fgsm']:.1f}% | {100 * lo:.1f}% to {100 * hi:.1f}% |" in text
     lo, hi = first['confidence_interval']
-    assert f"| worst case of fgsm, pgd-20 | 50 | {100 * first['robust_accuracy']:.1f}% | {100 * lo:.1f}% to {100 * hi:.1f}% |" in text
+    assert (f"| worst case of fgsm, pgd-20 | 50 | {100 * first['robust_accuracy']:.1f}% | {100 * lo:.1f}% to "
+            f"{100 * hi:.1f}% |") in text
     for check in first['checks']:
         assert f"| {check['name']} | {check['status']} |" in text
     assert f"timm.create_model('robust_zoo/{NAME}', pretrained=True)" in text
@@ -215,7 +218,8 @@ def test_card_states_the_n_fgsm_budget(run, tmp_path):
     args = yaml.safe_load((other / 'args.yaml').read_text())
     (other / 'args.yaml').write_text(yaml.safe_dump(dict(args, attack='n-fgsm')))
     folder = publish.write_card_repo(other, tag=TAG, out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
-    assert '| attack | n-fgsm, Linf eps 0.1, step 0.1, noise 2 eps, no projection |' in (folder / 'README.md').read_text()
+    assert '| attack | n-fgsm, Linf eps 0.1, step 0.1, noise 2 eps, no projection |' in \
+        (folder / 'README.md').read_text()
 
 
 # --- loading ------------------------------------------------------------------------------------------------
@@ -235,7 +239,8 @@ def test_registered_cfg_agrees_with_config_and_card(card, published):
     assert list(cfg.input_mean) == config['pretrained_cfg']['input_mean']
     assert cfg.file == str(card['cards'] / NAME / 'model.safetensors')
     rz = ModelCard.load(card['folder'] / 'README.md').data.to_dict()['robust_zoo']
-    assert (rz['threat_model'], rz['sha256']) == (cfg.threat_model, json.loads(card['index'].read_text())[NAME]['sha256'])
+    assert (rz['threat_model'], rz['sha256']) == \
+        (cfg.threat_model, json.loads(card['index'].read_text())[NAME]['sha256'])
 
 
 def test_the_default_tag_is_the_familys_own_dataset_then_the_lowest_seed(run, tmp_path, published):
@@ -279,15 +284,16 @@ def test_card_shows_the_evaluators_accuracy_vs_steps_and_eps_curves(run, tmp_pat
     assert 'robust accuracy vs PGD steps (the steps-convergence check), on its 40 probe points' in text
     folder = publish.write_card_repo(run['dir'], evaluations=[run['records'][1]], force=True, keep_evaluations=False,
                                      **kwargs)  # no curves: no stale plots
-    assert not (folder / 'accuracy_vs_steps.png').exists() and 'accuracy_vs_eps' not in (folder / 'README.md').read_text()
+    assert not (folder / 'accuracy_vs_steps.png').exists()
+    assert 'accuracy_vs_eps' not in (folder / 'README.md').read_text()
 
 
 def test_card_headline_is_the_evaluation_on_the_most_test_images(run, tmp_path):
     """A zoo card holds the run's final evaluation (1,000 images) and PGD-20 on all 10,000: the headline states the
     more precise one, whatever the records' order, and points to the others."""
     small, large = run['records'][1], run['records'][0]  # 20 and 50 test images
-    folder = publish.write_card_repo(run['dir'], tag='headline_s0', evaluations=[small, large], out_root=tmp_path / 'cards',
-                                 index_path=tmp_path / 'published.json')
+    folder = publish.write_card_repo(run['dir'], tag='headline_s0', evaluations=[small, large],
+                                     out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
     headline = next(line for line in (folder / 'README.md').read_text().splitlines() if line.startswith('Under the'))
     assert f"on the first {large['n_examples']} test images" in headline
     assert f"robust accuracy {100 * large['robust_accuracy']:.1f}%" in headline and '(1 more) is under' in headline
@@ -481,8 +487,8 @@ def _seed_card(run, tmp_path, cards, index, *, arch, seed, robust, clean, summar
 SUMMARY_HEAD = 'epoch,train_loss,train_adv_acc,train_clean_acc,train_img_per_sec,eval_clean_acc,eval_robust_acc,lr\n'
 
 
-def test_a_run_that_overfit_catastrophically_is_flagged_and_the_verdicts_are_also_given_without_it(run, tmp_path,
-                                                                                                   monkeypatch):
+def test_a_run_that_overfit_catastrophically_is_flagged_on_its_card_the_leaderboard_and_the_plot(run, tmp_path,
+                                                                                                 monkeypatch):
     cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
     single_step = dict(attack='n-fgsm', val_attack='pgd-10')
     for seed, robust in ((0, 0.70), (1, 0.75)):
@@ -514,24 +520,16 @@ def test_a_run_that_overfit_catastrophically_is_flagged_and_the_verdicts_are_als
     assert '| mlp3 | `relu` (co) |' in table and '| mlp3 | `silu` |' in table
     assert ('(co) Catastrophic overfitting (Wong et al. 2020) in the shipped weights of `mlp3_relu_at.fmnist_s2` '
             '(epoch 1: training attack accuracy 81.0, validation 37.0)') in table
-    (verdict,) = [v for v in lb.claim_verdicts([relu, silu]) if v.startswith('**SAT (Xie et al.): smooth')]
-    assert 'seeds relu: 3, silu: 2' in verdict and 'read with the notes on relu (co) beneath the table' in verdict
-    assert verdict.endswith(' Without the runs that overfit catastrophically (`mlp3_relu_at.fmnist_s2`): this scale '
-                            'cannot tell (silu -5.0 ± 14.5 points; seeds relu: 2, silu: 2).')
     # the plot marks the row as the table does and draws the seed that overfit as a red cross
     import matplotlib.pyplot as plt
     figures = []
     monkeypatch.setattr(plt, 'close', figures.append)
-    lb._plot_leaderboard([relu, silu], tmp_path / 'lb.png')
+    tables.plot_leaderboard([relu, silu], tmp_path / 'lb.png')
     (ax,) = figures[0].axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ['relu (co)', 'silu']
     crosses = [line for line in ax.get_lines() if line.get_marker() == 'x']
     assert [list(line.get_ydata()) for line in crosses] == [[0.75], [0.2]]  # its clean and robust accuracy
     assert sum(len(line.get_ydata()) for line in ax.get_lines() if line.get_marker() == '.') == 2 * 2 + 2 * 2
-    # when every run of the claimed activation overfit, the sentence says that none remains
-    alone = dict(silu, overfit={'x': co}, robust_without_overfit={})
-    (verdict,) = [v for v in lb.claim_verdicts([relu, alone]) if v.startswith('**SAT')]
-    assert verdict.endswith('no silu run remains: every one overfit.')
 
 
 def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run, tmp_path):
@@ -542,18 +540,20 @@ def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run,
     src = tmp_path / 'run-mlp3_relu_at-fmnist-0'
     final = json.loads((src / 'final_eval.json').read_text())
     (src / 'final_eval.json').write_text(json.dumps(dict(final, best=dict(robust_acc=0.70, epoch=0))))
-    folder = publish.write_card_repo(src, tag='fmnist_s0', evaluations=[json.loads((folder / 'eval_results.json').read_text())[0]],
-                                     out_root=cards, index_path=index, force=True)
+    first = json.loads((folder / 'eval_results.json').read_text())[0]
+    folder = publish.write_card_repo(src, tag='fmnist_s0', evaluations=[first], out_root=cards, index_path=index,
+                                     force=True)
     card = ModelCard.load(folder / 'README.md')
     co = card.data.to_dict()['robust_zoo']['catastrophic_overfitting']
     assert co['epochs'] == [1, 2] and co['kept_epoch'] == 0 and not co['kept_weights_affected']
     assert 'Catastrophic overfitting appeared at epoch(s) 1, 2' in card.text and 'from epoch 0, before it.' in card.text
     (row,) = lb.leaderboard(cards)
     assert row['overfit'] == {} and '(co)' not in lb.leaderboard_markdown([row])
-    assert 'catastrophic_overfitting' not in _pretrained.load_published(index)['mlp3_relu_at.fmnist_s0'].get('caveats', {})
+    caveats = _pretrained.load_published(index)['mlp3_relu_at.fmnist_s0'].get('caveats', {})
+    assert 'catastrophic_overfitting' not in caveats
 
 
-def test_one_architecture_trained_with_two_attacks_gets_separate_rows_and_verdicts(run, tmp_path):
+def test_one_architecture_trained_with_two_attacks_gets_separate_rows(run, tmp_path):
     cards, index = tmp_path / 'model_cards', tmp_path / 'published.json'
     for arch, robust in (('mlp3_relu_at', 0.65), ('mlp3_capped_relu_at', 0.40)):
         _seed_card(run, tmp_path, cards, index, arch=arch, seed=0, robust=robust, clean=0.8, attack='n-fgsm')
@@ -565,9 +565,6 @@ def test_one_architecture_trained_with_two_attacks_gets_separate_rows_and_verdic
         ('capped_relu', 'pgd', ['mlp3_capped_relu_at.fmnist_pgd_s0']), ('relu', 'pgd', ['mlp3_relu_at.fmnist_pgd_s0'])]
     table = lb.leaderboard_markdown(rows)
     assert '| mlp3 (n-fgsm training) | `relu` |' in table and '| mlp3 (pgd training) | `capped_relu` |' in table
-    verdicts = [v for v in lb.claim_verdicts(rows) if v.startswith('**capped ReLU')]
-    assert [v.split(' on `')[0].split('-- ')[1] for v in verdicts] == ['mlp3 (n-fgsm training)', 'mlp3 (pgd training)']
-    assert all('capped_relu -25.0' in v for v in verdicts)
     # one training attack per architecture: no label
     assert '| mlp3 | `relu` |' in lb.leaderboard_markdown([r for r in rows if r['train_attack'] == 'pgd'])
 
@@ -672,9 +669,6 @@ def test_a_run_stopped_early_says_which_epoch_it_kept_on_its_card_and_the_leader
     assert row['stopped_early'] == {NAME: (0, 3)}
     table = lb.leaderboard_markdown([row])
     assert '| mlp3 | `relu` (e) |' in table and f'`{NAME}` (epoch 0 of 3 run, counted from 0)' in table
-    silu = dict(row, activation='silu', stopped_early={}, repos=['mlp3_silu_at.fmnist_s0'])
-    (verdict,) = [v for v in lb.claim_verdicts([row, silu]) if v.startswith('**SAT (Xie et al.): smooth')]
-    assert verdict.endswith('; read with the notes on relu (e) beneath the table).')
 
 
 def test_leaderboard_needs_its_markers(tmp_path, capsys):
@@ -760,7 +754,8 @@ def test_a_transferred_card_refuses_an_unpublished_or_retrained_bank(run, tmp_pa
     model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(other))
     with pytest.raises(ValueError, match='is not published .*publish the run it comes from first'):
         _transfer_card(run, tmp_path, source_card['cards'], source_card['index'], arch='resnet32_sparta_at',
-                       tag='fmnist_bank_s0', robust=0.5, clean=0.8, model=model, model_kwargs={'sparta_bank': str(other)})
+                       tag='fmnist_bank_s0', robust=0.5, clean=0.8, model=model,
+                       model_kwargs={'sparta_bank': str(other)})
     bank_file = source_card['folder'] / 'sparta_bank.safetensors'
     model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(bank_file))
     with torch.no_grad():
@@ -771,12 +766,12 @@ def test_a_transferred_card_refuses_an_unpublished_or_retrained_bank(run, tmp_pa
                        model_kwargs={'sparta_bank': str(bank_file)})
 
 
-def test_transfer_table_and_verdicts_are_generated_from_the_cards(run, tmp_path, source_card):
+def test_a_transferred_model_is_its_own_leaderboard_row(run, tmp_path, source_card):
+    """A frozen-bank model is compared with its target's ReLU and from-scratch arms by the study
+    (experiments/sparta_transfer.py): the leaderboard keeps it apart from the from-scratch row and names its bank."""
     cards, index = source_card['cards'], source_card['index']
     bank_file = source_card['folder'] / 'sparta_bank.safetensors'
-    for seed, (relu, scratch, banked) in enumerate(((0.20, 0.50, 0.90), (0.22, 0.48, 0.92), (0.18, 0.52, 0.91))):
-        _transfer_card(run, tmp_path, cards, index, arch='resnet32_relu_at', tag=f'x_s{seed}', robust=relu, clean=0.8,
-                       seed=seed)
+    for seed, (scratch, banked) in enumerate(((0.50, 0.90), (0.48, 0.92))):
         _transfer_card(run, tmp_path, cards, index, arch='resnet32_sparta_at', tag=f'x_s{seed}', robust=scratch,
                        clean=0.8, seed=seed, model=_sparta_trained_like('resnet32_sparta_at', seed=seed))
         _transfer_card(run, tmp_path, cards, index, arch='resnet32_sparta_at', tag=f'x_bank_s{seed}', robust=banked,
@@ -784,82 +779,14 @@ def test_transfer_table_and_verdicts_are_generated_from_the_cards(run, tmp_path,
                                                                      sparta_bank=str(bank_file)),
                        model_kwargs={'sparta_bank': str(bank_file)})
     rows = lb.leaderboard(cards)
-    sparta_rows = [r for r in rows if r['base_architecture'] == 'resnet32' and r['activation'] == 'sparta']
-    assert [r['bank'] for r in sparta_rows] == [None, 'resnet20_sparta_at on fashion-mnist']
-    # the main claims compare ReLU with the from-scratch Sparta only
-    claim = [v for v in lb.claim_verdicts(rows) if v.startswith('**Sparta beats ReLU') and 'resnet32' in v]
-    assert len(claim) == 1 and 'sparta +30.0 ± ' in claim[0] and 'provisional' not in claim[0]
-
-    (experiment,) = lb.transfer_experiments(rows)
-    assert experiment['across'] == 'CNNs' and experiment['target'] == 'resnet32'
-    assert experiment['protocol'] == 'pgd-20, n=20'
-    table = lb.transfer_markdown([experiment])
-    assert '| CNNs | resnet32 | `fashion-mnist-linf` | Sparta, frozen bank from resnet20_sparta_at on fashion-mnist | 3 |' \
-        in table
-    assert '| CNNs | resnet32 | `fashion-mnist-linf` | ReLU | 3 | 80.0 ± 0.0 ' in table
-    beats_relu, vs_scratch = lb.transfer_verdicts([experiment])
-    assert 'beats ReLU' in beats_relu and 'this scale agrees' in beats_relu and '+71.0 ± ' in beats_relu
-    assert 'from scratch' in vs_scratch and 'the transferred bank is better' in vs_scratch
-    assert 'provisional' not in beats_relu + vs_scratch  # three seeds per arm
-
+    sparta_rows = [r for r in rows if r['base_architecture'] == 'resnet32']
+    assert [(r['bank'], r['seeds']) for r in sparta_rows] == [(None, [0, 1]),
+                                                              ('resnet20_sparta_at on fashion-mnist', [0, 1])]
+    assert sparta_rows[1]['robust']['pgd-20, n=20']['values'] == [0.9, 0.92]
     readme = tmp_path / 'README.md'
-    readme.write_text(f'{lb.LEADERBOARD_START}\n{lb.LEADERBOARD_END}\n\n{lb.TRANSFER_START}\nold\n{lb.TRANSFER_END}\n')
+    readme.write_text(f'{lb.LEADERBOARD_START}\n{lb.LEADERBOARD_END}\n')
     lb.write_leaderboard(readme, cards_root=cards)
-    text = readme.read_text()
-    assert 'old' not in text and table in text and beats_relu in text and vs_scratch in text
-    assert '(frozen bank: resnet20_sparta_at on fashion-mnist)' in text.split(lb.LEADERBOARD_END)[0]
-
-
-def test_transfer_verdicts_are_also_given_without_runs_that_overfit():
-    def row(act, values, bank=None, overfit=None):
-        stat = lb._stat(values, 1000)
-        healthy = [v for i, v in enumerate(values) if i not in (overfit or {})]
-        return dict(base_architecture='resnet32', activation=act, bank=bank, threat_model='fashion-mnist-linf',
-                    seeds=list(range(len(values))), clean=stat, robust={'pgd-20, n=1000': stat},
-                    overfit={f'resnet32_{act}_at.s{i}': dict(epoch=1, train_adv_acc=0.81, val_robust_acc=0.37,
-                                                             gap_threshold=0.2) for i in (overfit or {})},
-                    robust_without_overfit={'pgd-20, n=1000': lb._stat(healthy, 1000)} if overfit else None)
-    rows = [row('relu', [0.72, 0.19, 0.71], overfit={1}), row('sparta', [0.71, 0.70, 0.71]),
-            row('sparta', [0.70, 0.71, 0.70], bank='resnet20_sparta_at on fashion-mnist')]
-    (experiment,) = lb.transfer_experiments(rows)
-    relu_verdict, scratch_verdict = lb.transfer_verdicts([experiment])
-    assert 'this scale cannot tell' in relu_verdict and 'seeds 3 vs 3' in relu_verdict
-    assert relu_verdict.endswith('Without the runs that overfit catastrophically (`resnet32_relu_at.s1`): this scale '
-                                 'cannot tell (robust accuracy vs ReLU: -1.2 ± 2.0 points; seeds 3 vs 2).')
-    assert 'Without the runs' not in scratch_verdict
-    table = lb.transfer_markdown([experiment])
-    assert '| CNNs | resnet32 | `fashion-mnist-linf` | ReLU (co) | 3 |' in table
-    assert '(co) Catastrophic overfitting (Wong et al. 2020) in the shipped weights of `resnet32_relu_at.s1`' in table
-    assert 'precision differs' not in table
-    assert lb.transfer_summary([experiment]) == (
-        '**In short: a frozen transferred Sparta bank beats ReLU in 0 of the 1 transfer experiments at this scale** '
-        '(resnet32 on `fashion-mnist-linf`: cannot tell; every seed, 2 standard errors decide; each experiment\'s '
-        'sentence below gives the numbers, and the comparison without runs that overfit catastrophically where there '
-        'are any).')
-    rows[0]['robust']['pgd-20, n=1000'] = lb._stat([0.60, 0.61, 0.60], 1000)  # ReLU clearly worse: the bank wins
-    assert 'beats ReLU in 1 of the 1' in lb.transfer_summary(lb.transfer_experiments(rows))
-    assert lb.transfer_summary([]) == ''
-    rows[0]['precision'] = {'resnet32_relu_at.s0': 'fp32', 'resnet32_relu_at.s1': 'fp32',
-                            'resnet32_relu_at.s2': 'bfloat16 autocast'}
-    rows[1]['precision'] = {'resnet32_sparta_at.s0': 'fp32'}
-    table = lb.transfer_markdown(lb.transfer_experiments(rows))  # seeds of one arm trained in two precisions
-    assert ('Training precision differs between models (the machine decided: `train_at.py --amp` trains in fp32 '
-            'where bf16 is emulated; the budget is otherwise identical): bfloat16 autocast: `resnet32_relu_at.s2`; '
-            'fp32: every other model (3).') in table
-
-
-def test_transfer_across_datasets_and_missing_arms():
-    def row(act, threat, robust, bank=None):
-        stat = lb._stat([robust], 500)
-        return dict(base_architecture='resnet20', activation=act, bank=bank, threat_model=threat, seeds=[0],
-                    clean=stat, robust={'pgd-20, n=500': stat})
-    rows = [row('sparta', 'digits-linf', 0.7, bank='resnet20_sparta_at on fashion-mnist'),
-            row('sparta', 'fashion-mnist-linf', 0.6)]
-    (experiment,) = lb.transfer_experiments(rows)
-    assert experiment['across'] == 'datasets' and experiment['relu'] is None and experiment['scratch'] is None
-    assert '| datasets | resnet20 | `digits-linf` | ReLU | 0 | – | – | |' in lb.transfer_markdown([experiment])
-    assert all('cannot tell yet (no ' in v for v in lb.transfer_verdicts([experiment]))
-    assert lb.transfer_markdown([]) == '_No transferred Sparta models published yet._'
+    assert '| resnet32 | `sparta` (frozen bank: resnet20_sparta_at on fashion-mnist) |' in readme.read_text()
 
 
 # --- the command --------------------------------------------------------------------------------------------
@@ -919,7 +846,9 @@ def test_a_sparta_card_publishes_its_bank_loadable_by_name(tmp_path, monkeypatch
     assert meta['source_model'] == arch and meta['dataset'] == 'fashion-mnist' and meta['repo'] == f'{arch}.{TAG}'
     assert 'loaded_bank' not in meta  # trained from scratch: an original bank, which transferred cards can name
     assert all(float(u['beta']) == 3.0 for u in units.values())
-    assert 'sparta_bank.safetensors' in (folder / 'README.md').read_text()
+    text = (folder / 'README.md').read_text()  # the card's own architecture takes its bank by name
+    assert f'`timm.create_model("robust_zoo/{arch}", sparta_bank="{arch}.{TAG}")`' in text
+    assert 'resnet56' not in text
     monkeypatch.setitem(_pretrained._state, 'cards_dir', str(tmp_path / 'cards'))
     target = timm.create_model(f'robust_zoo/{arch}')
     load_bank(target, f'{arch}.{TAG}', mapping='exact')
@@ -946,21 +875,8 @@ def test_main_job_evaluates_a_published_model_and_prints_its_table(card, publish
 def _row(act, mean, sd=None, seeds=1, n=1000):
     stat = dict(mean=mean, sd=sd, n_seeds=seeds, n_examples=n, values=[mean] * seeds, min=mean, max=mean,
                 wilson95=(mean - 0.02, mean + 0.02))
-    return dict(base_architecture='resnet20', activation=act, threat_model='fashion-mnist-linf', seeds=list(range(seeds)),
-                repos=[], clean=stat, robust={'pgd-20, n=1000': stat})
-
-
-def test_claim_verdicts_agree_disagree_or_cannot_tell():
-    rows = [_row('relu', 0.70, 0.01, 3), _row('silu', 0.75, 0.01, 3), _row('gelu', 0.76), _row('pssilu', 0.705, 0.02, 3),
-            _row('sparta', 0.60, 0.01, 3), _row('relu_smoothgrad', 0.72, 0.05, 3)]
-    verdicts = {v.split('**')[1]: v for v in lb.claim_verdicts(rows)}
-    assert 'this scale agrees' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
-    assert 'silu +5.0' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
-    assert 'cannot tell' in verdicts['PSSiLU beats ReLU (Dai et al.)']
-    assert 'this scale disagrees' in verdicts['Sparta beats ReLU (Guo et al.)']
-    assert 'cannot tell' in verdicts["SAT sec. 3: ReLU's smooth backward alone helps"]  # +2 points, seed sd 5
-    assert 'capped ReLU adds robustness (Sooksatra et al.)' not in verdicts  # no capped_relu card: no sentence
-    assert lb.claim_verdicts([_row('silu', 0.8)]) == []  # no ReLU baseline, nothing to say
+    return dict(base_architecture='resnet20', activation=act, threat_model='fashion-mnist-linf',
+                seeds=list(range(seeds)), repos=[], clean=stat, robust={'pgd-20, n=1000': stat})
 
 
 def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
@@ -975,10 +891,11 @@ def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
                                           'apgd-ce+apgd-t': zoo['robust']['apgd-ce+apgd-t, n=1000']}
     header, _, relu, sparta = lb.leaderboard_markdown([zoo, digits]).splitlines()[:4]
     assert header.endswith('| pgd-20 | apgd-ce+apgd-t, n=1000 |')
-    fmt = lb._fmt_stat
+    fmt = tables.format_stat
     assert relu.endswith(f"| {fmt(zoo['robust']['pgd-20, n=10000'])} (n=10000) | "
                          f"{fmt(zoo['robust']['apgd-ce+apgd-t, n=1000'])} |") and '75.0 [' not in relu
-    assert relu.split(' | ')[-2].startswith('74.1 [73.') and sparta.endswith(f"| {fmt(digits['robust']['pgd-20, n=500'])} (n=500) | – |")
+    assert relu.split(' | ')[-2].startswith('74.1 [73.')
+    assert sparta.endswith(f"| {fmt(digits['robust']['pgd-20, n=500'])} (n=500) | – |")
     assert '| pgd-20, n=10000 |' in lb.leaderboard_markdown([zoo]).splitlines()[0]
 
 
@@ -990,15 +907,15 @@ def test_the_plot_legend_names_the_seeds_of_a_series_that_ran_on_fewer_seeds_tha
         r['robust']['pgd-20, n=1000']['seeds'] = [0, 1, 2]
         r['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.72], 1000, [f"{r['activation']}.s0"], [0])
     cells = [lb.headline_protocols(r) for r in rows]
-    assert lb._series_label('pgd-20', cells, rows) == 'pgd-20, n=1000'
-    assert lb._series_label('apgd-ce+apgd-t', cells, rows) == 'apgd-ce+apgd-t, n=1000 (seed 0)'
+    assert tables._series_label('pgd-20', cells, rows) == 'pgd-20, n=1000'
+    assert tables._series_label('apgd-ce+apgd-t', cells, rows) == 'apgd-ce+apgd-t, n=1000 (seed 0)'
     single = _row('gelu', 0.72)  # one seed: its APGD cell is no partial one, but the series still is seed 0's
     single['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.71], 1000, ['gelu.s0'], [0])
-    assert lb._series_label('apgd-ce+apgd-t', [*cells, lb.headline_protocols(single)], [*rows, single]) == \
+    assert tables._series_label('apgd-ce+apgd-t', [*cells, lb.headline_protocols(single)], [*rows, single]) == \
         'apgd-ce+apgd-t, n=1000 (seed 0)'
     rows[1]['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.72] * 3, 1000, seeds=[0, 1, 2])
     cells = [lb.headline_protocols(r) for r in rows]
-    assert lb._series_label('apgd-ce+apgd-t', cells, rows) == 'apgd-ce+apgd-t, n=1000', 'seeds differ between bars'
+    assert tables._series_label('apgd-ce+apgd-t', cells, rows) == 'apgd-ce+apgd-t, n=1000', 'seeds differ between bars'
 
 
 def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_path):
@@ -1020,7 +937,8 @@ def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_
     assert summary.index('on the first 50 test images') < summary.index('Under the stronger')  # the headline first
     assert '- Only part of AutoAttack ran (apgd-ce), not the whole of AutoAttack standard' in \
            (folder / 'README.md').read_text()
-    entry = _pretrained.load_published(tmp_path / 'published.json')[f'{ARCH}.{TAG}']  # what `list --results` and demo read
+    # what `list --results` and demo read
+    entry = _pretrained.load_published(tmp_path / 'published.json')[f'{ARCH}.{TAG}']
     assert entry['n_examples'] == 50 and entry['stronger'] == [
         dict(attacks=['apgd-ce'], n_examples=20, robust_accuracy=apgd['robust_accuracy'])]
     assert _pretrained.stronger_text(entry) == f"; stronger: apgd-ce {apgd['robust_accuracy']:.3f} (n=20)"
@@ -1038,7 +956,7 @@ def test_a_cell_from_fewer_seeds_than_its_row_names_them():
     zoo['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.73], 1000, ['resnet20_relu_at.fmnist_s0'], [0])
     table = lb.leaderboard_markdown([zoo])
     relu = table.splitlines()[2]
-    assert relu.endswith(f"| {lb._fmt_stat(zoo['robust']['apgd-ce+apgd-t, n=1000'])} (seed 0) |")
+    assert relu.endswith(f"| {tables.format_stat(zoo['robust']['apgd-ce+apgd-t, n=1000'])} (seed 0) |")
     assert '(seed' not in relu.split(' | ')[-2]  # the 3-seed PGD cell names no seeds
     assert 'fewer seeds than its row names its seeds' in table
     assert 'fewer seeds' not in lb.leaderboard_markdown([_row('relu', 0.74, 0.002, 3)])
@@ -1051,48 +969,11 @@ def test_stronger_attacks_come_after_pgd_in_the_table_whatever_their_number_of_i
     zoo['robust'] = {'apgd-ce+apgd-t, n=1000': lb._stat([0.73], 1000, ['relu.s0'], [0]),
                      'pgd-20, n=10000': zoo['clean']}
     assert lb.leaderboard_markdown([zoo]).splitlines()[0] == \
-        '| architecture | activation | threat model | seeds | clean, n=10000 | pgd-20, n=10000 | apgd-ce+apgd-t, n=1000 |'
+        ('| architecture | activation | threat model | seeds | clean, n=10000 | pgd-20, n=10000 | '
+         'apgd-ce+apgd-t, n=1000 |')
     # columns, bars, the (!) note and the verdicts share one order: PGD, AutoAttack's subsets, the whole AutoAttack
-    assert lb._attack_order(['autoattack-standard', 'apgd-ce+apgd-t', 'pgd-20', 'apgd-ce+apgd-t']) == \
+    assert tables.attack_order(['autoattack-standard', 'apgd-ce+apgd-t', 'pgd-20', 'apgd-ce+apgd-t']) == \
         ['pgd-20', 'apgd-ce+apgd-t', 'autoattack-standard']
-
-
-def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
-    """The verdict stays with PGD-20 (most seeds and images); where ReLU and a claimed activation also ran APGD
-    or AutoAttack, a sentence says what that stronger attack finds, with its seeds and n."""
-    def row(act, pgd, apgd=None, aa=None):
-        r = _row(act, pgd, 0.002, 3, n=10000)
-        r['robust'] = {'pgd-20, n=10000': r['clean']}
-        if aa is not None:  # before APGD, as a card lists its records by n, most first
-            r['robust']['autoattack-standard, n=500'] = lb._stat([aa], 500, [f'{act}.s0'], [0])
-        if apgd is not None:
-            r['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([apgd], 1000, [f'{act}.s0'], [0])
-        return r
-    rows = [row('relu', 0.74, apgd=0.72, aa=0.70), row('pssilu', 0.74, apgd=0.62, aa=0.69), row('silu', 0.73),
-            row('sparta', 0.735, apgd=0.71)]
-    verdicts = {v.split('**')[1]: v for v in lb.claim_verdicts(rows)}
-    pssilu = verdicts['PSSiLU beats ReLU (Dai et al.)']
-    assert 'cannot tell (pgd-20, n=10000' in pssilu
-    assert ('Under the stronger apgd-ce+apgd-t (n=1000; relu: seed 0, pssilu: seed 0; test-sample error only): '
-            'this scale disagrees (pssilu -10.0 ± ' in pssilu)
-    assert 'Under the stronger autoattack-standard (n=500; relu: seed 0, pssilu: seed 0; test-sample error only): ' \
-           'this scale cannot tell (pssilu -1.0 ± ' in pssilu
-    assert pssilu.index('stronger apgd-ce+apgd-t') < pssilu.index('stronger autoattack-standard'), \
-        "AutoAttack's subset first, then the whole, as in the table's columns"
-    assert 'Under the stronger apgd-ce+apgd-t' in verdicts['Sparta beats ReLU (Guo et al.)']
-    assert 'autoattack' not in verdicts['Sparta beats ReLU (Guo et al.)']  # sparta did not run it
-    assert 'Under the stronger' not in verdicts['SAT (Xie et al.): smooth activations beat ReLU']  # silu ran neither
-    assert 'Under the stronger' not in ''.join(lb.claim_verdicts([row('relu', 0.74), row('pssilu', 0.74, apgd=0.7)]))
-
-
-def test_one_seed_verdicts_say_they_are_provisional():
-    def row(act, robust):
-        stat = lb._stat([robust], 10000)
-        return dict(base_architecture='resnet20', activation=act, bank=None, threat_model='fashion-mnist-linf',
-                    seeds=[0], clean=stat, robust={'pgd-20, n=10000': stat})
-    (verdict,) = lb.claim_verdicts([row('relu', 0.66), row('sparta', 0.75)])
-    assert 'this scale agrees' in verdict and 'seeds relu: 1, sparta: 1' in verdict
-    assert 'not the seed-to-seed spread, so this is provisional' in verdict
 
 
 def test_cards_state_their_training_precision_and_the_leaderboard_notes_a_mix(run, tmp_path):
@@ -1123,20 +1004,44 @@ def test_cards_state_their_training_precision_and_the_leaderboard_notes_a_mix(ru
     assert 'mlp3_gelu_at' not in table.split('Training precision differs')[1]
 
 
-def test_a_card_names_the_checkouts_recipe_whatever_clone_or_precision_the_run_came_from(run, tmp_path):
-    """train_at.py records the recipe as an absolute path of the machine it ran on; a card written in another
-    clone names this checkout's file of that name. An fp32 run (--amp fell back) still matches its recipe."""
-    recipe = ROOT / 'train' / 'configs' / 'fmnist_resnet20.yaml'
-    assert recipes._recorded_recipe(Path('/elsewhere/clone/train/configs/fmnist_resnet20.yaml')) == recipe
-    assert recipes._recorded_recipe(recipe) == recipe
-    assert recipes._recorded_recipe(Path('/elsewhere/custom.yaml')) is None
-    args = dict(yaml.safe_load(recipe.read_text()), model='robust_zoo/resnet20_relu_at')
-    assert recipes._find_recipe(args) == recipe
-    assert recipes._find_recipe(dict(args, amp=False)) == recipe, 'precision is not part of the recipe'
-    assert recipes._find_recipe(dict(args, epochs=args['epochs'] + 1)) is None
+def test_the_card_command_finds_the_recipe_in_the_checkout_it_runs_in(run, tmp_path, published, monkeypatch,
+                                                                        capsys):
+    """train_at.py records the recipe as an absolute path of the machine it ran on: `robust-zoo card` run in a
+    checkout names that checkout's file of the same name (a run made in another clone), and an fp32 run (--amp fell
+    back) still matches its recipe. The card writer itself names only the recipe it is given."""
+    configs = ROOT / 'train' / 'configs'
+    recipe = configs / 'fmnist_resnet20.yaml'
     src = tmp_path / 'run-elsewhere'
     shutil.copytree(run['dir'], src)
     run_args = yaml.safe_load((src / 'args.yaml').read_text())
-    (src / 'args.yaml').write_text(yaml.safe_dump(dict(run_args, config=f'/elsewhere/clone/{recipe.relative_to(recipe.parents[2])}')))
-    folder = publish.write_card_repo(src, tag='fmnist_s0', out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
-    assert '  recipe: train/configs/fmnist_resnet20.yaml\n' in (folder / 'README.md').read_text()
+
+    def recorded(config):
+        (src / 'args.yaml').write_text(yaml.safe_dump(dict(run_args, config=str(config))))
+    recorded('/elsewhere/clone/train/configs/fmnist_resnet20.yaml')
+    assert recipes.run_recipe(src, configs) == recipe
+    assert recipes.run_recipe(src) is None, 'without a recipes folder only the recorded file counts'
+    recorded(recipe)
+    assert recipes.run_recipe(src, configs) == recipe and recipes.run_recipe(src) == recipe
+    recorded('/elsewhere/custom.yaml')
+    assert recipes.run_recipe(src, configs) is None
+    args = dict(yaml.safe_load(recipe.read_text()), model='robust_zoo/resnet20_relu_at')
+    assert recipes.find_recipe(args, configs) == recipe
+    assert recipes.find_recipe(dict(args, amp=False), configs) == recipe, 'precision is not part of the recipe'
+    assert recipes.find_recipe(dict(args, epochs=args['epochs'] + 1), configs) is None
+
+    recorded('/elsewhere/clone/train/configs/fmnist_resnet20.yaml')
+    text = (publish.write_card_repo(src, tag='fmnist_s0', out_root=tmp_path / 'lib', index_path=tmp_path / 'p.json')
+            / 'README.md').read_text()
+    assert '| recipe |' not in text and 'Reproduce with `python train/train_at.py -c args.yaml`' in text
+    published(tmp_path / 'published.json', tmp_path / 'model_cards')
+    monkeypatch.chdir(ROOT)  # a checkout: its train/configs/
+    assert main(['card', str(src), '--tag', 'fmnist_s0']) == 0
+    text = (tmp_path / 'model_cards' / f'{ARCH}.fmnist_s0' / 'README.md').read_text()
+    assert '  recipe: train/configs/fmnist_resnet20.yaml\n' in text
+    assert '| recipe | `train/configs/fmnist_resnet20.yaml` (flags on top of it: `args.yaml`) |' in text
+    monkeypatch.chdir(tmp_path)  # no checkout here: the card names no recipe
+    assert main(['card', str(src), '--tag', 'fmnist_s1']) == 0
+    assert '| recipe |' not in (tmp_path / 'model_cards' / f'{ARCH}.fmnist_s1' / 'README.md').read_text()
+    assert main(['card', str(src), '--tag', 'fmnist_s2', '--recipe', 'nowhere.yaml']) == 2
+    assert 'recipe nowhere.yaml does not exist' in capsys.readouterr().err
+    assert not (tmp_path / 'model_cards' / f'{ARCH}.fmnist_s2').exists()

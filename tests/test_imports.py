@@ -142,4 +142,5 @@ def test_the_old_leaderboard_module_still_works():
         sys.modules.pop('robust_zoo.leaderboard', None)
         import robust_zoo.leaderboard as old
     from robust_zoo.publish import leaderboard
-    assert old.write_leaderboard is leaderboard.write_leaderboard and old.CLAIMS is leaderboard.CLAIMS
+    assert old.write_leaderboard is leaderboard.write_leaderboard
+    assert old.leaderboard_markdown is leaderboard.leaderboard_markdown

@@ -65,7 +65,8 @@ def test_dry_run_lists_states(tmp_path):
 
 def test_only_keeps_the_matching_runs_in_queue_order(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run', '--only', 'digits-*-s2',
-                          '--only', 'mlp3_*-s0', '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
+                          '--only', 'mlp3_*-s0', '--zoo-root', str(tmp_path / 'zoo'),
+                          '--transfer-root', str(tmp_path / 't')],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert [line.split()[1].rstrip(':') for line in out] == [
         str(tmp_path / 'zoo' / 'mlp3_capped_relu_at-s0'), str(tmp_path / 'zoo' / 'mlp3_relu_at-s0'),
@@ -76,6 +77,21 @@ def test_only_keeps_the_matching_runs_in_queue_order(tmp_path):
                                                     'mlp3_capped_relu_at-pgd-s0', 'mlp3_relu_at-pgd-s0'))]
     queue = zoo_grid.all_grid(Path('z'), Path('t'))
     assert zoo_grid.select(queue, None) == queue and zoo_grid.select(queue, ['no-such-run']) == []
+
+
+def test_the_grid_trains_every_claim_on_every_seed_from_the_one_claims_list():
+    """The activations and claims come from robust_zoo's registry and experiments/claims.py, not a copy: every
+    activation trains on seed 0, and each claim's base and the activations it names `seeded` on every seed."""
+    from experiments.claims import CLAIMS
+    from robust_zoo.layers import ACTIVATIONS
+    assert zoo_grid.ACTIVATIONS is ACTIVATIONS and zoo_grid.CLAIMS is CLAIMS
+    trained = {(run.model, run.seed) for run in zoo_grid.zoo_grid()}
+    assert {f'resnet20_{a}_at' for a in ACTIVATIONS} <= {m for m, s in trained if s == 0}
+    for claim in CLAIMS:
+        assert claim.seeded and set(claim.seeded) <= set(claim.better)
+        for seed in zoo_grid.SEEDS:
+            assert {f'resnet20_{a}_at' for a in (claim.base, *claim.seeded)} <= {m for m, s in trained if s == seed}
+    assert zoo_grid.SEEDED == ('relu', 'silu', 'pssilu', 'sparta', 'capped_relu', 'relu_smoothgrad')
 
 
 def test_autoattack_goes_to_the_three_best_seed_0_activations_then_the_other_claims_once_all_are_ranked(tmp_path):
@@ -96,7 +112,7 @@ def test_autoattack_goes_to_the_three_best_seed_0_activations_then_the_other_cla
         'the three best first, best first'
     assert aa[3:] == ['resnet20_pssilu_at-s0', 'resnet20_silu_at-s0', 'resnet20_sparta_at-s0'], \
         'then every other claim, so that each verdict gets its AutoAttack sentence'
-    assert sorted(zoo_grid.AA_CLAIMS_ORDER) == sorted(zoo_grid.CLAIMS)
+    assert sorted(zoo_grid.AA_CLAIMS_ORDER) == sorted(zoo_grid.SEEDED)
     assert [run.name for _, run in queue[-len(aa):]] == aa, 'AutoAttack comes last'
     assert all(run.evals[-3:] == ('apgd_1k', 'pgd20_500', 'aa_500') for _, run in queue[-len(aa):]), \
         "PGD-20 on AutoAttack's 500 images first, so that the card can set the two side by side"
@@ -120,7 +136,8 @@ def test_a_run_trained_under_another_budget_is_stale_neither_resumed_nor_ranked(
     assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == [], 'precision is not part of the budget'
     other = 'pgd' if recipe['attack'] != 'pgd' else 'fgsm-rs'
     (old / 'args.yaml').write_text(yaml.safe_dump({**recipe, 'attack': other}))
-    assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == [f"attack: run {other!r}, recipe {recipe['attack']!r}"]
+    assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == \
+        [f"attack: run {other!r}, recipe {recipe['attack']!r}"]
     assert zoo_grid.best_three(zoo) == [], 'a stale record must not enter the ranking'
     out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run', '--grid', 'zoo',
                           '--root', str(zoo)], capture_output=True, text=True, check=True).stdout.splitlines()
@@ -145,8 +162,11 @@ def test_a_restored_transferred_run_republishes_its_card_with_the_bank_its_args_
     assert bank.read_bytes() == (zoo_grid._card_of(zoo_run) / 'sparta_bank.safetensors').read_bytes()
     assert bank.resolve() == (bank_run.bank_run / 'sparta_bank.safetensors').resolve()
     out = transfer_root / bank_run.name
+    recipe = Path('train/configs') / bank_run.recipe  # as --publish names it, run from a checkout (here: tmp_path)
+    recipe.parent.mkdir(parents=True)
+    shutil.copy(ROOT / recipe, recipe)
     folder = write_card_repo(out, tag=bank_run.tag, evaluations=[out / 'final_eval.json'], out_root=cards,
-                             index_path=tmp_path / 'published.json')
+                             index_path=tmp_path / 'published.json', recipe=recipe)
     assert (folder / 'README.md').read_text() == (zoo_grid._card_of(bank_run) / 'README.md').read_text()
 
 
@@ -197,8 +217,10 @@ def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_
     assert json.loads((out / 'final_eval.json').read_text())['evaluation'] == records[0]
     assert json.loads((out / 'pgd20_10k.json').read_text()) == records[1]
     assert zoo_grid.restorable(out, run) is None, 'a restored (finished) run is not restored again'
+    monkeypatch.chdir(ROOT)  # as --publish runs: the card names its recipe relative to the checkout
     folder = write_card_repo(out, tag=run.tag, evaluations=[out / 'final_eval.json', out / 'pgd20_10k.json'],
-                             out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
+                             out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json',
+                             recipe=zoo_grid.HERE / 'configs' / run.recipe)
     for name in ('README.md', 'config.json', 'eval_results.json'):
         assert (folder / name).read_text() == (card / name).read_text(), f'{name} differs'
 

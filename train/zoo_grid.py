@@ -21,8 +21,10 @@ AutoAttack's number beside PGD's on the images AutoAttack saw.
 A trained run still lacking its PGD-20 on 10,000 images is evaluated before any new training starts.
 
 `--publish` trains nothing: it writes (or refreshes) the model card of every finished run, zoo first so that
-transferred models can name their published bank, then regenerates the results page's tables:
-    python train/zoo_grid.py --publish && git add model_cards robust_zoo/published.json docs/results.md docs/assets
+transferred models can name their published bank, then regenerates the results page's tables and the claims page
+(experiments/study.py):
+    python train/zoo_grid.py --publish && git add model_cards robust_zoo/published.json docs/results.md docs/claims.md \
+        docs/assets
 
 Each run goes to ROOT/<name>/. A finished run (final_eval.json) is skipped, a started one is resumed from its
 last.ckpt; a run whose args.yaml disagrees with its recipe on any value the recipe sets (the recipe changed
@@ -55,15 +57,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
-ACTIVATIONS = ('relu', 'softplus', 'smoothrelu', 'silu', 'gelu', 'elu', 'pssilu', 'psoftplus', 'sparta',
-               'capped_relu', 'relu_smoothgrad')
-CLAIMS = ('relu', 'silu', 'pssilu', 'sparta', 'capped_relu', 'relu_smoothgrad')  # 3 seeds each
+HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # the checkout's experiments/ (the study; not installed with robust_zoo)
+
+from experiments.claims import CLAIMS  # noqa: E402
+from robust_zoo.layers import ACTIVATIONS  # noqa: E402
+
+# the activations under a claim, trained on every seed (the rest of the zoo on seed 0): each claim's base and the
+# ones it names `seeded`, in the zoo's order
+SEEDED = tuple(a for a in ACTIVATIONS if any(a == c.base or a in c.seeded for c in CLAIMS))
 SEEDS = (0, 1, 2)
 # the claims' AutoAttack order after the three best: capped ReLU first (the robustness a stronger attack is likeliest
 # to find masked: APGD's largest drop), then the cheap before SiLU and Sparta (APGD on 1,000 took 2.0x and 2.6x
 # ReLU's time here), so that a session's end leaves the most verdicts complete
 AA_CLAIMS_ORDER = ('relu', 'pssilu', 'capped_relu', 'relu_smoothgrad', 'silu', 'sparta')
-HERE = Path(__file__).resolve().parent
 PENDING = HERE / 'pending'  # in git: the half-done evaluations of published runs (carried_state)
 EVAL_10K = 'pgd20_10k'
 # evaluation records a finished run can get: file stem -> robust-zoo eval flags (all resumable with --state).
@@ -105,7 +112,7 @@ def _mlp3(seed: int, attack: str = 'n-fgsm') -> List[Run]:
 
 def zoo_grid() -> List[Run]:
     runs = [_zoo(a, 0) for a in ACTIVATIONS] + _mlp3(0)
-    runs += [r for s in SEEDS[1:] for r in _mlp3(s) + [_zoo(a, s) for a in CLAIMS]]
+    runs += [r for s in SEEDS[1:] for r in _mlp3(s) + [_zoo(a, s) for a in SEEDED]]
     return runs + [r for s in SEEDS for r in _mlp3(s, 'pgd')]
 
 
@@ -147,7 +154,8 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
     queue += zoo(_mlp3(0) + _mlp3(0, 'pgd'))
     queue += transfer(_deeper(32, 0, zoo_root) + _deeper(56, 0, zoo_root))
     for s in SEEDS[1:]:
-        queue += zoo(_mlp3(s) + _mlp3(s, 'pgd') + [_zoo(a, s) for a in ('sparta',) + tuple(a for a in CLAIMS if a != 'sparta')])
+        sparta_first = ('sparta',) + tuple(a for a in SEEDED if a != 'sparta')
+        queue += zoo(_mlp3(s) + _mlp3(s, 'pgd') + [_zoo(a, s) for a in sparta_first])
         queue += transfer(_digits(s, zoo_root) + _deeper(32, s, zoo_root) + _deeper(56, s, zoo_root))
     # every seed-0 zoo model, ResNet-20 first; the small net's too (seconds each), as capped ReLU's robustness is
     # the kind a stronger attack may find masked
@@ -222,8 +230,9 @@ def bank_of(run: Path) -> Path:
         model = timm.create_model(args['model'])
         model.load_state_dict(load_weights(run / 'model.safetensors'))
         save_bank(model, path, source_model=args['model'].split('/', 1)[1], dataset=args['dataset'],
-                  threat_model='fashion-mnist-linf', recipe=str(args.get('config') or 'train/configs/fmnist_resnet20.yaml'),
-                  seed=str(args['seed']), run=run.name)
+                  threat_model='fashion-mnist-linf',
+                  recipe=str(args.get('config') or 'train/configs/fmnist_resnet20.yaml'), seed=str(args['seed']),
+                  run=run.name)
     return path
 
 
@@ -501,18 +510,21 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
     return 'ran'
 
 
-def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
+def publish(queue: List[tuple], readme: Path, force: bool = False, claims: Optional[Path] = None) -> int:
     """Write the card of every finished run whose card is missing or older than its records (every finished
-    run's with `force`, after the card writer changed); then the results page's tables. A run counts as finished
-    once its final_eval.json and its PGD-20 on 10,000 images (zoo) exist."""
+    run's with `force`, after the card writer changed), naming its recipe; then the results page's tables and the
+    claims page's (`claims`, default: the study's page). A run counts as finished once its final_eval.json and its
+    PGD-20 on 10,000 images (zoo) exist."""
     import robust_zoo  # noqa: F401
+    from experiments.study import PAGE, write_study
     from robust_zoo.models._pretrained import cards_dir
     from robust_zoo.publish import write_card_repo
     from robust_zoo.publish.leaderboard import write_leaderboard
     written = 0
     for root, run in dict(((root, run.name), (root, run)) for root, run in queue).values():
         out = root / run.name
-        if not (out / 'final_eval.json').exists() or (EVAL_10K in run.evals and not (out / f'{EVAL_10K}.json').exists()):
+        if not (out / 'final_eval.json').exists() or (EVAL_10K in run.evals
+                                                      and not (out / f'{EVAL_10K}.json').exists()):
             continue
         if _stale(out, run):
             continue
@@ -520,11 +532,13 @@ def publish(queue: List[tuple], readme: Path, force: bool = False) -> int:
         card = cards_dir() / f'{run.model}.{run.tag}' / 'README.md'
         if not force and card.exists() and card.stat().st_mtime >= max(r.stat().st_mtime for r in records):
             continue
-        folder = write_card_repo(out, tag=run.tag, evaluations=records, force=True)  # the grid's own cards
+        folder = write_card_repo(out, tag=run.tag, evaluations=records, force=True,  # the grid's own cards
+                                 recipe=HERE / 'configs' / run.recipe)
         print(f'card     {folder} ({", ".join(r.stem for r in records)})', flush=True)
         written += 1
     rows = write_leaderboard(readme, readme.parent / 'assets' / 'leaderboard.png')
-    print(f'{readme}: {len(rows)} leaderboard rows; {written} card(s) written', flush=True)
+    write_study(claims or PAGE)
+    print(f'{readme}, {claims or PAGE}: {len(rows)} leaderboard rows; {written} card(s) written', flush=True)
     return 0
 
 
@@ -549,6 +563,8 @@ def main() -> int:
     p.add_argument('--force', action='store_true', help='with --publish: rewrite every finished run\'s card, not '
                                                         'only the missing or stale ones')
     p.add_argument('--readme', default='docs/results.md', help='with --publish: the page whose tables to regenerate')
+    p.add_argument('--claims', default=None, help="with --publish: the study's page whose blocks to regenerate "
+                                                  '(default: docs/claims.md)')
     p.add_argument('--only', action='append', default=None, metavar='PATTERN',
                    help="only the runs whose folder name matches this shell pattern (repeatable), e.g. --only "
                         "'digits-*-s2' --only 'mlp3_*': short runs that fit in the time left")
@@ -565,7 +581,7 @@ def main() -> int:
         queue = [(Path(args.root or transfer_root), r) for r in transfer_grid(zoo_root)]
     queue = select(queue, args.only)
     if args.publish:
-        return publish(queue, Path(args.readme), force=args.force)
+        return publish(queue, Path(args.readme), force=args.force, claims=Path(args.claims) if args.claims else None)
     failed = set()  # a run that failed in this worker is not retried by it (its log says why)
     while True:
         # a pass can unlock queue entries (a bank, the AutoAttack stage), so run passes until one changes nothing;

@@ -22,7 +22,7 @@ from ..training import CO_GAP, AttackConfig, catastrophic_overfitting_epochs, ke
 from .card_body import _card_body
 from .cost import train_images_of, training_cost
 from .plots import _plot_curves, _plot_evaluation, _plot_training, _plot_training_time, _summary_rows
-from .recipes import _find_recipe, _recorded_recipe, _repo_relative
+from .recipes import _relative
 from .reference import compare_to_reference, load_reference
 from .replace import _checked_records, _refuse_replacing, _staging_folder, _swap_in, unpublish, unpublish_target
 from .records import (_DATASETS, _REPO_ID_RE, _TAG_RE, _activation_of, _arch_of, _as_record, _caveats,
@@ -45,11 +45,12 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     the run's final_eval.json. Every number in the card comes from them. `plots`: extra PNGs to ship (a
     training-curve and an evaluation plot are drawn from summary.csv and the records). `index_path`: the
     published index to update (default: the one in use, normally `robust_zoo/published.json`). `org`: Hub
-    organisation (default `hf_org()`). `recipe`: the yaml the run was trained with (default: the
-    train/configs/*.yaml the run's args match, if any). `reference`: a yaml of a published result this run
-    reproduces (`publish.reference.load_reference`): the card sets it beside ours with a verdict. `device` and
-    `threads`: what trained it, for the Training cost section (default: the run record's `device_name` and
-    `threads`). Returns the folder.
+    organisation (default `hf_org()`). `recipe`: the yaml the run was trained with, named on the card and in its
+    reproduce command (None: the card names none and reproduces from args.yaml; `recipes.run_recipe` finds it in a
+    recipes folder). `reference`: a yaml of a published result this run reproduces
+    (`publish.reference.load_reference`): the card sets it beside ours with a verdict. `device` and `threads`: what
+    trained it, for the Training cost section (default: the run record's `device_name` and `threads`). Returns the
+    folder.
 
     Nothing published is lost or mislabelled: every record must have measured the run's weights (its
     `weights_digest` or `weights_sha256`); an already published `<arch>.<tag>` is replaced only with `force`, and
@@ -62,6 +63,9 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         raise ValueError(f'tag {tag!r} must be letters, digits, _ and - (e.g. fmnist_s0): it becomes <arch>.<tag>.')
     if not (run / 'args.yaml').is_file() or not (run / WEIGHTS_NAME).is_file():
         raise ValueError(f'{run} is not a finished train/train_at.py run: it needs args.yaml and {WEIGHTS_NAME}.')
+    if recipe is not None and not Path(recipe).is_file():
+        raise ValueError(f'recipe {recipe} does not exist: pass the yaml the run was trained with (--recipe), or none '
+                         'to reproduce from the args.yaml the card ships.')
     args = yaml.safe_load((run / 'args.yaml').read_text()) or {}
     arch = _arch_of(str(args.get('model', '')))
     if not arch or arch not in _BASE_CFGS:
@@ -173,9 +177,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         elif (folder / BANK_FILE).is_file():
             (folder / BANK_FILE).unlink()
 
-        if recipe is None and args.get('config'):
-            recipe = _recorded_recipe(Path(args['config']))
-        recipe_path = Path(recipe) if recipe is not None else _find_recipe(args)
+        recipe_path = Path(recipe) if recipe is not None else None
         attack_cfg = None
         if args.get('attack', 'none') != 'none':
             attack_cfg = AttackConfig(attack=args['attack'], eps=args.get('attack_eps', 0.1),
@@ -187,7 +189,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                   dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
                   train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
                   precision=f"{args.get('amp_dtype', 'bfloat16')} autocast" if args.get('amp') else 'fp32',
-                  recipe=_repo_relative(recipe_path) if recipe_path else None, sha256=sha,
+                  recipe=_relative(recipe_path) if recipe_path else None, sha256=sha,
                   **({'checks_not_passed': not_passed} if (not_passed := _checks_not_passed(records)) else {}),
                   **({'stopped_early': True, 'epochs_run': final.get('epochs_run'),
                       'kept_epoch': (final.get('best') or {}).get('epoch')} if final.get('stopped_early') else {}),

@@ -7,7 +7,7 @@ from .._io import sha256_file
 from ..evaluation.autoattack import is_autoattack, is_subset
 from ..models._pretrained import WEIGHTS_NAME
 from .cost import cost_markdown
-from .recipes import _repo_relative
+from .recipes import _relative
 from .reference import reference_markdown
 from .records import _DATA_LICENSES, _DATASETS, _headline, _md_cell, _pct, _protocols, _wilson
 
@@ -52,6 +52,11 @@ def _recipe_change_rows(args: Mapping[str, Any]) -> List[str]:
     return rows
 
 
+def _rounded(values) -> tuple:
+    """A normalization buffer as the card shows it: a tuple of floats to 4 decimals."""
+    return tuple(round(float(v), 4) for v in values.flatten())
+
+
 def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records, dataset, images, sha, folder,
                recipe_path, attack_cfg, run, bank=None, overfit=None, reference=None, cost=None) -> str:
     _, display, data_text = _DATASETS.get(dataset, (dataset, dataset, f'{dataset}.'))
@@ -71,8 +76,8 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         'model.',
         '',
         f"Under the `{t['id']}` threat model ({t['norm']}, eps {t['eps']:g}), on the first {first['n_examples']} test "
-        f"images: **robust accuracy {_pct(first['robust_accuracy'])}** (worst case per image over {attacks}; Wilson 95% "
-        f"{_pct(lo)} to {_pct(hi)}), clean accuracy {_pct(first['clean_accuracy'])} (Wilson 95% "
+        f"images: **robust accuracy {_pct(first['robust_accuracy'])}** (worst case per image over {attacks}; Wilson "
+        f"95% {_pct(lo)} to {_pct(hi)}), clean accuracy {_pct(first['clean_accuracy'])} (Wilson 95% "
         f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[0])} to "
         f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[1])})."
         + _stronger_attacks_text(records, first)
@@ -106,8 +111,8 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         f'| activation | `{activation}` |',
         f'| parameters | {n_params:,} |',
         f"| input | {'x'.join(str(s) for s in model.pretrained_cfg['input_size'])}, values in [0, 1] |",
-        f'| normalization (inside the model) | mean {tuple(round(float(v), 4) for v in model.normalize.mean.flatten())}, '
-        f'std {tuple(round(float(v), 4) for v in model.normalize.std.flatten())} |',
+        f'| normalization (inside the model) | mean {_rounded(model.normalize.mean)}, '
+        f'std {_rounded(model.normalize.std)} |',
         f'| classes | {model.num_classes} ({display}) |',
         '',
         '## Training',
@@ -116,10 +121,11 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         '|---|---|',
     ]
     if recipe_path:
-        lines.append(f'| recipe | `{_repo_relative(recipe_path)}` (flags on top of it: `args.yaml`) |')
+        lines.append(f'| recipe | `{_relative(recipe_path)}` (flags on top of it: `args.yaml`) |')
     if attack_cfg:
         lines += [
-            f"| attack | {args['attack']}, {attack_cfg.norm} eps {attack_cfg.eps:g}, step {attack_cfg.resolved_step_size:.4g}"
+            f"| attack | {args['attack']}, {attack_cfg.norm} eps {attack_cfg.eps:g}, "
+            f"step {attack_cfg.resolved_step_size:.4g}"
             + (f", {attack_cfg.steps} steps" if args['attack'] not in ('fgsm-rs', 'n-fgsm') else '')
             + (', noise 2 eps, no projection' if args['attack'] == 'n-fgsm' else '')
             + (f", TRADES beta {args.get('trades_beta')}" if args['attack'] == 'trades' else '') + ' |',
@@ -153,7 +159,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         '</details>',
         '',
         'Reproduce with `python train/train_at.py '
-        + (f'-c {_repo_relative(recipe_path)} --model {args.get("model")} --seed {args.get("seed", 0)}'
+        + (f'-c {_relative(recipe_path)} --model {args.get("model")} --seed {args.get("seed", 0)}'
            if recipe_path else '-c args.yaml') + (f' --model-kwargs sparta_bank={bank["source"]}' if bank else '')
         + '`' + ('' if recipe_path else ' (the args.yaml of this repo)') + '.',
         '',
@@ -185,9 +191,9 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
                          f"{_pct(p['value'])} | {_pct(p['ci'][0])} to {_pct(p['ci'][1])} |")
     subsets = sorted({a for record in records for a in record.get('attacks', {}) if is_subset(a)})
     if subsets:
-        lines += ['', f"{', '.join(subsets)}: AutoAttack's attacks alone (the authors' `pyautoattack`) with the settings "
-                      'of AutoAttack standard (for Linf and L2: APGD-CE 1 restart, APGD-T 9 target classes, FAB-T 9, Square 5,000 '
-                      'queries), so each is that part of AutoAttack standard.']
+        lines += ['', f"{', '.join(subsets)}: AutoAttack's attacks alone (the authors' `pyautoattack`) with the "
+                      'settings of AutoAttack standard (for Linf and L2: APGD-CE 1 restart, APGD-T 9 target classes, '
+                      'FAB-T 9, Square 5,000 queries), so each is that part of AutoAttack standard.']
     for i, record in enumerate(records):
         versions = ', '.join(f'{k} {v}' for k, v in record.get('versions', {}).items())
         lines += ['', f"Sanity checks of record {i + 1} (`{record['threat_model']['id']}`, n = {record['n_examples']}, "
@@ -213,9 +219,11 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         lines += ['', '</details>']
     if (folder / 'sparta_bank.safetensors').is_file():
         lines += ['', '## Sparta bank', '',
-                  f'`sparta_bank.safetensors` holds this model\'s trained Sparta units on their own, to reuse them '
-                  f'(frozen) in another CNN: `timm.create_model("robust_zoo/resnet56_sparta_at", sparta_bank="{name}")` '
-                  'or `robust_zoo.sparta.load_bank(model, ...)`; the unit mapping is documented in `robust_zoo/sparta.py`.']
+                  '`sparta_bank.safetensors` holds this model\'s trained Sparta units on their own, to reuse them '
+                  '(frozen) in a robust_zoo Sparta CNN: '
+                  f'`timm.create_model("robust_zoo/{arch}", sparta_bank="{name}")` (any other Sparta architecture in '
+                  f'place of `{arch}`) or `robust_zoo.sparta.load_bank(model, ...)`; the unit mapping is documented in '
+                  '`robust_zoo/sparta.py`.']
     aa_parts = list(dict.fromkeys(a for r in records for a in r['attacks'] if is_autoattack(a)))
     full_aa = any(a.startswith('autoattack-') for a in aa_parts)
     lines += [
@@ -235,20 +243,20 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
                   for c in record.get('checks', []) if c.get('status') in ('WARN', 'FAIL')]
     if overfit:
         epochs = ', '.join(str(e) for e in overfit['epochs'])
-        seen = (f"at epoch {overfit['epoch']} its {args.get('attack')} training accuracy {overfit['train_adv_acc']:.3f} "
-                f"was more than {overfit['gap_threshold']:g} above its validation {args.get('val_attack', 'pgd-10')} "
-                f"accuracy {overfit['val_robust_acc']:.3f}")
+        seen = (f"at epoch {overfit['epoch']} its {args.get('attack')} training accuracy "
+                f"{overfit['train_adv_acc']:.3f} was more than {overfit['gap_threshold']:g} above its validation "
+                f"{args.get('val_attack', 'pgd-10')} accuracy {overfit['val_robust_acc']:.3f}")
         if overfit['kept_weights_affected']:
             lines.append(f'- **This run overfit catastrophically** (Wong et al. 2020): {seen}, and the shipped weights '
                          f'are from that epoch (epochs showing it, from 0: {epochs}). Its robust accuracy shows a '
-                         'failure of single-step training, not what the activation can reach; the README gives its '
-                         'verdicts with and without such runs (rule: `robust_zoo/training/overfitting.py`).')
+                         'failure of single-step training, not what the activation can reach (rule: '
+                         '`robust_zoo/training/overfitting.py`).')
         else:
             lines.append(f'- Catastrophic overfitting appeared at epoch(s) {epochs} (Wong et al. 2020; {seen}); the '
                          f"shipped weights are from epoch {overfit['kept_epoch']}, before it.")
     lines += [
-        f"- The evaluation covers the first {', '.join(str(n) for n in sorted({r['n_examples'] for r in records}))} test images "
-        '(see the Wilson intervals); one training seed.',
+        f"- The evaluation covers the first {', '.join(str(n) for n in sorted({r['n_examples'] for r in records}))} "
+        'test images (see the Wilson intervals); one training seed.',
         f'- A small research model for {display}; not for deployment or other data.',
         '',
         '## License',

@@ -7,8 +7,8 @@ project's choice, set from its own runs: the published Fashion-MNIST N-FGSM runs
 under 0.1 (tests/test_published.py checks it on every card), while a run whose test PGD-20 accuracy collapsed shows
 far more (0.43 for resnet32_relu_at.fmnist2ep_s1). The epochs where a failure starts can sit below the threshold;
 the rule flags the run once it is clear. `train_at.py` logs the finding at the end of an epoch; a model card
-records it, and the README's leaderboard and transfer verdicts are given with and without the runs whose kept
-weights show it.
+records it, the leaderboard marks it (co), and the project's claim and transfer verdicts (docs/claims.md) are
+given with and without the runs whose kept weights show it.
 """
 import re
 from typing import Any, Iterable, List, Mapping, Optional
