@@ -1,6 +1,7 @@
-"""Evaluation states written before the evaluator was split into protocol / runner / checklist resume with today's
-code, as the half-done evaluations carried in train/pending/ must: tests/fixtures/eval_states/ holds a run stopped
-in its third batch and a finished one, both written by the unsplit evaluator (make_states.py says how)."""
+"""What callers of the evaluator from before its split into protocol / runner / checklist rely on keeps working:
+the states they wrote resume, as the half-done evaluations carried in train/pending/ must (tests/fixtures/
+eval_states/ holds a run stopped in its third batch and a finished one, both written by the unsplit evaluator;
+make_states.py says how), the record's former name still works, and the public import paths still import."""
 import importlib.util
 import json
 import shutil
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from robust_zoo.evaluation import evaluate, protocol
+import robust_zoo
+from robust_zoo.evaluation import EvalRecord, evaluate, protocol
 
 FIXTURES = Path(__file__).parent / 'fixtures' / 'eval_states'
 _spec = importlib.util.spec_from_file_location('make_states', FIXTURES / 'make_states.py')
@@ -76,3 +78,23 @@ def test_an_old_state_still_refuses_another_evaluation(tmp_path, change, differs
     with pytest.raises(ValueError, match=differs):
         evaluate(states.toy_model(), states.toy_threat(), data=states.toy_data(states.HALF_DONE['n']),
                  state_path=state, **{**kwargs, **change})
+
+
+def test_the_records_former_name_is_the_record_with_a_deprecation_warning():
+    # robust_zoo's EvalResult was renamed: huggingface_hub.EvalResult (a model-index entry) is another thing
+    from robust_zoo.evaluation import result
+    with pytest.warns(DeprecationWarning, match='EvalRecord'):
+        from robust_zoo.evaluation import EvalResult
+    with pytest.warns(DeprecationWarning, match='EvalRecord'):
+        assert result.EvalResult is EvalResult is EvalRecord
+    with pytest.raises(AttributeError):
+        robust_zoo.evaluation.NoSuchThing
+
+
+def test_the_evaluators_public_names_import_from_where_they_did():
+    from robust_zoo.evaluation.evaluator import (  # noqa: F401
+        CHECKS, FAST_CHECKS, EvalStateError, attack_settings, compiled_for_attacks, evaluate, load_eval_data,
+        make_attack,
+    )
+    assert robust_zoo.evaluate is evaluate and issubclass(EvalStateError, ValueError)
+    assert attack_settings('pgd-20', states.toy_threat())['step_size'] == pytest.approx(2.5 * states.EPS / 20)
