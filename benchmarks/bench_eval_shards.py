@@ -103,7 +103,7 @@ def _rank(rank: int, world: int, threads: int, init: str, out: str, model: Tuple
 
 def evaluate_sharded(world: int, threads: int, model: Tuple[str, Optional[str]], n: int,
                      **kwargs: Any) -> Tuple[float, Dict[str, Any]]:
-    """(seconds, EvalResult dict) of `evaluate(model, 'fashion-mnist-linf', data=first n test points, **kwargs)`
+    """(seconds, EvalRecord dict) of `evaluate(model, 'fashion-mnist-linf', data=first n test points, **kwargs)`
     over `world` spawned gloo processes with `threads` intra-op threads each."""
     with tempfile.TemporaryDirectory() as tmp:
         init, out = os.path.join(tmp, 'init'), os.path.join(tmp, 'out.json')

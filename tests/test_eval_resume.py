@@ -7,13 +7,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from robust_zoo.evaluation import evaluate, evaluator
+from robust_zoo.evaluation import evaluate, protocol, resume
 from robust_zoo.evaluation.state import EvalStateError
 from robust_zoo.threat_models import ThreatModel
 
 THREAT = ThreatModel('toy', 'toy', 'Linf', 0.05, ('pgd-5',), 40, 'none')
 ATTACKS = ['pgd-5', 'fgsm']
-MAKE_ATTACK = evaluator.make_attack
+MAKE_ATTACK = protocol.make_attack
 
 
 def _model_and_data(n=40):
@@ -51,7 +51,7 @@ class _Interrupt:
                 return attack(m, x, y)
             return counted
 
-        monkeypatch.setattr(evaluator, 'make_attack', make)
+        monkeypatch.setattr(protocol, 'make_attack', make)
 
 
 @pytest.mark.parametrize('attacks, n', [(ATTACKS, 24), (['apgd-ce'], 12)])  # ours; AutoAttack's through its adapter
@@ -112,7 +112,7 @@ def test_an_autoattack_subset_state_from_before_the_standard_settings_is_refused
 def test_parameters_are_frozen_during_the_run_and_restored(monkeypatch):
     model, data = _model_and_data(8)
     seen = []
-    monkeypatch.setattr(evaluator, 'make_attack', lambda *a, **k: lambda m, x, y: seen.append(
+    monkeypatch.setattr(protocol, 'make_attack', lambda *a, **k: lambda m, x, y: seen.append(
         any(p.requires_grad for p in m.parameters())) or MAKE_ATTACK(*a, **k)(m, x, y))
     evaluate(model, THREAT, data=data, attacks=['pgd-5'], checks=False)
     assert seen == [False] and all(p.requires_grad and p.grad is None for p in model.parameters())
@@ -125,8 +125,8 @@ def _rank(rank, world, init, out, state):
     dist.init_process_group('gloo', init_method=f'file://{init}', rank=rank, world_size=world)
     try:
         saves = []
-        real = evaluator.save_state
-        evaluator.save_state = lambda *a: saves.append(1) or real(*a)
+        real = resume.save_state
+        resume.save_state = lambda *a: saves.append(1) or real(*a)
         model, data = _model_and_data()
         plain = evaluate(model, THREAT, data=data, attacks=ATTACKS, batch_size=8,
                          checks=['budget', 'steps_convergence', 'restarts'], probe=8)

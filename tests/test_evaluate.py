@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import robust_zoo  # noqa: F401
-from robust_zoo.evaluation import EvalResult, evaluate, wilson_interval
+from robust_zoo.evaluation import EvalRecord, evaluate, wilson_interval
 from robust_zoo.threat_models import ThreatModel
 
 
@@ -50,14 +50,14 @@ def test_an_attack_beyond_the_margin_breaks_the_model():
 def test_robust_accuracy_is_the_per_sample_worst_case(monkeypatch):
     """Two attacks that each break a different half of the images: each leaves 50%, together nothing survives, so
     the robust accuracy is the per-image worst case, not the lowest attack's accuracy."""
-    from robust_zoo.evaluation import evaluator
+    from robust_zoo.evaluation import protocol
 
     def breaks(parity):
         def attack(model, x, y):  # one class brighter (the last one darker) for the labels of this parity
             shift = torch.where(y == 9, -0.1, 0.1).view(-1, 1, 1, 1) * (y % 2 == parity).view(-1, 1, 1, 1)
             return x + shift
         return attack
-    monkeypatch.setattr(evaluator, 'make_attack', lambda spec, *a, **k: breaks(0 if spec == 'fgsm' else 1))
+    monkeypatch.setattr(protocol, 'make_attack', lambda spec, *a, **k: breaks(0 if spec == 'fgsm' else 1))
     threat = ThreatModel('toy', 'toy', 'Linf', 0.2, ('fgsm', 'pgd-10'), 40, 'none')
     result = evaluate(BrightnessClassifier(), threat, data=_toy_data(), batch_size=16, checks=False)
     assert result.clean_accuracy == 1.0 and result.attacks == {'fgsm': 0.5, 'pgd-10': 0.5}
@@ -172,7 +172,7 @@ def test_datasets_without_a_loader_ask_for_data():
 
 
 def test_result_is_an_evalresult():
-    assert isinstance(evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(10)), EvalResult)
+    assert isinstance(evaluate(BrightnessClassifier(), _toy_threat(0.02), data=_toy_data(10)), EvalRecord)
 
 
 def _check(result, name):
@@ -239,9 +239,9 @@ def test_a_cfg_that_disagrees_with_a_working_model_does_not_refuse_the_images():
 # --- attack specs, autocast, progress ------------------------------------------------------------------------
 
 def test_attack_specs_with_restarts_and_dlr(monkeypatch):
-    from robust_zoo.evaluation import evaluator, make_attack
+    from robust_zoo.evaluation import make_attack, protocol
     calls = []
-    monkeypatch.setattr(evaluator, 'pgd', lambda m, x, y, **kw: calls.append(kw) or x)
+    monkeypatch.setattr(protocol, 'pgd', lambda m, x, y, **kw: calls.append(kw) or x)
     threat = ThreatModel('toy', 'toy', 'Linf', 0.1, ('pgd-10',), 10, 'none')
     x, y = _toy_data(2)
     for spec in ('pgd-20', 'PGD-20x5', 'pgd-dlr-20', 'pgd-dlr-10x3'):
@@ -380,16 +380,16 @@ def test_amp_reattacks_in_fp32_the_points_broken_only_in_bf16():
 
 
 def test_compiled_attacks_give_the_eager_numbers_and_compile_once():
-    from robust_zoo.evaluation import evaluator
-    from robust_zoo.evaluation.evaluator import compiled_for_attacks
+    from robust_zoo.evaluation import runner
+    from robust_zoo.evaluation.runner import compiled_for_attacks
     model = timm.create_model('robust_zoo/mlp3_relu_at')
     keys = list(model.state_dict())
     data = torch.rand(24, 1, 28, 28), torch.arange(24) % 10
     eager = evaluate(model, 'fashion-mnist-linf', attacks=['pgd-3'], data=data, checks=False, batch_size=8)
-    assert model not in evaluator._COMPILED  # an eager evaluation compiles nothing
+    assert model not in runner._COMPILED  # an eager evaluation compiles nothing
     fast = evaluate(model, 'fashion-mnist-linf', attacks=['pgd-3'], data=data, checks=False, batch_size=8, compile=True)
     assert fast.attacks == eager.attacks and fast.clean_accuracy == eager.clean_accuracy
-    compiled = evaluator._COMPILED[model]  # compile=True made the compiled copy ...
+    compiled = runner._COMPILED[model]  # compile=True made the compiled copy ...
     assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
     evaluate(model, 'fashion-mnist-linf', attacks=['pgd-3'], data=data, checks=False, batch_size=8, compile=True)
     assert compiled_for_attacks(model) is compiled  # ... and later evaluations reuse it

@@ -102,7 +102,8 @@ def test_sat_resnet_lists_cover_every_released_activation():
 def test_the_plan_covers_exactly_sat_resnet50s_own_variables(act):
     """Every variable of SAT's graph (its ModelSaver's global ones and the EMA/ summaries) is placed in the target
     or ignored by a documented rule (RESNET_IGNORED), and every target tensor gets one, at its shape."""
-    from robust_zoo.convert.sat import RESNET_IGNORED, _ignored, plan_sat_resnet
+    from robust_zoo.convert.sat import RESNET_IGNORED, plan_sat_resnet
+    from robust_zoo.convert.tf_checkpoint import ignored as _ignored
     graph = SAT_RESNET[act]
     shapes = {n: s for kind in ('global_variables', 'local_variables') for n, (s, _) in graph[kind].items()}
     model = timm.create_model(f'robust_zoo/resnet50_{act}_at.sat_in1k', device='meta')
@@ -136,7 +137,8 @@ SAT_EFFICIENTNET = json.loads((FIXTURES / 'sat_efficientnet.json').read_text())[
 def test_the_plan_covers_exactly_sat_efficientnets_own_variables(name):
     """SAT's training graph (weights, BN statistics, RMSProp slots, EMA shadows, global_step): the target's tensors
     come from the raw weights, or for L1-Enhanced from their shadows; every other variable is skipped by a rule."""
-    from robust_zoo.convert.sat import EFFICIENTNET_IGNORED, EMA_SUFFIX, _ignored, plan_sat_efficientnet
+    from robust_zoo.convert.sat import EFFICIENTNET_IGNORED, EMA_SUFFIX, plan_sat_efficientnet
+    from robust_zoo.convert.tf_checkpoint import ignored as _ignored
     target = TARGETS[name]
     source = target.extra['source_name'].replace('-enhanced', '')
     shapes = {n: s for n, (s, _) in SAT_EFFICIENTNET[source]['global_variables'].items()}

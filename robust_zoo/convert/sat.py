@@ -2,7 +2,7 @@
 
 Source code read: github.com/cihangxie/SmoothAdversarialTraining at 988c080 (MIT license, both the repo's
 LICENSE and EfficientNet/LICENSE), and tensorpack (github.com/tensorpack/tensorpack) for its layers' variable
-names. Both readers are name-based: `tf.train.load_checkpoint(prefix)` lists `name -> shape` and every name
+names. Both readers are name-based (`tf_checkpoint.py`: reading, layouts, the all-or-nothing check): every name
 must be mapped, or ignored by one of the documented patterns below; anything else is a ConversionError.
 
 ResNet-50, source `sat-resnet50` (ResNet/resnet_model.py, nets.py, adv_model.py, main.py, download_resnet.py)
@@ -75,33 +75,28 @@ the stated 0.9) and SiLU 69.7 / 42.3, EfficientNet-L1 82.2 / 58.6, which the REA
 L1-Enhanced. The abstract's attack is recorded as PGD-200, the protocol robust_zoo's `imagenet-linf-sat`
 ascribes to the paper. The README's EfficientNet table has clean accuracy only: it is in the targets' notes.
 
-Layouts: conv kernels HWIO -> OIHW, depthwise HWC1 -> C1HW, dense [in, out] -> [out, in]; BatchNorm
-`num_batches_tracked` (not in TF) keeps the model's 0. TensorFlow is imported only when a checkpoint is read.
 tests/test_convert_sat.py checks all of this against TF forward passes on checkpoints with these names.
 """
-import os
 import re
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from . import ConversionError, Reported, Source, Target, listing, register_source, register_target
+from . import ConversionError, Reported, Source, Target, register_source, register_target
+from .tf_checkpoint import (
+    PathLike, Plan, TFCheckpoint, checkpoint_prefix, finish_plan, ignored, state_dict_from,
+)
 
 __all__ = [
     'RESNET_IGNORED', 'EFFICIENTNET_IGNORED', 'EMA_SUFFIX', 'TFCheckpoint', 'checkpoint_prefix', 'load_sat_resnet',
     'load_sat_efficientnet', 'plan_sat_resnet', 'plan_sat_efficientnet',
 ]
 
-PathLike = Union[str, Path]
-Plan = Dict[str, Tuple[str, str]]  # model key -> (TF variable name, layout)
-
 ORIGIN_URL = 'https://github.com/cihangxie/SmoothAdversarialTraining'
 PAPER = 'Xie, Tan, Gong, Yuille, Le: Smooth Adversarial Training (arXiv:2006.14536, 2020)'
 LICENSE = 'mit'
 THREAT_MODEL = 'imagenet-linf-sat'
-INSTALL_HINT = "pip install 'robust-zoo[convert-tf]'"
 EMA_SUFFIX = '/ExponentialMovingAverage'
 
 # (pattern, why) of variables that are in the checkpoints by design and are no part of the network
@@ -117,130 +112,7 @@ EFFICIENTNET_IGNORED: Tuple[Tuple[str, str], ...] = (
 )
 
 
-# --- reading -------------------------------------------------------------------------------------------------
-
-def checkpoint_prefix(path: PathLike) -> Path:
-    """The TF checkpoint prefix of `path`: the prefix itself, its .index, .meta or .data-* file, or a folder
-    holding exactly one checkpoint (download_*.py writes one folder per model)."""
-    path = Path(path)
-    if path.is_dir():
-        indexes = sorted(path.glob('*.index'))
-        if len(indexes) != 1:
-            raise ConversionError(f'{path}: expected one TF checkpoint (<prefix>.index) in the folder, found '
-                                  f'{len(indexes)}; give the .index file.')
-        path = indexes[0]
-    prefix = path.with_name(re.sub(r'\.(index|meta|data-\d+-of-\d+)$', '', path.name))
-    if not prefix.with_name(prefix.name + '.index').is_file():
-        raise ConversionError(f'{prefix}.index not found: a TF checkpoint is <prefix>.index plus '
-                              f'<prefix>.data-00000-of-00001; give either file or the prefix.')
-    return prefix
-
-
-def _tensorflow() -> Any:
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    try:
-        import tensorflow as tf
-    except ImportError as e:
-        raise ConversionError(f'reading TensorFlow checkpoints needs TensorFlow: {INSTALL_HINT}') from e
-    return tf
-
-
-class TFCheckpoint:
-    """A name-based TF checkpoint: `shapes` (name -> shape) and `get(name)` as a float32 tensor."""
-
-    def __init__(self, path: PathLike):
-        self.prefix = checkpoint_prefix(path)
-        tf = _tensorflow()
-        try:
-            self._reader = tf.train.load_checkpoint(str(self.prefix))
-        except Exception as e:  # TF raises its own error types for corrupt or foreign files
-            raise ConversionError(f'{self.prefix}: not a readable TensorFlow checkpoint ({e}).') from e
-        self.shapes = {k: tuple(v) for k, v in self._reader.get_variable_to_shape_map().items()}
-
-    def get(self, name: str) -> torch.Tensor:
-        import numpy as np
-        try:
-            value = self._reader.get_tensor(name)
-        except Exception as e:  # a .data file shorter than its .index says: TF's DataLoss / OutOfRange
-            raise ConversionError(f'{self.prefix}: cannot read {name} ({type(e).__name__}); a truncated or '
-                                  f'corrupt .data file?') from e
-        return torch.from_numpy(np.array(value, dtype=np.float32))
-
-
-# --- layouts ---------------------------------------------------------------------------------------------------
-
-def _layout_shape(kind: str, shape: Sequence[int]) -> Optional[Tuple[int, ...]]:
-    """The shape after `_apply_layout`, or None when `shape` cannot have that layout."""
-    shape = tuple(shape)
-    if kind in ('conv', 'conv_bgr', 'dw') and len(shape) == 4:
-        h, w, i, o = shape
-        return (i * o, 1, h, w) if kind == 'dw' else (o, i, h, w)
-    if kind == 'dense' and len(shape) == 2:
-        return shape[1], shape[0]
-    if kind == 'vec' and len(shape) >= 1 and all(d == 1 for d in shape[:-1]):
-        return (shape[-1],)
-    if kind == 'scalar' and all(d == 1 for d in shape):
-        return ()
-    return None
-
-
-def _apply_layout(kind: str, t: torch.Tensor) -> torch.Tensor:
-    if kind == 'conv':
-        return t.permute(3, 2, 0, 1).contiguous()
-    if kind == 'conv_bgr':  # the source's stem sees BGR; robust_zoo feeds RGB
-        return t.permute(3, 2, 0, 1).flip(1).contiguous()
-    if kind == 'dw':
-        h, w, c, m = t.shape
-        return t.permute(2, 3, 0, 1).reshape(c * m, 1, h, w).contiguous()
-    if kind == 'dense':
-        return t.t().contiguous()
-    if kind == 'vec':
-        return t.reshape(-1).contiguous()
-    if kind == 'scalar':
-        return t.reshape(())
-    raise ValueError(kind)
-
-
 # --- planning: names and shapes only -----------------------------------------------------------------------------
-
-def _finish_plan(source: str, model: nn.Module, shapes: Mapping[str, Sequence[int]],
-                 mapped: Dict[str, Tuple[str, str]], unmapped: List[str]) -> Plan:
-    """Check a name mapping (TF name -> (model key, layout)) against the model; raise naming every problem."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()
-                if not k.endswith('num_batches_tracked') and not k.startswith('normalize.')}
-    plan: Plan = {}
-    no_place, duplicate, wrong_shape = [], [], []
-    for name, (key, kind) in sorted(mapped.items()):
-        if key not in expected:
-            no_place.append(f'{name} (-> {key})')
-        elif key in plan:
-            duplicate.append(f'{name} and {plan[key][0]} (-> {key})')
-        else:
-            shape = _layout_shape(kind, shapes[name])
-            if shape != expected[key]:
-                wrong_shape.append(f'{name} {list(shapes[name])} -> {key} {list(expected[key])}')
-            plan[key] = (name, kind)
-    missing = [k for k in expected if k not in plan]
-    problems = []
-    if unmapped:
-        problems.append(f'{len(unmapped)} checkpoint variables map to nothing: {listing(sorted(unmapped))}')
-    if no_place:
-        problems.append(f'{len(no_place)} variables have no place in {type(model).__name__} (another activation or '
-                        f'architecture?): {listing(no_place)}')
-    if duplicate:
-        problems.append(f'variables map to the same tensor: {listing(duplicate)}')
-    if wrong_shape:
-        problems.append(f'{len(wrong_shape)} shapes differ: {listing(wrong_shape)}')
-    if missing:
-        problems.append(f'{len(missing)} model tensors get no variable: {listing(missing)}')
-    if problems:
-        raise ConversionError(f'{source}: ' + '; '.join(problems) + '.')
-    return plan
-
-
-def _ignored(name: str, patterns: Sequence[Tuple[str, str]]) -> bool:
-    return any(re.search(p, name) for p, _ in patterns)
-
 
 _TP_BN = {'gamma': 'weight', 'beta': 'bias', 'mean/EMA': 'running_mean', 'variance/EMA': 'running_var'}
 _RESNET_RULES: Tuple[Tuple[str, Callable[[re.Match], Tuple[str, str]]], ...] = (
@@ -268,7 +140,7 @@ def plan_sat_resnet(shapes: Mapping[str, Sequence[int]], model: nn.Module, sourc
     """model key -> (tensorpack variable, layout) for a ResNetAT, from the checkpoint's names and shapes alone."""
     mapped, unmapped = {}, []
     for name in shapes:
-        if _ignored(name, RESNET_IGNORED):
+        if ignored(name, RESNET_IGNORED):
             continue
         for pattern, rule in _RESNET_RULES:
             m = re.fullmatch(pattern, name)
@@ -277,7 +149,7 @@ def plan_sat_resnet(shapes: Mapping[str, Sequence[int]], model: nn.Module, sourc
                 break
         else:
             unmapped.append(name)
-    return _finish_plan(source, model, shapes, mapped, unmapped)
+    return finish_plan(source, model, shapes, mapped, unmapped)
 
 
 _TF_BN = {'gamma': 'weight', 'beta': 'bias', 'moving_mean': 'running_mean', 'moving_variance': 'running_var'}
@@ -359,7 +231,7 @@ def plan_sat_efficientnet(shapes: Mapping[str, Sequence[int]], model: nn.Module,
                               f'{want[1].upper()}; download the matching checkpoint.')
     mapped, unmapped = {}, []
     for name in shapes:
-        if _ignored(name, EFFICIENTNET_IGNORED):
+        if ignored(name, EFFICIENTNET_IGNORED):
             continue
         is_shadow = name.endswith(EMA_SUFFIX)
         base = name[:-len(EMA_SUFFIX)] if is_shadow else name
@@ -375,21 +247,10 @@ def plan_sat_efficientnet(shapes: Mapping[str, Sequence[int]], model: nn.Module,
             unmapped.append(f'{name} (has no {EMA_SUFFIX} shadow, which this target uses)')
         else:
             mapped[name] = key
-    return _finish_plan(source, model, shapes, mapped, unmapped)
+    return finish_plan(source, model, shapes, mapped, unmapped)
 
 
 # --- loading ---------------------------------------------------------------------------------------------------------
-
-def _state_dict(plan: Plan, ckpt: TFCheckpoint, model: nn.Module) -> Dict[str, torch.Tensor]:
-    state = {}
-    for key, value in model.state_dict().items():
-        if key in plan:
-            name, kind = plan[key]
-            state[key] = _apply_layout(kind, ckpt.get(name)).to(value.dtype)
-        else:  # num_batches_tracked (not in TF) and the normalize constants of the tag's cfg
-            state[key] = value.detach().clone()
-    return state
-
 
 def _check_input_scaling(model: nn.Module, source: str, example: str) -> None:
     norm = getattr(model, 'normalize', None)
@@ -424,7 +285,7 @@ def load_sat_resnet(checkpoint: PathLike, model: nn.Module) -> Dict[str, torch.T
     """The state dict of a ResNetAT (built from its `.sat_in1k` tag) from a SAT tensorpack checkpoint."""
     _check_resnet(model, 'sat-resnet50')
     ckpt = TFCheckpoint(checkpoint)
-    return _state_dict(plan_sat_resnet(ckpt.shapes, model), ckpt, model)
+    return state_dict_from(plan_sat_resnet(ckpt.shapes, model), ckpt, model)
 
 
 def _target_extra(model: nn.Module) -> Mapping[str, Any]:
@@ -435,7 +296,8 @@ def _target_extra(model: nn.Module) -> Mapping[str, Any]:
     return target.extra if target is not None else {}
 
 
-def load_sat_efficientnet(checkpoint: PathLike, model: nn.Module, ema: Optional[bool] = None) -> Dict[str, torch.Tensor]:
+def load_sat_efficientnet(checkpoint: PathLike, model: nn.Module,
+                          ema: Optional[bool] = None) -> Dict[str, torch.Tensor]:
     """The state dict of an EfficientNetAT (built from its `.sat_*` tag) from a SAT EfficientNet checkpoint;
     `ema` defaults to what the target's tag says (True for L1-Enhanced)."""
     from timm.layers import Conv2dSame
@@ -449,7 +311,7 @@ def load_sat_efficientnet(checkpoint: PathLike, model: nn.Module, ema: Optional[
                               f'efficientnet_<size>_silu_at.sat_* model.')
     ema = bool(_target_extra(model).get('ema', False)) if ema is None else ema
     ckpt = TFCheckpoint(checkpoint)
-    return _state_dict(plan_sat_efficientnet(ckpt.shapes, model, ema=ema), ckpt, model)
+    return state_dict_from(plan_sat_efficientnet(ckpt.shapes, model, ema=ema), ckpt, model)
 
 
 # --- registry ----------------------------------------------------------------------------------------------------
@@ -462,13 +324,15 @@ register_source(Source(
     files=_FILES.format(script='ResNet/download_resnet.py --model_name Res50-<act>'), load=load_sat_resnet,
     requires='robust-zoo[convert-tf]'))
 register_source(Source(
-    id='sat-efficientnet', description="SAT's EfficientNet-B0..B7 and L1 (TF EfficientNet code, name-based checkpoints)",
+    id='sat-efficientnet',
+    description="SAT's EfficientNet-B0..B7 and L1 (TF EfficientNet code, name-based checkpoints)",
     files=_FILES.format(script='EfficientNet/download_efficientnet.py --model_name efficientnet-<size>'),
     load=load_sat_efficientnet, requires='robust-zoo[convert-tf]'))
 
 _README = 'SAT README, ResNet-50 table'
-_README_NOTE = ('The README table evaluates untargeted PGD at eps 4/255, step 1/255, from a random start (ResNet/main.py, '
-                'adv_model.py) with its own loader; its headers say "error rate" but the values are accuracies.')
+_README_NOTE = ('The README table evaluates untargeted PGD at eps 4/255, step 1/255, from a random start '
+                '(ResNet/main.py, adv_model.py) with its own loader; its headers say "error rate" but the values are '
+                'accuracies.')
 _ABSTRACT = 'Xie et al. 2020, arXiv:2006.14536, abstract (also the SAT README introduction)'
 # README table: clean, PGD-10, PGD-20, PGD-50 (%); softplus and mish are released without numbers
 _RESNET50_README = {
@@ -490,7 +354,8 @@ def _resnet50_reported(act: str) -> Tuple[Reported, ...]:
     out = []
     if act in _RESNET50_README:
         clean, *robust = _RESNET50_README[act]
-        out += [Reported(_frac(clean), _frac(r), f'PGD-{k}', THREAT_MODEL, 50000, _README) for k, r in zip((10, 20, 50), robust)]
+        out += [Reported(_frac(clean), _frac(r), f'PGD-{k}', THREAT_MODEL, 50000, _README)
+                for k, r in zip((10, 20, 50), robust)]
     if act in _RESNET50_PAPER:
         clean, robust = _RESNET50_PAPER[act]
         out.append(Reported(_frac(clean), _frac(robust), 'PGD-200', THREAT_MODEL, 50000, _ABSTRACT))
@@ -521,14 +386,16 @@ for _size, _clean in _EFFICIENTNET_CLEAN.items():
     _arch = 'l1' if _enhanced else _size
     _src = 'efficientnet-bL1' + ('-enhanced' if _enhanced else '') if _arch == 'l1' else f'efficientnet-{_size}'
     register_target(Target(
-        name=f'efficientnet_{_arch}_silu_at.{"sat_enhanced_in1k" if _enhanced else "sat_in1k"}', source='sat-efficientnet',
+        name=f'efficientnet_{_arch}_silu_at.{"sat_enhanced_in1k" if _enhanced else "sat_in1k"}',
+        source='sat-efficientnet',
         origin_url=ORIGIN_URL,
         download=f'`python EfficientNet/download_efficientnet.py --model_name {_src}` in {ORIGIN_URL} (gdown from '
                  f'Google Drive; writes {_src}/{_src}.index and .data-00000-of-00001).',
         license=LICENSE, paper=PAPER, eval_threat_models=(THREAT_MODEL,),
         reported=(Reported(0.822, 0.586, 'PGD-200', THREAT_MODEL, 50000, _ABSTRACT),) if _enhanced else (),
-        notes=(f'SAT EfficientNet-{_arch.upper()} (SiLU), adversarially trained at Linf 4/255. TF "same" padding, BN eps '
-               f'1e-5 and [-1, 1] RGB inputs as the README evaluates it. The README reports {_clean}% clean accuracy'
+        notes=(f'SAT EfficientNet-{_arch.upper()} (SiLU), adversarially trained at Linf 4/255. TF "same" padding, '
+               f'BN eps 1e-5 and [-1, 1] RGB inputs as the README evaluates it. The README reports {_clean}% clean '
+               'accuracy'
                + (' with the exponential moving average of the weights, which this conversion takes.' if _enhanced
                   else ' and no robustness for it (TODO in the README).')),
         extra=dict(source_name=_src, ema=_enhanced)))

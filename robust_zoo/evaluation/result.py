@@ -1,10 +1,16 @@
-"""The evaluation record: what was measured, how, and how sure we are."""
+"""The evaluation record: what was measured, how, and how sure we are.
+
+`EvalRecord` was called `EvalResult` until huggingface_hub's `EvalResult` (one entry of a model card's model-index,
+which robust_zoo's card writers build from these records) made the name say two things; the old name still works,
+with a DeprecationWarning.
+"""
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-__all__ = ['EvalResult', 'RecordWeightsError', 'check_record_weights', 'wilson_interval']
+__all__ = ['EvalRecord', 'RecordWeightsError', 'check_record_weights', 'software_versions', 'wilson_interval']
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> Tuple[float, float]:
@@ -19,7 +25,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> Tuple[float, flo
 
 
 @dataclass
-class EvalResult:
+class EvalRecord:
     """Accuracies are fractions in [0, 1]; `robust_accuracy` is the per-sample worst case over `attacks`."""
     model: str
     threat_model: Dict[str, Any]
@@ -46,6 +52,23 @@ class EvalResult:
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), indent=2, **kwargs)
+
+
+def software_versions() -> Dict[str, str]:
+    """The versions of robust_zoo, torch and timm, as a record or an evaluation state notes them."""
+    import timm
+    import torch
+
+    from .. import __version__
+    return dict(robust_zoo=__version__, torch=torch.__version__, timm=timm.__version__)
+
+
+def __getattr__(name: str) -> Any:
+    if name == 'EvalResult':
+        warnings.warn('robust_zoo.evaluation.EvalResult is now EvalRecord (huggingface_hub.EvalResult is a model-index '
+                      'entry, another thing); the old name will be removed.', DeprecationWarning, stacklevel=2)
+        return EvalRecord
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 class RecordWeightsError(ValueError):

@@ -41,7 +41,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                     threads: Optional[int] = None) -> Path:
     """Write the Hub repo folder `<out_root>/<arch>.<tag>/` of a train/train_at.py run and index it.
 
-    `evaluations`: EvalResult records (JSON files or dicts, bare or as train_at.py's final_eval.json); default:
+    `evaluations`: EvalRecords (JSON files or dicts, bare or as train_at.py's final_eval.json); default:
     the run's final_eval.json. Every number in the card comes from them. `plots`: extra PNGs to ship (a
     training-curve and an evaluation plot are drawn from summary.csv and the records). `index_path`: the
     published index to update (default: the one in use, normally `robust_zoo/published.json`). `org`: Hub

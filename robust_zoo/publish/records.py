@@ -55,7 +55,7 @@ def _read_json(path: PathLike, what: str) -> Any:
 
 
 def _as_record(obj: Any, source: str) -> Dict[str, Any]:
-    """An EvalResult dict, bare or inside train_at.py's final_eval.json (`evaluation`)."""
+    """An EvalRecord dict, bare or inside train_at.py's final_eval.json (`evaluation`)."""
     if isinstance(obj, dict) and isinstance(obj.get('evaluation'), dict):
         obj = obj['evaluation']
     need = ('model', 'threat_model', 'n_examples', 'clean_accuracy', 'robust_accuracy', 'attacks',
