@@ -94,8 +94,9 @@ def published():
 def card(run, tmp_path_factory):
     """The card repo written from the run, with its own published index."""
     root = tmp_path_factory.mktemp('pub')
-    folder = publish.write_card_repo(run['dir'], tag=TAG, evaluations=[run['dir'] / 'final_eval.json', run['dir'] / 'pgd20_n20.json'],
-                                 out_root=root / 'model_cards', index_path=root / 'published.json', org=ORG)
+    evaluations = [run['dir'] / 'final_eval.json', run['dir'] / 'pgd20_n20.json']
+    folder = publish.write_card_repo(run['dir'], tag=TAG, evaluations=evaluations,
+                                     out_root=root / 'model_cards', index_path=root / 'published.json', org=ORG)
     return dict(folder=folder, index=root / 'published.json', cards=root / 'model_cards')
 
 
@@ -172,7 +173,8 @@ def test_card_metadata_parses_back_with_every_protocol(card, run):
     assert worst.metric_args['wilson95'] == list(first['confidence_interval'])
     assert worst.metric_args['attacks'] == ['fgsm', 'pgd-20']
     rz = data.to_dict()['robust_zoo']
-    assert (rz['architecture'], rz['activation'], rz['seed'], rz['threat_model']) == (ARCH, 'relu', 0, 'fashion-mnist-linf')
+    assert (rz['architecture'], rz['activation'], rz['seed'], rz['threat_model']) == \
+        (ARCH, 'relu', 0, 'fashion-mnist-linf')
 
 
 def test_card_text_states_numbers_with_n_attack_interval_checks_and_hash(card, run):
@@ -181,7 +183,8 @@ def test_card_text_states_numbers_with_n_attack_interval_checks_and_hash(card, r
     lo, hi = wilson_interval(round(first['attacks']['fgsm'] * 50), 50)
     assert f"| fgsm | 50 | {100 * first['attacks']['fgsm']:.1f}% | {100 * lo:.1f}% to {100 * hi:.1f}% |" in text
     lo, hi = first['confidence_interval']
-    assert f"| worst case of fgsm, pgd-20 | 50 | {100 * first['robust_accuracy']:.1f}% | {100 * lo:.1f}% to {100 * hi:.1f}% |" in text
+    assert (f"| worst case of fgsm, pgd-20 | 50 | {100 * first['robust_accuracy']:.1f}% | "
+            f"{100 * lo:.1f}% to {100 * hi:.1f}% |") in text
     for check in first['checks']:
         assert f"| {check['name']} | {check['status']} |" in text
     assert f"timm.create_model('robust_zoo/{NAME}', pretrained=True)" in text
@@ -215,7 +218,8 @@ def test_card_states_the_n_fgsm_budget(run, tmp_path):
     args = yaml.safe_load((other / 'args.yaml').read_text())
     (other / 'args.yaml').write_text(yaml.safe_dump(dict(args, attack='n-fgsm')))
     folder = publish.write_card_repo(other, tag=TAG, out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
-    assert '| attack | n-fgsm, Linf eps 0.1, step 0.1, noise 2 eps, no projection |' in (folder / 'README.md').read_text()
+    assert '| attack | n-fgsm, Linf eps 0.1, step 0.1, noise 2 eps, no projection |' in \
+        (folder / 'README.md').read_text()
 
 
 # --- loading ------------------------------------------------------------------------------------------------
@@ -235,7 +239,8 @@ def test_registered_cfg_agrees_with_config_and_card(card, published):
     assert list(cfg.input_mean) == config['pretrained_cfg']['input_mean']
     assert cfg.file == str(card['cards'] / NAME / 'model.safetensors')
     rz = ModelCard.load(card['folder'] / 'README.md').data.to_dict()['robust_zoo']
-    assert (rz['threat_model'], rz['sha256']) == (cfg.threat_model, json.loads(card['index'].read_text())[NAME]['sha256'])
+    published_sha256 = json.loads(card['index'].read_text())[NAME]['sha256']
+    assert (rz['threat_model'], rz['sha256']) == (cfg.threat_model, published_sha256)
 
 
 def test_the_default_tag_is_the_familys_own_dataset_then_the_lowest_seed(run, tmp_path, published):
@@ -279,15 +284,16 @@ def test_card_shows_the_evaluators_accuracy_vs_steps_and_eps_curves(run, tmp_pat
     assert 'robust accuracy vs PGD steps (the steps-convergence check), on its 40 probe points' in text
     folder = publish.write_card_repo(run['dir'], evaluations=[run['records'][1]], force=True, keep_evaluations=False,
                                      **kwargs)  # no curves: no stale plots
-    assert not (folder / 'accuracy_vs_steps.png').exists() and 'accuracy_vs_eps' not in (folder / 'README.md').read_text()
+    assert not (folder / 'accuracy_vs_steps.png').exists()
+    assert 'accuracy_vs_eps' not in (folder / 'README.md').read_text()
 
 
 def test_card_headline_is_the_evaluation_on_the_most_test_images(run, tmp_path):
     """A zoo card holds the run's final evaluation (1,000 images) and PGD-20 on all 10,000: the headline states the
     more precise one, whatever the records' order, and points to the others."""
     small, large = run['records'][1], run['records'][0]  # 20 and 50 test images
-    folder = publish.write_card_repo(run['dir'], tag='headline_s0', evaluations=[small, large], out_root=tmp_path / 'cards',
-                                 index_path=tmp_path / 'published.json')
+    folder = publish.write_card_repo(run['dir'], tag='headline_s0', evaluations=[small, large],
+                                     out_root=tmp_path / 'cards', index_path=tmp_path / 'published.json')
     headline = next(line for line in (folder / 'README.md').read_text().splitlines() if line.startswith('Under the'))
     assert f"on the first {large['n_examples']} test images" in headline
     assert f"robust accuracy {100 * large['robust_accuracy']:.1f}%" in headline and '(1 more) is under' in headline
@@ -542,7 +548,8 @@ def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run,
     src = tmp_path / 'run-mlp3_relu_at-fmnist-0'
     final = json.loads((src / 'final_eval.json').read_text())
     (src / 'final_eval.json').write_text(json.dumps(dict(final, best=dict(robust_acc=0.70, epoch=0))))
-    folder = publish.write_card_repo(src, tag='fmnist_s0', evaluations=[json.loads((folder / 'eval_results.json').read_text())[0]],
+    first_record = json.loads((folder / 'eval_results.json').read_text())[0]
+    folder = publish.write_card_repo(src, tag='fmnist_s0', evaluations=[first_record],
                                      out_root=cards, index_path=index, force=True)
     card = ModelCard.load(folder / 'README.md')
     co = card.data.to_dict()['robust_zoo']['catastrophic_overfitting']
@@ -550,7 +557,8 @@ def test_early_stopping_before_catastrophic_overfitting_keeps_clean_weights(run,
     assert 'Catastrophic overfitting appeared at epoch(s) 1, 2' in card.text and 'from epoch 0, before it.' in card.text
     (row,) = lb.leaderboard(cards)
     assert row['overfit'] == {} and '(co)' not in lb.leaderboard_markdown([row])
-    assert 'catastrophic_overfitting' not in _pretrained.load_published(index)['mlp3_relu_at.fmnist_s0'].get('caveats', {})
+    caveats = _pretrained.load_published(index)['mlp3_relu_at.fmnist_s0'].get('caveats', {})
+    assert 'catastrophic_overfitting' not in caveats
 
 
 def test_one_architecture_trained_with_two_attacks_gets_separate_rows_and_verdicts(run, tmp_path):
@@ -760,7 +768,8 @@ def test_a_transferred_card_refuses_an_unpublished_or_retrained_bank(run, tmp_pa
     model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(other))
     with pytest.raises(ValueError, match='is not published .*publish the run it comes from first'):
         _transfer_card(run, tmp_path, source_card['cards'], source_card['index'], arch='resnet32_sparta_at',
-                       tag='fmnist_bank_s0', robust=0.5, clean=0.8, model=model, model_kwargs={'sparta_bank': str(other)})
+                       tag='fmnist_bank_s0', robust=0.5, clean=0.8, model=model,
+                       model_kwargs={'sparta_bank': str(other)})
     bank_file = source_card['folder'] / 'sparta_bank.safetensors'
     model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(bank_file))
     with torch.no_grad():
@@ -794,8 +803,8 @@ def test_transfer_table_and_verdicts_are_generated_from_the_cards(run, tmp_path,
     assert experiment['across'] == 'CNNs' and experiment['target'] == 'resnet32'
     assert experiment['protocol'] == 'pgd-20, n=20'
     table = lb.transfer_markdown([experiment])
-    assert '| CNNs | resnet32 | `fashion-mnist-linf` | Sparta, frozen bank from resnet20_sparta_at on fashion-mnist | 3 |' \
-        in table
+    assert ('| CNNs | resnet32 | `fashion-mnist-linf` | Sparta, frozen bank from resnet20_sparta_at on fashion-mnist '
+            '| 3 |') in table
     assert '| CNNs | resnet32 | `fashion-mnist-linf` | ReLU | 3 | 80.0 ± 0.0 ' in table
     beats_relu, vs_scratch = lb.transfer_verdicts([experiment])
     assert 'beats ReLU' in beats_relu and 'this scale agrees' in beats_relu and '+71.0 ± ' in beats_relu
@@ -946,13 +955,13 @@ def test_main_job_evaluates_a_published_model_and_prints_its_table(card, publish
 def _row(act, mean, sd=None, seeds=1, n=1000):
     stat = dict(mean=mean, sd=sd, n_seeds=seeds, n_examples=n, values=[mean] * seeds, min=mean, max=mean,
                 wilson95=(mean - 0.02, mean + 0.02))
-    return dict(base_architecture='resnet20', activation=act, threat_model='fashion-mnist-linf', seeds=list(range(seeds)),
-                repos=[], clean=stat, robust={'pgd-20, n=1000': stat})
+    return dict(base_architecture='resnet20', activation=act, threat_model='fashion-mnist-linf',
+                seeds=list(range(seeds)), repos=[], clean=stat, robust={'pgd-20, n=1000': stat})
 
 
 def test_claim_verdicts_agree_disagree_or_cannot_tell():
-    rows = [_row('relu', 0.70, 0.01, 3), _row('silu', 0.75, 0.01, 3), _row('gelu', 0.76), _row('pssilu', 0.705, 0.02, 3),
-            _row('sparta', 0.60, 0.01, 3), _row('relu_smoothgrad', 0.72, 0.05, 3)]
+    rows = [_row('relu', 0.70, 0.01, 3), _row('silu', 0.75, 0.01, 3), _row('gelu', 0.76),
+            _row('pssilu', 0.705, 0.02, 3), _row('sparta', 0.60, 0.01, 3), _row('relu_smoothgrad', 0.72, 0.05, 3)]
     verdicts = {v.split('**')[1]: v for v in lb.claim_verdicts(rows)}
     assert 'this scale agrees' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
     assert 'silu +5.0' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
@@ -978,7 +987,8 @@ def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
     fmt = lb._fmt_stat
     assert relu.endswith(f"| {fmt(zoo['robust']['pgd-20, n=10000'])} (n=10000) | "
                          f"{fmt(zoo['robust']['apgd-ce+apgd-t, n=1000'])} |") and '75.0 [' not in relu
-    assert relu.split(' | ')[-2].startswith('74.1 [73.') and sparta.endswith(f"| {fmt(digits['robust']['pgd-20, n=500'])} (n=500) | – |")
+    assert relu.split(' | ')[-2].startswith('74.1 [73.')
+    assert sparta.endswith(f"| {fmt(digits['robust']['pgd-20, n=500'])} (n=500) | – |")
     assert '| pgd-20, n=10000 |' in lb.leaderboard_markdown([zoo]).splitlines()[0]
 
 
@@ -1020,7 +1030,8 @@ def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_
     assert summary.index('on the first 50 test images') < summary.index('Under the stronger')  # the headline first
     assert '- Only part of AutoAttack ran (apgd-ce), not the whole of AutoAttack standard' in \
            (folder / 'README.md').read_text()
-    entry = _pretrained.load_published(tmp_path / 'published.json')[f'{ARCH}.{TAG}']  # what `list --results` and demo read
+    # what `list --results` and demo read
+    entry = _pretrained.load_published(tmp_path / 'published.json')[f'{ARCH}.{TAG}']
     assert entry['n_examples'] == 50 and entry['stronger'] == [
         dict(attacks=['apgd-ce'], n_examples=20, robust_accuracy=apgd['robust_accuracy'])]
     assert _pretrained.stronger_text(entry) == f"; stronger: apgd-ce {apgd['robust_accuracy']:.3f} (n=20)"
@@ -1050,8 +1061,9 @@ def test_stronger_attacks_come_after_pgd_in_the_table_whatever_their_number_of_i
     zoo = _row('relu', 0.74, 0.002, 3, n=10000)
     zoo['robust'] = {'apgd-ce+apgd-t, n=1000': lb._stat([0.73], 1000, ['relu.s0'], [0]),
                      'pgd-20, n=10000': zoo['clean']}
-    assert lb.leaderboard_markdown([zoo]).splitlines()[0] == \
-        '| architecture | activation | threat model | seeds | clean, n=10000 | pgd-20, n=10000 | apgd-ce+apgd-t, n=1000 |'
+    assert lb.leaderboard_markdown([zoo]).splitlines()[0] == ('| architecture | activation | threat model | seeds '
+                                                               '| clean, n=10000 | pgd-20, n=10000 '
+                                                               '| apgd-ce+apgd-t, n=1000 |')
     # columns, bars, the (!) note and the verdicts share one order: PGD, AutoAttack's subsets, the whole AutoAttack
     assert lb._attack_order(['autoattack-standard', 'apgd-ce+apgd-t', 'pgd-20', 'apgd-ce+apgd-t']) == \
         ['pgd-20', 'apgd-ce+apgd-t', 'autoattack-standard']
@@ -1137,6 +1149,7 @@ def test_a_card_names_the_checkouts_recipe_whatever_clone_or_precision_the_run_c
     src = tmp_path / 'run-elsewhere'
     shutil.copytree(run['dir'], src)
     run_args = yaml.safe_load((src / 'args.yaml').read_text())
-    (src / 'args.yaml').write_text(yaml.safe_dump(dict(run_args, config=f'/elsewhere/clone/{recipe.relative_to(recipe.parents[2])}')))
+    elsewhere = f'/elsewhere/clone/{recipe.relative_to(recipe.parents[2])}'
+    (src / 'args.yaml').write_text(yaml.safe_dump(dict(run_args, config=elsewhere)))
     folder = publish.write_card_repo(src, tag='fmnist_s0', out_root=tmp_path / 'cards', index_path=tmp_path / 'p.json')
     assert '  recipe: train/configs/fmnist_resnet20.yaml\n' in (folder / 'README.md').read_text()

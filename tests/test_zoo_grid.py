@@ -65,7 +65,8 @@ def test_dry_run_lists_states(tmp_path):
 
 def test_only_keeps_the_matching_runs_in_queue_order(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run', '--only', 'digits-*-s2',
-                          '--only', 'mlp3_*-s0', '--zoo-root', str(tmp_path / 'zoo'), '--transfer-root', str(tmp_path / 't')],
+                          '--only', 'mlp3_*-s0', '--zoo-root', str(tmp_path / 'zoo'),
+                          '--transfer-root', str(tmp_path / 't')],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert [line.split()[1].rstrip(':') for line in out] == [
         str(tmp_path / 'zoo' / 'mlp3_capped_relu_at-s0'), str(tmp_path / 'zoo' / 'mlp3_relu_at-s0'),
@@ -120,7 +121,8 @@ def test_a_run_trained_under_another_budget_is_stale_neither_resumed_nor_ranked(
     assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == [], 'precision is not part of the budget'
     other = 'pgd' if recipe['attack'] != 'pgd' else 'fgsm-rs'
     (old / 'args.yaml').write_text(yaml.safe_dump({**recipe, 'attack': other}))
-    assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == [f"attack: run {other!r}, recipe {recipe['attack']!r}"]
+    assert zoo_grid.recipe_mismatch(old, 'fmnist_resnet20.yaml') == [
+        f"attack: run {other!r}, recipe {recipe['attack']!r}"]
     assert zoo_grid.best_three(zoo) == [], 'a stale record must not enter the ranking'
     out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--dry-run', '--grid', 'zoo',
                           '--root', str(zoo)], capture_output=True, text=True, check=True).stdout.splitlines()
