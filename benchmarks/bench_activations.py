@@ -2,9 +2,9 @@
 
 Each round times one step of every (activation, kernel mode) in turn, in a shuffled order, so machine
 noise hits all of them alike; the table reports the median step time over rounds and its ratio to
-SiLU's (PyTorch's single native kernel; only PSSiLU, PSoftplus and Sparta have a fused mode). A step is forward + backward + SGD update on a
-fixed batch, model in train mode. Modes: `eager` (plain PyTorch ops) and `fused` (robust_zoo's compiled
-activation kernels, `robust_zoo.layers.set_fused_activations`).
+SiLU's (PyTorch's single native kernel; only PSSiLU, PSoftplus and Sparta have a fused mode). A step is
+forward + backward + SGD update on a fixed batch, model in train mode. Modes: `eager` (plain PyTorch ops) and
+`fused` (robust_zoo's compiled activation kernels, `robust_zoo.layers.set_fused_activations`).
 
     python benchmarks/bench_activations.py                  # resnet20, 128 x 1x28x28, fp32, eager + fused
     python benchmarks/bench_activations.py --model preact_resnet18 --in-chans 3 --img-size 32 --batch-size 64

@@ -88,7 +88,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', default='robust_zoo/resnet20_relu_at')
     p.add_argument('--weights', default=str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.exists() else None,
-                   help='safetensors weights of an adversarially trained model (default: the published resnet20_relu_at.fmnist_s0)')
+                   help='safetensors weights of an adversarially trained model (default: the published '
+                   'resnet20_relu_at.fmnist_s0)')
     p.add_argument('--n', type=int, default=32, help='first n Fashion-MNIST test points (default: %(default)s)')
     p.add_argument('--batch-size', type=int, default=250, help='stock and single-process batch size (default: '
                    "%(default)s, both libraries' default; the sharded runs use ceil(n / 2))")
@@ -100,9 +101,9 @@ def main() -> None:
     add_quiet_args(p)
     args = p.parse_args()
     if not args.weights:
-        sys.exit('no weights: train a model first, e.g. train/train_at.py -c train/configs/fmnist_resnet20.yaml --model '
-                 'robust_zoo/resnet20_relu_at --epochs 1 --train-samples 6000 --eval-samples 0 --output OUT, then '
-                 '--weights OUT/model.safetensors')
+        sys.exit('no weights: train a model first, e.g. train/train_at.py -c train/configs/fmnist_resnet20.yaml '
+                 '--model robust_zoo/resnet20_relu_at --epochs 1 --train-samples 6000 --eval-samples 0 --output OUT, '
+                 'then --weights OUT/model.safetensors')
     spec = (args.model, args.weights)
     half = math.ceil(args.n / 2)
     subset = None if args.attacks == 'autoattack-standard' else args.attacks.split('+')
@@ -139,14 +140,15 @@ def main() -> None:
             print(f'{name}: {rows[key][1]:.1f} s, robust accuracy {rows[key][2].float().mean().item():.4f}',
                   file=sys.stderr, flush=True)
     x, y = load_points(args.n)
-    what = 'AutoAttack standard' if subset is None else f'{" + ".join(a.upper() for a in subset)} (AutoAttack standard settings)'
+    what = ('AutoAttack standard' if subset is None
+            else f'{" + ".join(a.upper() for a in subset)} (AutoAttack standard settings)')
     print(f'\n{what}, Linf eps 0.1, seed 0, on the first {args.n} Fashion-MNIST test points only '
           f'(a speed comparison, not an evaluation), {args.model} ({Path(args.weights).name}), {os.cpu_count()} '
           f'CPU cores; batch {args.batch_size} (sharded: {half}); one run each\n')
     base_key = 'stock' if 'stock' in rows else wanted[0]
     base_s, base_mask = rows[base_key][1], rows[base_key][2]
-    print(f'| run | seconds | s/point | speed-up vs {base_key} | one-time compile s (not in seconds) | robust accuracy | '
-          'identical robust accuracy | points decided alike | re-attacked in fp32 |')
+    print(f'| run | seconds | s/point | speed-up vs {base_key} | one-time compile s (not in seconds) | '
+          'robust accuracy | identical robust accuracy | points decided alike | re-attacked in fp32 |')
     print('|---|---|---|---|---|---|---|---|---|')
     for key, (name, seconds, mask, again, warm) in rows.items():
         acc, base_acc = mask.float().mean().item(), base_mask.float().mean().item()

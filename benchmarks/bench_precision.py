@@ -31,12 +31,14 @@ def main() -> None:
     cfg = AttackConfig(attack='n-fgsm', eps=0.1)
     runs = {}
     x_nhwc = x.contiguous(memory_format=torch.channels_last)
-    for name, amp, nhwc in (('fp32', False, False), ('fp32 channels_last', False, True), ('bf16 autocast', True, False)):
+    variants = (('fp32', False, False), ('fp32 channels_last', False, True), ('bf16 autocast', True, False))
+    for name, amp, nhwc in variants:
         model = timm.create_model(f'robust_zoo/resnet20_{args.act}_at', num_classes=10, in_chans=1).train()
         if nhwc:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        runs[name] = (model, opt, torch.autocast('cpu', dtype=torch.bfloat16) if amp else None, x_nhwc if nhwc else x, [])
+        autocast = torch.autocast('cpu', dtype=torch.bfloat16) if amp else None
+        runs[name] = (model, opt, autocast, x_nhwc if nhwc else x, [])
     for model, opt, autocast, xb, _ in runs.values():  # warm-up
         adversarial_step(model, xb, y, opt, cfg, autocast=autocast)
     for _ in range(args.rounds):

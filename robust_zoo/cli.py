@@ -9,6 +9,7 @@ __all__ = ['main']
 # checkout: installed from a wheel, there is none)
 RESULTS_PAGE = 'docs/results.md'
 RECIPES = 'train/configs'
+CARDS_HELP = "folder of card repos (default: $ROBUST_ZOO_MODEL_CARDS, else a checkout's model_cards/)"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -98,7 +99,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import logging
 
     import timm
-    import torch
     import torch.distributed as dist
 
     from .evaluation import evaluate, save_eval_plots
@@ -314,9 +314,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--train', action='store_true', help='the one-minute train-then-attack demo instead')
     p.add_argument('--model', default='resnet20_silu_at',
                    help='--train: a robust_zoo 28x28 model (default: %(default)s)')
-    p.add_argument('--train-samples', type=int, default=12000, help='training images, one pass (default: %(default)s)')
-    p.add_argument('--eval-samples', type=int, default=None, help='test images attacked (default: 100 for a published '
-                   'model, 500 with --train)')
+    p.add_argument('--train-samples', type=int, default=12000,
+                   help='training images, one pass (default: %(default)s)')
+    p.add_argument('--eval-samples', type=int, default=None,
+                   help='test images attacked (default: 100 for a published model, 500 with --train)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-amp', action='store_true', help='train in fp32 instead of bf16 autocast')
     p.add_argument('--data-dir', default=None, help='folder with the Fashion-MNIST idx files')
@@ -363,7 +364,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--recipe', default=None, help='the yaml the run was trained with (default: the one its args.yaml '
                    f'records, as found in {RECIPES}/ of the current directory, else the {RECIPES}/*.yaml its args '
                    'match, if any)')
-    p.add_argument('--out', default=None, help='folder of card repos (default: model_cards/ of the checkout)')
+    p.add_argument('--out', default=None, help=CARDS_HELP)
     p.add_argument('--force', action='store_true', help='replace an already published <arch>.<tag>; its evaluation '
                    'records of the same weights are kept')
     p.add_argument('--drop-old-evals', action='store_true', help='with --force: do not keep the replaced card\'s '
@@ -386,11 +387,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     p = sub.add_parser('unpublish', help='withdraw published models: delete their card folders and index entries')
     p.add_argument('names', nargs='+', help='<arch>.<tag>, e.g. resnet20_silu_at.fmnist_s0')
-    p.add_argument('--out', default=None, help='folder of card repos (default: model_cards/ of the checkout)')
+    p.add_argument('--out', default=None, help=CARDS_HELP)
     p.set_defaults(fn=_cmd_unpublish)
 
     p = sub.add_parser('leaderboard', help="the published models' results, aggregated over seeds")
-    p.add_argument('--cards', default=None, help='folder of card repos (default: model_cards/)')
+    p.add_argument('--cards', default=None, help=CARDS_HELP)
     p.add_argument('--page', '--readme', dest='page', default=None, help='rewrite the marked blocks of this page '
                    f'(default: {RESULTS_PAGE} in the current directory, as in a checkout; without one, the table is '
                    'printed)')
@@ -426,7 +427,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--model', default=None, help='the target robust_zoo name with its tag (see targets below)')
     p.add_argument('--card', action='store_true', help='write a Hub repo folder <out>/<model>/ (weights, config, '
                    'card with the REPORTED numbers) that pretrained=True loads')
-    p.add_argument('--out', default=None, help='--card: folder of card repos (default: model_cards/ of the checkout)')
+    p.add_argument('--out', default=None, help='--card: ' + CARDS_HELP)
     p.add_argument('--output', default=None,
                    help='without --card: the .safetensors file (default: <model>.safetensors)')
     p.add_argument('--list', action='store_true', help='list the targets and where their weights come from')

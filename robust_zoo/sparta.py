@@ -126,9 +126,10 @@ def bank_mapping(source: List[str], target: List[str], mapping: str = 'relative-
     if mapping == 'exact':
         missing = [t for t in target if t not in source]
         if missing:
-            raise SpartaBankError(f"mapping='exact': the bank has no units {missing[:4]}{'...' if len(missing) > 4 else ''}"
-                                  f" (it holds {len(source)} units of another architecture); use "
-                                  f"mapping='relative-depth' for a deeper or shallower net, or 'mean'.")
+            raise SpartaBankError(f"mapping='exact': the bank has no units {missing[:4]}"
+                                  f"{'...' if len(missing) > 4 else ''} (it holds {len(source)} units of another "
+                                  f"architecture); use mapping='relative-depth' for a deeper or shallower net, or "
+                                  f"'mean'.")
         return {t: t for t in target}
     src, tgt = _locate(source), _locate(target)
     n_src_stages = len({v[0] for v in src.values() if v[0] is not None})
@@ -168,7 +169,8 @@ def load_bank(model: nn.Module, bank: Union[str, os.PathLike], *, freeze: bool =
     bad = sorted({u.kernel_size for u in targets.values()} - kernel)
     if bad:
         raise SpartaBankError(f'the bank holds {sorted(kernel)}x{sorted(kernel)} Sparta kernels but the target uses '
-                              f'kernel_size {bad}: build the target with act_kwargs=dict(kernel_size={sorted(kernel)[0]}).')
+                              f'kernel_size {bad}: build the target with '
+                              f'act_kwargs=dict(kernel_size={sorted(kernel)[0]}).')
     pairs = bank_mapping(list(units), list(targets), mapping)
     mean = {p: torch.stack([u[p] for u in units.values()]).mean(0) for p in _PARAMS} if mapping == 'mean' else None
     with torch.no_grad():

@@ -231,7 +231,8 @@ def test_sparta_on_features_gates_with_the_samples_channel_statistics():
 
 
 def test_sparta_rejects_token_sequences():
-    with pytest.raises(ValueError, match=r'sparta expects NCHW feature maps or \(N, C\) features, got shape \(2, 3, 4\)'):
+    with pytest.raises(ValueError,
+                       match=r'sparta expects NCHW feature maps or \(N, C\) features, got shape \(2, 3, 4\)'):
         Sparta()(torch.randn(2, 3, 4))
 
 

@@ -172,7 +172,8 @@ def test_eval_full_checks_plots_and_a_resumable_state(tmp_path, capsys):
 @pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason='Fashion-MNIST not installed')
 def test_eval_without_checks_under_amp(tmp_path, capsys, monkeypatch):
     import robust_zoo.training.precision
-    monkeypatch.setattr(robust_zoo.training.precision, 'native_autocast', lambda device, dtype: True)  # the bf16 path on any CPU
+    # the bf16 path on any CPU
+    monkeypatch.setattr(robust_zoo.training.precision, 'native_autocast', lambda device, dtype: True)
     assert main(['eval', 'mlp3_relu_at', '--checkpoint', str(_weights(tmp_path)), '--n-examples', '10', '--attacks',
                  'pgd-3', '--checks', 'none', '--amp']) == 0
     out = capsys.readouterr().out
@@ -184,12 +185,14 @@ def test_eval_amp_falls_back_to_fp32_where_bf16_is_emulated(tmp_path, capsys, ca
     import logging
 
     import robust_zoo.training.precision
-    monkeypatch.setattr(robust_zoo.training.precision, 'native_autocast', lambda device, dtype: False)  # an AVX2-only CPU
+    # an AVX2-only CPU
+    monkeypatch.setattr(robust_zoo.training.precision, 'native_autocast', lambda device, dtype: False)
     with caplog.at_level(logging.INFO):
         assert main(['eval', 'mlp3_relu_at', '--checkpoint', str(_weights(tmp_path)), '--n-examples', '10',
                      '--attacks', 'pgd-3', '--checks', 'none', '--amp']) == 0
     assert 'attacks under bf16 autocast' not in capsys.readouterr().out
-    assert any('no native bfloat16' in r.getMessage() and 'the attacks run in fp32' in r.getMessage() for r in caplog.records)
+    assert any('no native bfloat16' in r.getMessage() and 'the attacks run in fp32' in r.getMessage()
+               for r in caplog.records)
 
 
 def _torchrun_rank(rank, port, args):
@@ -227,7 +230,8 @@ def test_eval_under_torchrun_shards_and_only_rank_0_writes(tmp_path):
 def test_list_piped_into_a_reader_that_leaves_early_ends_quietly():
     import subprocess
     import sys
-    # hundreds of kilobytes of listing: far more than the pipe holds, so the writer is still writing when the reader leaves
+    # hundreds of kilobytes of listing: far more than the pipe holds, so the writer is still writing when the
+    # reader leaves
     code = 'import sys; from robust_zoo.cli import main; sys.exit(max(main(["list"]) for _ in range(200)))'
     proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.readline()

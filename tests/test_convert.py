@@ -52,7 +52,8 @@ def test_unknown_source_target_or_file_is_a_clear_error(tmp_path, capsys):
         convert('robustbench-dm-wrn', tmp_path / 'x', 'resnet50_silu_at.sat_in1k')
     with pytest.raises(ConversionError, match='no such checkpoint'):
         convert('sat-resnet50', tmp_path / 'missing.index', 'resnet50_silu_at.sat_in1k')
-    assert main(['convert', 'sat-resnet50', str(tmp_path / 'missing.index'), '--model', 'resnet50_silu_at.sat_in1k']) == 2
+    assert main(['convert', 'sat-resnet50', str(tmp_path / 'missing.index'),
+                 '--model', 'resnet50_silu_at.sat_in1k']) == 2
     assert 'no such checkpoint' in capsys.readouterr().err
 
 

@@ -30,7 +30,8 @@ def _robustbench_file(name):
     try:
         dist = importlib.metadata.distribution('robustbench')
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip('robustbench is not installed: `make .venv/.test-extras` installs it (pip --no-deps robustbench==1.1.1)')
+        pytest.skip('robustbench is not installed: `make .venv/.test-extras` installs it '
+                    '(pip --no-deps robustbench==1.1.1)')
     rel = f'robustbench/model_zoo/architectures/{name}.py'
     files = [f for f in dist.files or () if str(f).replace('\\', '/') == rel]
     assert files, f'robustbench {dist.version} has no {rel}'
@@ -205,7 +206,8 @@ def _dm_target():
 
 @pytest.mark.parametrize('edit, match', [
     (lambda s: s.update({'extra.weight': torch.zeros(3)}), r'1 checkpoint tensors have no place.*extra\.weight'),
-    (lambda s: s.pop('layer.1.block.0.conv_0.weight'), r'1 tensors of robustbench-dm-wrn are missing.*layer\.1\.block\.0\.conv_0\.weight'),
+    (lambda s: s.pop('layer.1.block.0.conv_0.weight'),
+     r'1 tensors of robustbench-dm-wrn are missing.*layer\.1\.block\.0\.conv_0\.weight'),
     (lambda s: s.update({'logits.weight': torch.zeros(11, 64)}),
      r'shapes differ.*logits\.weight \(11, 64\) -> head\.fc\.weight \(10, 64\)'),
 ])
@@ -221,7 +223,8 @@ def test_paf_copies_of_the_shared_pssilu_must_agree(paf, tmp_path):
     state = dict(_paf_ref(paf, depth=10, width=1).state_dict())
     state['block2.layer.0.activation.alpha'] = torch.tensor([0.5])
     path = _save(state, tmp_path / 'ckpt.pt', 'plain')
-    with pytest.raises(ConversionError, match=r'shared_act\.alpha is one module shared.*block2\.layer\.0\.activation\.alpha'):
+    with pytest.raises(ConversionError,
+                       match=r'shared_act\.alpha is one module shared.*block2\.layer\.0\.activation\.alpha'):
         SOURCES[PAF_SOURCE].load(path, timm.create_model(f'robust_zoo/{DAI}', depth=10, width=1))
 
 
@@ -261,13 +264,14 @@ class Payload:
         self.value = 1
 
 
-@pytest.mark.parametrize('obj, cls', [({'state_dict': Payload()}, 'Payload'), (nn.Linear(2, 2), 'torch.nn.modules.linear.Linear')],
+@pytest.mark.parametrize('obj, cls', [({'state_dict': Payload()}, 'Payload'),
+                                      (nn.Linear(2, 2), 'torch.nn.modules.linear.Linear')],
                          ids=['custom-class', 'pickled-module'])
 def test_pickled_objects_are_refused_without_being_unpickled(tmp_path, obj, cls):
     path = tmp_path / 'ckpt.pt'
     torch.save(obj, path)
-    with pytest.raises(ConversionError, match=rf'not a plain state dict: it pickles \S*{cls}, which torch\.load\(weights_only=True\) '
-                       'refused'):
+    with pytest.raises(ConversionError, match=rf'not a plain state dict: it pickles \S*{cls}, which '
+                       r'torch\.load\(weights_only=True\) refused'):
         read_state_dict(path)
 
 

@@ -165,7 +165,8 @@ def tf_sat_resnet(tf, v, x, act, layers=(3, 4, 6, 3), calibrate=False):
             y = conv(fixed_padding(y, 3), f'{s}/conv2', 2, 'VALID') if stride == 2 else conv(y, f'{s}/conv2')
             y = _tf_activation(tf, act, v, f'{s}/conv2')(bn(y, f'{s}/conv2'))
             y = bn(conv(y, f'{s}/conv3'), f'{s}/conv3')
-            shortcut = bn(conv(h, f'{s}/convshortcut', stride), f'{s}/convshortcut') if f'{s}/convshortcut/W' in v else h
+            shortcut = (bn(conv(h, f'{s}/convshortcut', stride), f'{s}/convshortcut') if f'{s}/convshortcut/W' in v
+                        else h)
             h = _tf_activation(tf, act, v, s)(y + shortcut)
     h = tf.reduce_mean(h, [1, 2])
     return torch.from_numpy((tf.matmul(h, v['linear/W']) + v['linear/b']).numpy())
@@ -301,7 +302,8 @@ def _small_resnet(act, **kwargs):
 def test_targets_and_sources_are_registered_with_tf_as_an_optional_requirement():
     names = {t.name for t in list_targets() if t.source.startswith('sat-')}
     assert {f'resnet50_{a}_at.sat_in1k' for a in SAT_ACTS} <= names
-    assert {f'efficientnet_{s}_silu_at.sat_in1k' for s in _PARAMS} | {'efficientnet_l1_silu_at.sat_enhanced_in1k'} <= names
+    assert ({f'efficientnet_{s}_silu_at.sat_in1k' for s in _PARAMS}
+            | {'efficientnet_l1_silu_at.sat_enhanced_in1k'}) <= names
     assert SOURCES['sat-resnet50'].requires == SOURCES['sat-efficientnet'].requires == 'robust-zoo[convert-tf]'
     for name in names:
         target = TARGETS[name]
@@ -358,13 +360,15 @@ def test_resnet50_names_map_one_to_one_and_design_extras_are_ignored():
     model = timm.create_model('robust_zoo/resnet50_smoothrelu_at.sat_in1k', device='meta')
     v = sat_resnet_variables('smoothrelu', extras=True)
     plan = sat.plan_sat_resnet(_shapes(v), model)
-    assert set(plan) == {k for k in model.state_dict() if not k.endswith('num_batches_tracked') and 'normalize' not in k}
+    assert set(plan) == {k for k in model.state_dict()
+                         if not k.endswith('num_batches_tracked') and 'normalize' not in k}
     assert plan['conv1.weight'] == ('conv0/W', 'conv_bgr') and plan['fc.weight'] == ('linear/W', 'dense')
     assert plan['layer2.0.downsample.1.running_var'] == ('group1/block0/convshortcut/bn/variance/EMA', 'vec')
     assert plan['layer3.5.act3.beta_raw'] == ('group2/block5/smoothrelu_beta', 'scalar')
     assert plan['layer3.5.act2.beta_raw'] == ('group2/block5/conv2/smoothrelu_beta', 'scalar')
     used = {name for name, _ in plan.values()}
-    assert set(v) - used == {'global_step', 'learning_rate', 'conv0/W/Momentum', 'linear/W/Momentum', 'EMA/xentropy-loss'}
+    assert set(v) - used == {'global_step', 'learning_rate', 'conv0/W/Momentum', 'linear/W/Momentum',
+                             'EMA/xentropy-loss'}
 
 
 @pytest.mark.parametrize('change, message', [
@@ -372,7 +376,8 @@ def test_resnet50_names_map_one_to_one_and_design_extras_are_ignored():
     (lambda v: v.update({'aux_logits/W': np.zeros((2, 2))}), 'aux_logits/W'),
     (lambda v: v.pop('group2/block3/conv2/bn/gamma'), 'layer3.3.bn2.weight'),
     (lambda v: v.update({'group0/block1/conv2/W': np.zeros((3, 3, 8, 9))}), r'group0/block1/conv2/W \[3, 3, 8, 9\]'),
-    (lambda v: v.update({'group3/block3/conv1/W': np.zeros((1, 1, 256, 64))}), r'no place in ResNetAT.*group3/block3/conv1/W'),
+    (lambda v: v.update({'group3/block3/conv1/W': np.zeros((1, 1, 256, 64))}),
+     r'no place in ResNetAT.*group3/block3/conv1/W'),
 ])
 def test_resnet_unmapped_missing_or_misshapen_variables_are_named(change, message):
     model = _small_resnet('silu', device='meta')
@@ -396,7 +401,8 @@ def test_every_efficientnet_size_maps_by_name_and_shape(size):
     """L1 included (273M parameters on the meta device): the converter is size-generic."""
     model = timm.create_model(f'robust_zoo/efficientnet_{size}_silu_at.sat_in1k', device='meta')
     plan = sat.plan_sat_efficientnet(sat_efficientnet_shapes(size), model)
-    assert set(plan) == {k for k in model.state_dict() if not k.endswith('num_batches_tracked') and 'normalize' not in k}
+    assert set(plan) == {k for k in model.state_dict()
+                         if not k.endswith('num_batches_tracked') and 'normalize' not in k}
     assert len({source for source, _ in plan.values()}) == len(plan)  # one checkpoint variable per weight
 
 

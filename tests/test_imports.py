@@ -123,6 +123,23 @@ def test_import_robust_zoo_imports_no_publishing_plotting_or_card_code():
     assert not unwanted, f'`import robust_zoo` imports {unwanted}'
 
 
+def _modules_after(code: str) -> Set[str]:
+    proc = subprocess.run([sys.executable, '-c', f'{code}; import sys; print("\\n".join(sys.modules))'],
+                          capture_output=True, text=True, cwd=PACKAGE.parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return set(proc.stdout.split())
+
+
+def test_import_robust_zoo_adds_no_huggingface_hub_module_to_what_import_timm_loads():
+    # timm.models._hub imports huggingface_hub.HfApi at import, and huggingface_hub.hf_api imports
+    # huggingface_hub.repocard_data (the card metadata classes) at module level: `import timm` alone loads it.
+    # What robust_zoo controls is that it adds no huggingface_hub module of its own (no repocard, no card code).
+    timm_hf = {m for m in _modules_after('import timm') if m.split('.')[0] == 'huggingface_hub'}
+    ours_hf = {m for m in _modules_after('import robust_zoo') if m.split('.')[0] == 'huggingface_hub'}
+    assert 'huggingface_hub.hf_api' in timm_hf, 'the listing was not parsed'
+    assert ours_hf - timm_hf == set(), f'`import robust_zoo` adds {sorted(ours_hf - timm_hf)} to `import timm`'
+
+
 def test_the_old_hub_module_still_works_and_says_where_things_went():
     code = ('import warnings; warnings.simplefilter("error", DeprecationWarning)\n'
             'try:\n    import robust_zoo.hub\nexcept DeprecationWarning as e:\n    print(e)')

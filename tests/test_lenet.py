@@ -41,7 +41,8 @@ def test_init_is_he_truncated_normal_with_zero_biases():
     std = math.sqrt(2.0 / fc1.in_features)
     assert fc1.weight.abs().max() <= 2 * std + 1e-7  # cut at 2 std, as TF's truncated_normal
     assert 0.8 * std < fc1.weight.std() < std  # a normal cut at 2 std has 0.88 of the std
-    assert all(float(m.bias.detach().abs().max()) == 0 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert all(float(m.bias.detach().abs().max()) == 0
+               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
 
 
 @pytest.mark.parametrize('act', ACTIVATIONS)

@@ -1,4 +1,5 @@
-"""robust_zoo's model families as timm models: registry, configs, inputs in [0, 1], activations, weights, fine-tuning."""
+"""robust_zoo's model families as timm models: registry, configs, inputs in [0, 1], activations, weights,
+fine-tuning."""
 import json
 
 import pytest
@@ -377,8 +378,9 @@ def test_pretrained_weights_load_into_another_in_chans(tmp_path, name, in_chans)
     model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), in_chans=in_chans)
     expected = timm.create_model(name, in_chans=in_chans, device='meta')
     assert model.normalize.mean.shape == expected.normalize.mean.shape == (1, in_chans, 1, 1)
-    torch.testing.assert_close(model.normalize.mean, source.normalize.mean.mean(1, keepdim=True).expand(1, in_chans, 1, 1))
-    torch.testing.assert_close(model.normalize.std, source.normalize.std.mean(1, keepdim=True).expand(1, in_chans, 1, 1))
+    mean, std = source.normalize.mean, source.normalize.std
+    torch.testing.assert_close(model.normalize.mean, mean.mean(1, keepdim=True).expand(1, in_chans, 1, 1))
+    torch.testing.assert_close(model.normalize.std, std.mean(1, keepdim=True).expand(1, in_chans, 1, 1))
 
 
 def test_save_for_hf_and_local_dir_rebuild_the_same_model(tmp_path):

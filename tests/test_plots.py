@@ -87,7 +87,8 @@ def test_import_robust_zoo_does_not_import_matplotlib():
     code = ('import sys, timm, torch, robust_zoo\n'
             'from robust_zoo.evaluation import evaluate\n'
             "model = timm.create_model('robust_zoo/mlp3_relu_at')\n"
-            "evaluate(model, 'fashion-mnist-linf', attacks=['fgsm'], data=(torch.rand(4, 1, 28, 28), torch.arange(4)))\n"
+            "evaluate(model, 'fashion-mnist-linf', attacks=['fgsm'],\n"
+            "         data=(torch.rand(4, 1, 28, 28), torch.arange(4)))\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'mpl_toolkits')))\n")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]', out.stdout

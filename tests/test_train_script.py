@@ -111,7 +111,8 @@ def test_a_run_resumed_after_an_early_stop_trains_no_further(tmp_path):
     assert load_train_state(out / 'last.ckpt')['stopped_early']
     (out / 'final_eval.json').unlink()
     resumed = run('--resume', out)
-    assert 'resumed' in resumed.stdout and '\nepoch 1\n' not in resumed.stdout and 'done: train loss' not in resumed.stdout
+    assert 'resumed' in resumed.stdout
+    assert '\nepoch 1\n' not in resumed.stdout and 'done: train loss' not in resumed.stdout
     record = json.loads((out / 'final_eval.json').read_text())
     assert record['stopped_early'] and record['epochs_run'] == 1 and record['best'] == first['best']
     assert [r['epoch'] for r in csv.DictReader((out / 'summary.csv').open())] == ['0']
@@ -158,7 +159,8 @@ def test_fine_tune_new_head_with_frozen_backbone(tmp_path):
 
 @pytest.mark.parametrize('flags, message', [
     (['--attack-eps', '8'], '8/255'),
-    (['--model', 'robust_zoo/resnet20_reluu_at'], "no model 'resnet20_reluu_at'. Did you mean robust_zoo/resnet20_relu_at"),
+    (['--model', 'robust_zoo/resnet20_reluu_at'],
+     "no model 'resnet20_reluu_at'. Did you mean robust_zoo/resnet20_relu_at"),
     (['--model', 'resnet18x'], '--model: Unknown model (resnet18x). Did you mean resnet18,'),
     (['--dataset', 'svhn'], 'unknown --dataset'),
     (['--val-attack', 'pgd-x'], 'Unknown or not yet available attack'),

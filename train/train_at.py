@@ -45,8 +45,9 @@ from robust_zoo.training import (
 )
 
 _logger = logging.getLogger('train_at')
-DEFAULT_THREAT = {'fashion-mnist': 'fashion-mnist-linf', 'digits': 'digits-linf', 'mnist': 'mnist-linf', 'cifar10': 'cifar10-linf',
-                  'cifar100': 'cifar100-linf', 'imagenet': 'imagenet-linf', 'imagenet-1k': 'imagenet-linf'}
+DEFAULT_THREAT = {'fashion-mnist': 'fashion-mnist-linf', 'digits': 'digits-linf', 'mnist': 'mnist-linf',
+                  'cifar10': 'cifar10-linf', 'cifar100': 'cifar100-linf', 'imagenet': 'imagenet-linf',
+                  'imagenet-1k': 'imagenet-linf'}
 RUN_FILES = ('args.yaml', 'last.ckpt', 'summary.csv')
 
 config_parser = argparse.ArgumentParser(description='Training config', add_help=False)
@@ -333,7 +334,8 @@ def resolve_fused_act(args: argparse.Namespace, device: torch.device) -> Optiona
     if args.amp:
         args.fused_act = False
         return '--fused-act: the fused kernels are measured in fp32 only, so under --amp the activations run eagerly'
-    if device.type == 'cpu' and not any(shutil.which(c) for c in (os.environ.get('CXX', ''), 'g++', 'c++', 'clang++') if c):
+    compilers = (os.environ.get('CXX', ''), 'g++', 'c++', 'clang++')
+    if device.type == 'cpu' and not any(shutil.which(c) for c in compilers if c):
         args.fused_act = False
         return ('--fused-act: no C++ compiler (g++, c++, clang++ or $CXX) for torch.compile on this CPU, so the '
                 'activations run eagerly; install one (e.g. apt-get install g++) for the fused kernels')
@@ -560,7 +562,8 @@ def main(argv=None) -> int:
         except (DatasetError, ValueError) as e:
             log(f'final evaluation skipped: {e}')
         else:
-            set_fused_activations(False)  # the attacks see a new batch shape per batch (clean-correct points): no compiling
+            # the attacks see a new batch shape per batch (clean-correct points): no compiling
+            set_fused_activations(False)
             result = evaluate(eval_model.eval(), threat, data=(x, y), attacks=args.eval_attacks.split(','),
                               n_examples=len(y), seed=args.seed, model_name=args.model,
                               weights_sha256=sha256_file(out / 'model.safetensors'))

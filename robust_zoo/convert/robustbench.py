@@ -66,8 +66,8 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
                               f'under {" or ".join(repr(k) for k in _WRAPPERS)}).')
     others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if others:
-        raise ConversionError(f'{path}: not a state dict: {len(others)} entries are not tensors ({", ".join(others[:8])}'
-                              f'{", ..." if len(others) > 8 else ""}).')
+        raise ConversionError(f'{path}: not a state dict: {len(others)} entries are not tensors '
+                              f'({", ".join(others[:8])}{", ..." if len(others) > 8 else ""}).')
     state = dict(obj)
     for prefix in ('module.', 'model.'):  # DataParallel's, then a wrapper module's (RobustBench strips both)
         if all(k.startswith(prefix) for k in state):
@@ -219,7 +219,8 @@ def _target(name: str, source: str, rb_id: str, gdrive_id: str, paper: str, lice
     register_target(Target(
         name=name, source=source, origin_url=_RB_INFO.format(rb_id), download=download, license=license, paper=paper,
         reported=(Reported(clean=clean, robust=robust, attack='AutoAttack (standard)', threat_model='cifar10-linf',
-                           n_examples=10000, reference=f'RobustBench leaderboard, model_info/cifar10/Linf/{rb_id}.json'),),
+                           n_examples=10000,
+                           reference=f'RobustBench leaderboard, model_info/cifar10/Linf/{rb_id}.json'),),
         eval_threat_models=('cifar10-linf',),
         notes=f"RobustBench id: {rb_id}. {notes}".strip(),
         extra=dict(robustbench_id=rb_id, gdrive_id=gdrive_id, **({'default': True} if default else {}))))
@@ -235,8 +236,8 @@ _EXTRA = 'Trained with additional external data (RobustBench: additional_data).'
 _target('wrn_28_10_pssilu_at.rb_dai2021', PAF_SOURCE, 'Dai2021Parameterizing', '1eO-MNXQSAoCuNFjIbdCheprT4Beqo9Zv',
         'Dai, Mahloujifar & Mittal 2021, "Parameterizing Activation Functions for Adversarial Robustness", '
         'arXiv:2110.05626', 'unknown', 0.8702, 0.6155,
-        notes='WRN-28-10 with one network-wide PSSiLU; ~6M synthetic images in training (RobustBench footnote). The authors\' code '
-              '(github.com/dash29/robust_paf) states no license.')
+        notes='WRN-28-10 with one network-wide PSSiLU; ~6M synthetic images in training (RobustBench footnote). '
+              "The authors' code (github.com/dash29/robust_paf) states no license.")
 _target('wrn_70_16_silu_at.rb_gowal2020_70_16_extra', DM_SOURCE, 'Gowal2020Uncovering_70_16_extra',
         '1GxryYj_Or-VCDca0wgiFLz4ssXSZXQoJ', _GOWAL, _DM_LICENSE, 0.9110, 0.6588, 'cifar10_linf_wrn70-16_with', _EXTRA)
 _target('wrn_70_16_silu_at.rb_gowal2020_70_16', DM_SOURCE, 'Gowal2020Uncovering_70_16',
@@ -244,17 +245,18 @@ _target('wrn_70_16_silu_at.rb_gowal2020_70_16', DM_SOURCE, 'Gowal2020Uncovering_
 _target('wrn_28_10_silu_at.rb_gowal2020_28_10_extra', DM_SOURCE, 'Gowal2020Uncovering_28_10_extra',
         '1MBAWGxiZxKt-GfqEqtLcXcd3tAxPhvV2', _GOWAL, _DM_LICENSE, 0.8948, 0.6280, 'cifar10_linf_wrn28-10_with', _EXTRA)
 _target('wrn_70_16_silu_at.rb_rebuffi2021_70_16_extra', DM_SOURCE, 'Rebuffi2021Fixing_70_16_cutmix_extra',
-        '1qKDTp6IJ1BUXZaRtbYuo_t0tuDl_4mLg', _REBUFFI, _DM_LICENSE, 0.9223, 0.6658, 'cifar10_linf_wrn70-16_cutmix_external',
-        'CutMix; trained with additional external data (RobustBench: additional_data).')
+        '1qKDTp6IJ1BUXZaRtbYuo_t0tuDl_4mLg', _REBUFFI, _DM_LICENSE, 0.9223, 0.6658,
+        'cifar10_linf_wrn70-16_cutmix_external', 'CutMix; trained with additional external data (RobustBench: '
+        'additional_data).')
 _target('wrn_70_16_silu_at.rb_rebuffi2021_70_16_ddpm', DM_SOURCE, 'Rebuffi2021Fixing_70_16_cutmix_ddpm',
-        '1-8CWRT-OFWyrz4T4s0I2mbFjPg8K_MUi', _REBUFFI, _DM_LICENSE, 0.8854, 0.6425, 'cifar10_linf_wrn70-16_cutmix_ddpm_v2',
-        'CutMix; 1M DDPM-generated images in training.')
+        '1-8CWRT-OFWyrz4T4s0I2mbFjPg8K_MUi', _REBUFFI, _DM_LICENSE, 0.8854, 0.6425,
+        'cifar10_linf_wrn70-16_cutmix_ddpm_v2', 'CutMix; 1M DDPM-generated images in training.')
 _target('wrn_28_10_silu_at.rb_rebuffi2021_28_10_ddpm', DM_SOURCE, 'Rebuffi2021Fixing_28_10_cutmix_ddpm',
-        '1-0EChXbc6pOvx26O17av263bCeqIAz6s', _REBUFFI, _DM_LICENSE, 0.8733, 0.6075, 'cifar10_linf_wrn28-10_cutmix_ddpm_v2',
-        'CutMix; 1M DDPM-generated images in training.')
-_target('wrn_70_16_silu_at.rb_wang2023_70_16', DM_SOURCE, 'Wang2023Better_WRN-70-16', '1-RF7ZSS-PAh6bfQcuqx4lh9bc9BUGnap',
-        _WANG, 'mit', 0.9325, 0.7069, default=True,
+        '1-0EChXbc6pOvx26O17av263bCeqIAz6s', _REBUFFI, _DM_LICENSE, 0.8733, 0.6075,
+        'cifar10_linf_wrn28-10_cutmix_ddpm_v2', 'CutMix; 1M DDPM-generated images in training.')
+_target('wrn_70_16_silu_at.rb_wang2023_70_16', DM_SOURCE, 'Wang2023Better_WRN-70-16',
+        '1-RF7ZSS-PAh6bfQcuqx4lh9bc9BUGnap', _WANG, 'mit', 0.9325, 0.7069, default=True,
         notes='50M generated images in training (RobustBench footnote); nn.SiLU in RobustBench, not Swish.')
-_target('wrn_28_10_silu_at.rb_wang2023_28_10', DM_SOURCE, 'Wang2023Better_WRN-28-10', '1-6MYKJdECDVGaWjj6GgqvaT95BGKhUvI',
-        _WANG, 'mit', 0.9244, 0.6731, default=True,
+_target('wrn_28_10_silu_at.rb_wang2023_28_10', DM_SOURCE, 'Wang2023Better_WRN-28-10',
+        '1-6MYKJdECDVGaWjj6GgqvaT95BGKhUvI', _WANG, 'mit', 0.9244, 0.6731, default=True,
         notes='20M generated images in training (RobustBench footnote); nn.SiLU in RobustBench, not Swish.')

@@ -15,10 +15,13 @@ APGD-T" means: pyautoattack's `version='custom'` defaults would give APGD-CE 5 r
 robust points) and FAB 5, so a subset would not be the corresponding part of AutoAttack standard.
 """
 import logging
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # pyautoattack is imported only when AutoAttack runs
+    from pyautoattack import AutoAttack
 
 __all__ = ['ATTACKS', 'VERSIONS', 'autoattack', 'is_autoattack', 'is_subset']
 

@@ -23,7 +23,8 @@ def _curve(check_or_curve: Any, key: str) -> Tuple[list, list, Dict[str, Any]]:
     ({key: [...], 'accuracy': [...]}), or a plain mapping {x: accuracy}."""
     data = check_or_curve.get('data', check_or_curve) if isinstance(check_or_curve, Mapping) else None
     if data is None:
-        raise TypeError(f'expected a check dict, its data, or a mapping {{{key}: accuracy}}, got {type(check_or_curve)}.')
+        raise TypeError(f'expected a check dict, its data, or a mapping {{{key}: accuracy}}, '
+                        f'got {type(check_or_curve)}.')
     if key in data and 'accuracy' in data:
         xs, acc = list(data[key]), list(data['accuracy'])
     else:

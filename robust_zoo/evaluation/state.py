@@ -28,7 +28,8 @@ STATE_FORMAT = 'robust_zoo.eval_state/1'
 _FIELDS = dict(model='the model weights (parameter digest)', data='the data (digest of the images and labels)',
                threat_model='the threat model', attacks='the attacks', n_examples='the number of examples',
                batch_size='the batch size', seed='the seed', checks='the checks', probe='the probe size',
-               amp='amp', compile='compile', autoattack_subset="the AutoAttack subset's settings (now the standard version's)")
+               amp='amp', compile='compile',
+               autoattack_subset="the AutoAttack subset's settings (now the standard version's)")
 
 
 class EvalStateError(ValueError):

@@ -65,8 +65,10 @@ def _download(repo_id: str, filename: str, cache_dir: Optional[PathLike], name: 
     except Exception as e:  # offline, not cached, no such repo, network: all say the same thing to the user
         where = f'not in {local.parent} and ' if local is not None else ''
         if constants.HF_HUB_OFFLINE:
+            folder = local.parent if local is not None else cards_dir() / name
             how = (f'HF_HUB_OFFLINE=1 is set: unset it to download {filename} from https://huggingface.co/'
-                   f'{repo_id}, or put the repo folder at {local.parent if local is not None else cards_dir() / name}.')
+                   f'{repo_id}, or put the repo folder at {folder} (or set ROBUST_ZOO_MODEL_CARDS to a folder '
+                   f'that holds {name}/).')
         else:
             how = f'check the network and that https://huggingface.co/{repo_id} exists.'
         raise PublishedWeightsError(

@@ -53,7 +53,8 @@ class InputNormalize(nn.Module):
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
-        return f'mean={[round(v, 4) for v in self.mean.flatten().tolist()]}, std={[round(v, 4) for v in self.std.flatten().tolist()]}'
+        mean, std = ([round(v, 4) for v in t.flatten().tolist()] for t in (self.mean, self.std))
+        return f'mean={mean}, std={std}'
 
 
 class NormalizedInputMixin:

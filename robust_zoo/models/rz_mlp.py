@@ -25,8 +25,9 @@ class MLP(SmallImageNet):
     """Fully connected network on flattened images in [0, 1]."""
 
     def __init__(self, hidden: Sequence[int] = (256, 256), num_classes: int = 10, in_chans: int = 1,
-                 img_size: Union[int, Tuple[int, int]] = 28, drop_rate: float = 0.0, act_layer: Callable[..., nn.Module] = nn.ReLU,
-                 input_mean=FASHION_MNIST_MEAN, input_std=FASHION_MNIST_STD, shared_act=None, global_pool: str = ''):
+                 img_size: Union[int, Tuple[int, int]] = 28, drop_rate: float = 0.0,
+                 act_layer: Callable[..., nn.Module] = nn.ReLU, input_mean=FASHION_MNIST_MEAN,
+                 input_std=FASHION_MNIST_STD, shared_act=None, global_pool: str = ''):
         super().__init__(input_mean, input_std, in_chans, num_classes, shared_act)
         if global_pool:  # timm's save_for_hf records global_pool='' in config.json; only '' exists here
             raise ValueError(f'mlp3 has no spatial pooling: global_pool must be empty, got {global_pool!r}.')

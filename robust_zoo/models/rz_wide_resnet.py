@@ -31,11 +31,11 @@ Details checked against both RobustBench classes (numerically, in tests/test_con
   DMWideResNet's Swish is x * sigmoid(x), i.e. nn.SiLU (`*_silu_at`).
 * PAF's dropout between the two convs (dropRate) is 0 in the published models and not implemented.
 
-The block is rz_preact_resnet's PreActBlock, and module names (conv_stem, stages.<i>.<j>.{bn1,conv1,bn2,conv2,shortcut}, norm, head.fc) are those of
-rz_preact_resnet's PreActResNet, which built the `wrn_*` names before, so weights saved from it load here
-unchanged. Tagged cfgs (`.rb_*`) are RobustBench weights converted by `robust-zoo convert`
-(robust_zoo/convert/robustbench.py); their `arch_args` select the style, so the tagged name builds the right
-network with pretrained=False too.
+The block is rz_preact_resnet's PreActBlock, and module names (conv_stem,
+stages.<i>.<j>.{bn1,conv1,bn2,conv2,shortcut}, norm, head.fc) are those of rz_preact_resnet's PreActResNet,
+which built the `wrn_*` names before, so weights saved from it load here unchanged. Tagged cfgs (`.rb_*`) are
+RobustBench weights converted by `robust-zoo convert` (robust_zoo/convert/robustbench.py); their `arch_args`
+select the style, so the tagged name builds the right network with pretrained=False too.
 Default cfg: CIFAR-10, threat model cifar10-linf.
 """
 from functools import partial
@@ -82,7 +82,8 @@ _ARCHS = {
 
 
 def _create(arch: str, variant: str, pretrained: bool = False, **kwargs: Any) -> WideResNet:
-    return build_at_model(WideResNet, variant, pretrained, feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2)),
+    return build_at_model(WideResNet, variant, pretrained,
+                          feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2)),
                           **dict(_ARCHS[arch], **kwargs))
 
 
