@@ -18,7 +18,7 @@ import timm
 import torch
 import yaml
 
-from robust_zoo import sparta
+from robust_zoo import sparta_bank as sparta
 from robust_zoo.models import _hub, _pretrained
 from robust_zoo.cli import main
 from robust_zoo.evaluation import evaluate

@@ -23,7 +23,7 @@ from huggingface_hub import constants as hf_constants
 from timm.models import get_pretrained_cfg
 
 import robust_zoo
-import robust_zoo.sparta
+import robust_zoo.sparta_bank
 from robust_zoo import demo, publish
 from robust_zoo.models import _hub, _pretrained
 from robust_zoo.publish import leaderboard as lb
@@ -690,7 +690,7 @@ def _sparta_trained_like(arch, seed=0, **kwargs):
     model = timm.create_model(f'robust_zoo/{arch}', **kwargs)
     if 'sparta_bank' not in kwargs:
         with torch.no_grad():
-            for i, unit in enumerate(robust_zoo.sparta.sparta_units(model).values()):
+            for i, unit in enumerate(robust_zoo.sparta_bank.sparta_units(model).values()):
                 unit.beta.fill_(1 + i + seed)
                 unit.attn.weight.normal_()
     return model
@@ -727,7 +727,8 @@ def test_a_transferred_model_card_names_its_published_bank(run, tmp_path, source
     assert bank_file.is_file()
     copy_elsewhere = tmp_path / 'runs' / 'sparta_bank.safetensors'  # as the grid loads it: a run's own bank file
     copy_elsewhere.parent.mkdir()
-    robust_zoo.sparta.save_bank(_sparta_trained_like('resnet20_sparta_at'), copy_elsewhere, run='resnet20_sparta_at-s0')
+    robust_zoo.sparta_bank.save_bank(_sparta_trained_like('resnet20_sparta_at'), copy_elsewhere,
+                                     run='resnet20_sparta_at-s0')
     model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(copy_elsewhere))
     folder = _transfer_card(run, tmp_path, source_card['cards'], source_card['index'], arch='resnet32_sparta_at',
                             tag='fmnist_bank_s0', robust=0.55, clean=0.8, model=model,
@@ -744,13 +745,14 @@ def test_a_transferred_model_card_names_its_published_bank(run, tmp_path, source
     # the published transferred model loads by name with the bank's values in it
     published(source_card['index'], source_card['cards'])
     loaded = timm.create_model(f'local-dir:{folder}', pretrained=True)
-    units, _ = robust_zoo.sparta.read_bank(bank_file)
-    assert torch.equal(robust_zoo.sparta.sparta_units(loaded)['stages.2.4.act2'].attn.weight,
+    units, _ = robust_zoo.sparta_bank.read_bank(bank_file)
+    assert torch.equal(robust_zoo.sparta_bank.sparta_units(loaded)['stages.2.4.act2'].attn.weight,
                        units['stages.2.2.act2']['attn.weight'])
 
 
 def test_a_transferred_card_refuses_an_unpublished_or_retrained_bank(run, tmp_path, source_card):
-    other = robust_zoo.sparta.save_bank(_sparta_trained_like('resnet20_sparta_at', seed=5), tmp_path / 'b.safetensors')
+    other = robust_zoo.sparta_bank.save_bank(_sparta_trained_like('resnet20_sparta_at', seed=5),
+                                             tmp_path / 'b.safetensors')
     model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(other))
     with pytest.raises(ValueError, match='is not published .*publish the run it comes from first'):
         _transfer_card(run, tmp_path, source_card['cards'], source_card['index'], arch='resnet32_sparta_at',
@@ -759,7 +761,7 @@ def test_a_transferred_card_refuses_an_unpublished_or_retrained_bank(run, tmp_pa
     bank_file = source_card['folder'] / 'sparta_bank.safetensors'
     model = timm.create_model('robust_zoo/resnet32_sparta_at', sparta_bank=str(bank_file))
     with torch.no_grad():
-        robust_zoo.sparta.sparta_units(model)['stages.1.0.act1'].beta.add_(0.01)  # "frozen" units that moved
+        robust_zoo.sparta_bank.sparta_units(model)['stages.1.0.act1'].beta.add_(0.01)  # "frozen" units that moved
     with pytest.raises(ValueError, match="Sparta units differ from the bank"):
         _transfer_card(run, tmp_path, source_card['cards'], source_card['index'], arch='resnet32_sparta_at',
                        tag='fmnist_bank_s1', robust=0.5, clean=0.8, model=model,
@@ -826,7 +828,7 @@ def test_cli_unpublish_withdraws_the_card_and_its_index_entry(run, tmp_path, pub
 
 
 def test_a_sparta_card_publishes_its_bank_loadable_by_name(tmp_path, monkeypatch):
-    from robust_zoo.sparta import load_bank, read_bank, sparta_units
+    from robust_zoo.sparta_bank import load_bank, read_bank, sparta_units
     arch = 'mlp3_sparta_at'
     run_dir = tmp_path / 'run'
     run_dir.mkdir()

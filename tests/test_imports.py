@@ -161,3 +161,13 @@ def test_the_old_leaderboard_module_still_works():
     from robust_zoo.publish import leaderboard
     assert old.write_leaderboard is leaderboard.write_leaderboard
     assert old.leaderboard_markdown is leaderboard.leaderboard_markdown
+
+
+def test_the_old_sparta_bank_module_name_still_works_and_says_where_it_went():
+    """Published cards say `robust_zoo.sparta.load_bank(...)`: the banks' module is now robust_zoo.sparta_bank,
+    apart from the activation robust_zoo.layers.sparta, and the old name forwards with a warning."""
+    with pytest.warns(DeprecationWarning, match='robust_zoo.sparta_bank'):
+        sys.modules.pop('robust_zoo.sparta', None)
+        import robust_zoo.sparta as old
+    from robust_zoo import sparta_bank
+    assert old.load_bank is sparta_bank.load_bank and set(old.__all__) == set(sparta_bank.__all__)

@@ -82,7 +82,7 @@ TRANSFERRED = [n for n in PUBLISHED if 'sparta_bank' in ModelCard.load(cards_dir
 
 @pytest.mark.parametrize('name', BANKS)
 def test_published_bank_loads_by_name_into_a_deeper_net(name):
-    from robust_zoo.sparta import bank_mapping, read_bank, sparta_units
+    from robust_zoo.sparta_bank import bank_mapping, read_bank, sparta_units
     units, meta = read_bank(cards_dir() / name / 'sparta_bank.safetensors')
     assert meta['repo'] == name and meta['dataset'] == load_published()[name]['dataset']
     model = timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank=name)
@@ -95,7 +95,7 @@ def test_published_bank_loads_by_name_into_a_deeper_net(name):
 
 @pytest.mark.parametrize('name', TRANSFERRED)
 def test_transferred_model_holds_its_published_source_bank(name):
-    from robust_zoo.sparta import bank_mapping, read_bank, sparta_units
+    from robust_zoo.sparta_bank import bank_mapping, read_bank, sparta_units
     bank = ModelCard.load(cards_dir() / name / 'README.md').data.to_dict()['robust_zoo']['sparta_bank']
     assert bank['source'] in PUBLISHED and bank['frozen']
     units, _ = read_bank(cards_dir() / bank['source'] / 'sparta_bank.safetensors')
@@ -159,5 +159,5 @@ def test_every_record_of_a_card_measured_its_weights(name):
 
 @pytest.mark.parametrize('name', BANKS)
 def test_every_published_bank_is_the_one_its_card_published(name):
-    from robust_zoo.sparta import BANK_FILE, published_bank_sha256
+    from robust_zoo.sparta_bank import BANK_FILE, published_bank_sha256
     assert sha256_file(cards_dir() / name / BANK_FILE) == published_bank_sha256(cards_dir() / name)

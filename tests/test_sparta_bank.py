@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import robust_zoo  # noqa: F401
-from robust_zoo.sparta import SpartaBankError, bank_mapping, load_bank, read_bank, save_bank, sparta_units
+from robust_zoo.sparta_bank import SpartaBankError, bank_mapping, load_bank, read_bank, save_bank, sparta_units
 
 
 def _trained_like(name='resnet20_sparta_at', seed=0):

@@ -84,7 +84,7 @@ def test_epoch_batches_are_deterministic_disjoint_across_ranks_and_change_per_ep
 def test_freeze_backbone_and_activations():
     model = timm.create_model('robust_zoo/resnet20_sparta_at')
     names = freeze(model, 'activations')
-    from robust_zoo.sparta import sparta_units
+    from robust_zoo.sparta_bank import sparta_units
     assert set(names) == {f'{unit}.{n}' for unit, m in sparta_units(model).items() for n, _ in m.named_parameters()}
     assert not any(p.requires_grad for n, p in model.named_parameters() if n in names)
     assert all(p.requires_grad for n, p in model.named_parameters() if n not in names)

@@ -224,7 +224,7 @@ def bank_of(run: Path) -> Path:
         import yaml
 
         import robust_zoo  # noqa: F401
-        from robust_zoo.sparta import save_bank
+        from robust_zoo.sparta_bank import save_bank
         from robust_zoo.training import load_weights
         args = yaml.safe_load((run / 'args.yaml').read_text())
         model = timm.create_model(args['model'])

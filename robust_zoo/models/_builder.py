@@ -12,7 +12,7 @@ from timm.models._pretrained import PretrainedCfg
 from torch import nn
 
 from ..layers import SHARED_BY_DEFAULT, act_name, make_act_factory
-from ..sparta import load_bank
+from ..sparta_bank import load_bank
 from ._hub import default_converted_cfg, resolve_weights
 
 __all__ = ['RobustPretrainedCfg', 'rz_cfg', 'build_at_model', 'register_act_variants']
@@ -80,7 +80,7 @@ def build_at_model(
     PSSiLU/PSoftplus as in Dai et al., else False) are JSON-serializable, so timm records them and a
     saved config rebuilds the same model. `sparta_bank` (a bank file or a published bank's name) loads
     trained Sparta units into the model, frozen unless `sparta_bank_freeze=False`, mapped with
-    `sparta_bank_mapping` (see `robust_zoo.sparta`).
+    `sparta_bank_mapping` (see `robust_zoo.sparta_bank`).
     """
     pretrained_cfg = _as_robust_cfg(variant, kwargs.pop('pretrained_cfg', None))
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg, kwargs.get('pretrained_cfg_overlay'))

@@ -10,7 +10,7 @@
 - Sparta banks (`sparta_bank.safetensors` of a published Sparta model): the cards folder, else the Hub repo; the
   sha256 must be the index's `bank_sha256` (or, for cards written before the index kept it, the card's Files table).
 `resolve_weights(variant, cfg)` is what `_builder` calls for `pretrained=True`; `resolve_bank` is what
-`robust_zoo.sparta` calls for a Sparta bank named by a published model.
+`robust_zoo.sparta_bank` calls for a Sparta bank named by a published model.
 """
 import dataclasses
 import json

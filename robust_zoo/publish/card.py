@@ -17,7 +17,7 @@ from ..data import LABEL_NAMES, NUM_CLASSES
 from ..models import _pretrained
 from ..models._pretrained import _BASE_CFGS, _CFG_KEYS, WEIGHTS_NAME, cards_dir, hf_org, load_published
 from ..models._pretrained import register_published
-from ..sparta import BANK_FILE, bank_mapping, read_bank, resolve_bank, save_bank, sparta_units
+from ..sparta_bank import BANK_FILE, bank_mapping, read_bank, resolve_bank, save_bank, sparta_units
 from ..training import CO_GAP, AttackConfig, catastrophic_overfitting_epochs, kept_epoch, load_weights
 from .card_body import _card_body
 from .cost import train_images_of, training_cost
