@@ -76,7 +76,7 @@ def test_save_eval_plots_writes_the_three_figures(tmp_path):
     written = save_eval_plots(record, model, (x, y), tmp_path, resolution=5)
     assert sorted(written) == ['accuracy_vs_eps', 'accuracy_vs_steps', 'loss_landscape']
     assert all(_is_png(p) and p.parent == tmp_path for p in written.values())
-    # an EvalResult without the curves, and no model: nothing to draw
+    # an EvalRecord without the curves, and no model: nothing to draw
     assert save_eval_plots(dataclasses.replace(result, checks=[]), out_dir=tmp_path / 'none') == {}
     assert not (tmp_path / 'none').exists()
 

@@ -158,7 +158,7 @@ def _checks_of(result: Any) -> Sequence[Dict[str, Any]]:
 def save_eval_plots(result: Any, model: Optional[nn.Module] = None,
                     data: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, out_dir: PathLike = '.', *,
                     resolution: int = 21) -> Dict[str, Path]:
-    """Write `accuracy_vs_steps.png` and `accuracy_vs_eps.png` (when `result`, an `EvalResult` or its
+    """Write `accuracy_vs_steps.png` and `accuracy_vs_eps.png` (when `result`, an `EvalRecord` or its
     `to_dict()`, carries the `steps convergence` / `eps sweep` curves of `checks='full'`) and
     `loss_landscape.png` (when `model` and `data` are given: around the first test point the model
     classifies correctly, else the first one, at the threat model's budget) into `out_dir`.
