@@ -202,6 +202,39 @@ def test_trained_runs_are_evaluated_before_new_training(tmp_path):
     assert all(run.evals == (zoo_grid.EVAL_10K,) for _, run in ordered[:2])
 
 
+def test_started_runs_are_resumed_before_new_ones_start(tmp_path):
+    root = tmp_path / 'lenet'
+    queue = [(root, run) for run in zoo_grid.lenet_grid()]
+    out = root / 'lenet_small_sparta_at-s1'
+    out.mkdir(parents=True)
+    (out / 'last.ckpt').write_bytes(b'')
+    ordered = zoo_grid.trained_first(queue)
+    assert ordered[0][1].name == 'lenet_small_sparta_at-s1'
+    (out / 'final_eval.json').write_text('{}')  # trained: back in its place
+    assert zoo_grid.trained_first(queue) == queue
+
+
+def test_the_lenet_grid_is_every_activation_on_three_seeds_with_apgd_each_and_autoattack_on_seed_0():
+    from robust_zoo.layers import ACTIVATIONS
+    runs = zoo_grid.lenet_grid()
+    trained = runs[:3 * len(ACTIVATIONS)]
+    assert [(r.model, r.seed) for r in trained] == [(f'lenet_small_{a}_at', s) for s in (0, 1, 2) for a in ACTIVATIONS]
+    assert all(r.evals == ('apgd_1k',) and r.recipe == 'lenet_small_fmnist_pgd10.yaml' for r in trained)
+    assert all(r.tag == f'fmnist_pgd10_s{r.seed}' for r in trained)
+    assert [(r.name, r.evals) for r in runs[len(trained):]] == [
+        (f'lenet_small_{a}_at-s0', ('apgd_1k', 'aa_1k')) for a in ACTIVATIONS], 'AutoAttack last, seed 0 only'
+    assert zoo_grid.EVALS['aa_1k'][:4] == ['--attacks', 'autoattack-standard', '--n-examples', '1000']
+    assert (ROOT / 'train' / 'configs' / 'lenet_small_fmnist_pgd10.yaml').is_file()
+
+
+def test_lenet_grid_dry_run_lists_its_runs_in_its_own_folder(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / 'train' / 'zoo_grid.py'), '--grid', 'lenet', '--dry-run',
+                          '--root', str(tmp_path / 'g'), '--only', 'lenet_small_relu_at-s*'],
+                         capture_output=True, text=True, check=True,  # no card to restore from
+                         env={**os.environ, 'ROBUST_ZOO_MODEL_CARDS': str(tmp_path / 'cards')}).stdout.splitlines()
+    assert out == [f'todo     {tmp_path / "g"}/lenet_small_relu_at-s{s}' for s in (0, 1, 2, 0)]
+
+
 def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_the_same_card(tmp_path, monkeypatch):
     """runs/ is not in git: on a new machine the published seed-0 runs come back from their cards instead of
     being trained again, and their card written from the restored run says what the published one says."""

@@ -18,6 +18,11 @@ for seed 0 of every other activation under a claim (AA_CLAIMS_ORDER), once every
 number (the queue is rebuilt after each pass, so this stage appears then), each with PGD-20 on the same 500
 images first (RUN/pgd20_500.json, seconds), so that the cards and the leaderboard's (!) note can set
 AutoAttack's number beside PGD's on the images AutoAttack saw.
+`lenet` (issue 24): the same activation claims at a converged budget, on the small CNN of Croce et al. (2019):
+every activation x seeds 0, 1, 2 under train/configs/lenet_small_fmnist_pgd10.yaml (PGD-10 on half of each batch,
+30 epochs), each evaluated with PGD-20 on 10,000 test images (its final_eval.json) and APGD-CE + APGD-T on 1,000
+(RUN/apgd_1k.json), then AutoAttack standard on 1,000 for seed 0 of each activation (RUN/aa_1k.json). Its runs go
+to runs/lenet-grid/ (`python train/zoo_grid.py --grid lenet`; `GRID=lenet bash train/run_grids.sh`).
 A trained run still lacking its PGD-20 on 10,000 images is evaluated before any new training starts.
 
 `--publish` trains nothing: it writes (or refreshes) the model card of every finished run, zoo first so that
@@ -83,7 +88,9 @@ EVALS = {
     'apgd_1k': ['--attacks', 'apgd-ce+apgd-t', '--n-examples', '1000', '--batch-size', '100', '--checks', 'fast'],
     'pgd20_500': ['--attacks', 'pgd-20', '--n-examples', '500', '--batch-size', '250', '--checks', 'fast'],
     'aa_500': ['--attacks', 'autoattack-standard', '--n-examples', '500', '--batch-size', '100', '--checks', 'fast'],
+    'aa_1k': ['--attacks', 'autoattack-standard', '--n-examples', '1000', '--batch-size', '100', '--checks', 'fast'],
 }
+LENET_RECIPE = 'lenet_small_fmnist_pgd10.yaml'  # the converged budget of the activation claims
 
 
 class Run(NamedTuple):
@@ -114,6 +121,20 @@ def zoo_grid() -> List[Run]:
     runs = [_zoo(a, 0) for a in ACTIVATIONS] + _mlp3(0)
     runs += [r for s in SEEDS[1:] for r in _mlp3(s) + [_zoo(a, s) for a in SEEDED]]
     return runs + [r for s in SEEDS for r in _mlp3(s, 'pgd')]
+
+
+def _lenet(act: str, seed: int) -> Run:
+    """LeNetSmall with `act` under the converged budget; APGD-CE + APGD-T on 1,000 test images for every seed, so
+    that the claims decide under it with the seed spread (its final_eval.json holds PGD-20 on 10,000)."""
+    return Run(f'lenet_small_{act}_at-s{seed}', LENET_RECIPE, f'lenet_small_{act}_at', seed, f'fmnist_pgd10_s{seed}',
+               evals=('apgd_1k',))
+
+
+def lenet_grid() -> List[Run]:
+    """Every activation on every seed, seed by seed (a session's end leaves whole seeds), then AutoAttack standard
+    on 1,000 for seed 0 of each activation (11 CPU-minutes each for ReLU: last, as the verdicts do not wait on it)."""
+    runs = [_lenet(a, s) for s in SEEDS for a in ACTIVATIONS]
+    return runs + [r._replace(evals=r.evals + ('aa_1k',)) for r in runs if r.seed == 0]
 
 
 def _digits(seed: int, zoo_root: Path) -> List[Run]:
@@ -172,13 +193,18 @@ def all_grid(zoo_root: Path, transfer_root: Path) -> List[tuple]:
 
 def trained_first(queue: List[tuple]) -> List[tuple]:
     """The queue with the trained runs that still lack their PGD-20 on 10,000 images moved to the front
-    (minutes each, and each makes a publishable model); otherwise in order."""
+    (minutes each, and each makes a publishable model), then the runs whose training started (a last.ckpt) and did
+    not finish; otherwise in order."""
     def waiting(item):
         root, run = item
         out = root / run.name
         return (run.evals == (EVAL_10K,) and (out / 'final_eval.json').exists()  # not the later APGD/AA stages
                 and not (out / f'{EVAL_10K}.json').exists())
-    return sorted(queue, key=lambda item: not waiting(item))
+
+    def started(item):
+        out = item[0] / item[1].name
+        return (out / 'last.ckpt').exists() and not (out / 'final_eval.json').exists()
+    return sorted(queue, key=lambda item: (not waiting(item), not started(item)))
 
 
 def best_three(zoo_root: Path) -> List[str]:
@@ -552,9 +578,11 @@ def select(queue: List[tuple], patterns: Optional[List[str]]) -> List[tuple]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--grid', default='all', choices=('all', 'zoo', 'transfer'))
-    p.add_argument('--root', default=None, help='zoo or transfer grid: its run folder (default: runs/fmnist-zoo '
-                                                'or runs/transfer)')
+    p.add_argument('--grid', default='all', choices=('all', 'zoo', 'transfer', 'lenet'),
+                   help='all: the 4-epoch ResNet-20 zoo and its transfer runs; lenet: the activation claims at the '
+                        'converged LeNetSmall budget (train/configs/%s)' % LENET_RECIPE)
+    p.add_argument('--root', default=None, help='zoo, transfer or lenet grid: its run folder (default: '
+                                                'runs/fmnist-zoo, runs/transfer or runs/lenet-grid)')
     p.add_argument('--zoo-root', default='runs/fmnist-zoo', help='the zoo runs, where the transfer runs find the banks')
     p.add_argument('--transfer-root', default='runs/transfer')
     p.add_argument('--dry-run', action='store_true', help='list the runs and their state, train nothing')
@@ -577,6 +605,8 @@ def main() -> int:
         queue = all_grid(zoo_root, transfer_root)
     elif args.grid == 'zoo':
         queue = [(Path(args.root or zoo_root), r) for r in zoo_grid()]
+    elif args.grid == 'lenet':
+        queue = [(Path(args.root or 'runs/lenet-grid'), r) for r in lenet_grid()]
     else:
         queue = [(Path(args.root or transfer_root), r) for r in transfer_grid(zoo_root)]
     queue = select(queue, args.only)
