@@ -169,6 +169,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                                       steps=args.get('attack_steps', 10), step_size=args.get('attack_step'),
                                       norm=args.get('attack_norm', 'Linf'))
         overfit = _overfitting(summary, args, final)
+        backbone = _backbone_provenance(args, index)
         rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
                   dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
                   train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
@@ -178,7 +179,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                   **({'stopped_early': True, 'epochs_run': final.get('epochs_run'),
                       'kept_epoch': (final.get('best') or {}).get('epoch')} if final.get('stopped_early') else {}),
                   **({'catastrophic_overfitting': overfit} if overfit else {}),
-                  **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}))
+                  **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}),
+                  **({'backbone': backbone} if backbone else {}))
         card_data = ModelCardData(
             model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
             datasets=[_DATASETS.get(dataset, (dataset,))[0]],
@@ -187,7 +189,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
             eval_results=_eval_results(records, dataset), robust_zoo=rz)
         body = _card_body(name=name, hf_hub_id=hf_hub_id, arch=arch, activation=activation, model=model, args=args,
                           final=final, records=records, dataset=dataset, images=images, sha=sha, folder=folder,
-                          recipe_path=recipe_path, attack_cfg=attack_cfg, run=run, bank=bank, overfit=overfit)
+                          recipe_path=recipe_path, attack_cfg=attack_cfg, run=run, bank=bank, overfit=overfit,
+                          backbone=backbone)
         card = ModelCard.from_template(card_data, template_str='---\n{{ card_data }}\n---\n\n' + body)
         (folder / 'README.md').write_text(str(card).rstrip('\n') + '\n')
 
@@ -195,7 +198,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         clean, robust = head['clean_accuracy'], head['robust_accuracy']
         index[name] = dict(architecture=arch, tag=tag, hf_hub_id=hf_hub_id, sha256=sha,
                            size=(folder / WEIGHTS_NAME).stat().st_size, dataset=dataset, threat_model=threat['id'],
-                           activation=activation, seed=args.get('seed', 0), clean_accuracy=clean,
+                           activation=activation, seed=args.get('seed', 0), train_attack=args.get('attack'),
+                           clean_accuracy=clean,
                            robust_accuracy=robust,
                            n_examples=head['n_examples'], attacks=list(head['attacks']),
                            **({'stronger': stronger} if (stronger := _stronger_index_entries(records, head)) else {}),
@@ -226,6 +230,25 @@ def _overfitting(rows: Sequence[Mapping[str, str]], args: Mapping[str, Any],
     return dict(epochs=epochs, kept_epoch=kept, kept_weights_affected=kept in epochs, gap_threshold=CO_GAP,
                 epoch=int(row['epoch']), train_adv_acc=round(float(row['train_adv_acc']), 4),
                 val_robust_acc=round(float(row['eval_robust_acc']), 4))
+
+
+def _backbone_provenance(args: Mapping[str, Any], index: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """Where a fine-tuned run's starting weights come from (None for a run trained from scratch): the published
+    `<arch>.<tag>` (`--initial-checkpoint`: the published weights with the file's sha256, else the file's path;
+    `--pretrained`: the model's name, an untagged one meaning its default tag), and whether the backbone was frozen."""
+    if args.get('initial_checkpoint'):
+        path = Path(args['initial_checkpoint'])
+        sha = sha256_file(path) if path.is_file() else None
+        name = next((n for n, e in sorted(index.items()) if sha and e.get('sha256') == sha), str(path))
+    elif args.get('pretrained'):
+        name = str(args.get('model', '')).removeprefix('robust_zoo/')
+        if '.' not in name:
+            name = f"{name}.{timm.models.get_pretrained_cfg(name).tag}"
+        sha = (index.get(name) or {}).get('sha256')
+    else:
+        return None
+    return dict(source=name, published=name in index, sha256=sha, frozen=args.get('freeze') == 'backbone',
+                new_head=bool(args.get('reset_head')))
 
 
 def _config_cfg(folder: Path) -> Dict[str, Any]:

@@ -50,8 +50,17 @@ def _recipe_change_rows(args: Mapping[str, Any]) -> List[str]:
     return rows
 
 
+def _backbone_row(backbone: Mapping[str, Any]) -> str:
+    """The Training table's row naming the weights a fine-tuned model started from and what was trained."""
+    src = backbone['source']
+    where = f'[`{src}`](../{src})' if backbone.get('published') else f'`{src}`'
+    trained = ('backbone frozen: only the new head was trained (linear probe)' if backbone.get('frozen') else
+               'every layer trained' + (', new head' if backbone.get('new_head') else ''))
+    return f'| backbone | fine-tuned from {where} (sha256 `{backbone.get("sha256") or "unknown"}`); {trained} |'
+
+
 def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records, dataset, images, sha, folder,
-               recipe_path, attack_cfg, run, bank=None, overfit=None) -> str:
+               recipe_path, attack_cfg, run, bank=None, overfit=None, backbone=None) -> str:
     _, display, data_text = _DATASETS.get(dataset, (dataset, dataset, f'{dataset}.'))
     first = _headline(records)
     t = first['threat_model']
@@ -112,6 +121,8 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         '| | |',
         '|---|---|',
     ]
+    if backbone:
+        lines.append(_backbone_row(backbone))
     if recipe_path:
         lines.append(f'| recipe | `{_repo_relative(recipe_path)}` (flags on top of it: `args.yaml`) |')
     if attack_cfg:
