@@ -166,7 +166,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
                          '--force replaces); nothing was written.')
     folder = write_card_repo(args.run_dir, tag=args.tag, evaluations=args.eval or None, out_root=args.out,
                              plots=args.plot, recipe=args.recipe, force=args.force,
-                             keep_evaluations=not args.drop_old_evals)
+                             keep_evaluations=not args.drop_old_evals, reference=args.reference,
+                             device=args.device, threads=args.threads)
     print(f'wrote {folder}:')
     _print_files(repo_files(folder))
     print(f'indexed in {index_path()} ({len(load_published())} published); check the card, then '
@@ -354,6 +355,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                    'records of the same weights are kept')
     p.add_argument('--drop-old-evals', action='store_true', help='with --force: do not keep the replaced card\'s '
                    'evaluation records')
+    p.add_argument('--reference', default=None, metavar='YAML',
+                   help='a published result this run reproduces (citation, where, threat_model, clean, robust): '
+                        'the card sets it beside ours with a verdict; e.g. experiments/references/croce2019.yaml')
+    p.add_argument('--device', default=None, help="what trained the run, for the card's Training cost section "
+                   "(default: the run record's device_name)")
+    p.add_argument('--threads', type=int, default=None, help='CPU threads the run used, for CPU-hours (default: the '
+                   "run record's threads)")
     p.set_defaults(fn=_cmd_card)
 
     p = sub.add_parser('push', help='upload a card repo folder to the Hugging Face Hub (a dry run by default)')

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / 'docs'
 PAGES = sorted(DOCS.glob('*.md'))
 MARKERS = [(lb.PUBLISHED_START, lb.PUBLISHED_END), (lb.LEADERBOARD_START, lb.LEADERBOARD_END),
-           (lb.TRANSFER_START, lb.TRANSFER_END)]
+           (lb.TRANSFER_START, lb.TRANSFER_END), (lb.REPRODUCTIONS_START, lb.REPRODUCTIONS_END)]
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
 
 

@@ -39,9 +39,9 @@ from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import THREAT_MODELS, ThreatModel, get_threat_model
 from robust_zoo.training import (
     ATTACKS, CO_GAP, SMOOTH_BACKWARD, AttackConfig, CheckpointError, atomic_write, atomic_write_text,
-    catastrophic_overfitting_epochs, epoch_batches, freeze, load_model_state, load_train_state, load_weights,
-    ranks_identical, resolve_autocast, save_train_state, save_weights, set_smooth_backward, subset, train_one_epoch,
-    validate,
+    catastrophic_overfitting_epochs, device_name, epoch_batches, freeze, load_model_state, load_train_state,
+    load_weights, ranks_identical, resolve_autocast, save_train_state, save_weights, set_smooth_backward, subset,
+    train_one_epoch, validate,
 )
 
 _logger = logging.getLogger('train_at')
@@ -554,7 +554,8 @@ def main(argv=None) -> int:
         load_model_state(eval_model, load_weights(out / 'model_best.safetensors'), 'model_best.safetensors')
         save_weights(eval_model.state_dict(), out / 'model.safetensors', weights_meta(args, best['epoch']))
     record = dict(model=args.model, dataset=args.dataset, epochs_run=epochs_run,
-                  stopped_early=stopped_early, best=best, world_size=args.world_size, ranks_identical=same)
+                  stopped_early=stopped_early, best=best, world_size=args.world_size, ranks_identical=same,
+                  train_images=n_train, device_name=device_name(device), threads=torch.get_num_threads())
     if args.eval_samples:
         try:
             x, y = load_dataset(threat.dataset, 'test', args.data_dir, n=args.eval_samples)

@@ -20,8 +20,10 @@ from ..models._pretrained import register_published
 from ..sparta import BANK_FILE, bank_mapping, read_bank, resolve_bank, save_bank, sparta_units
 from ..training import CO_GAP, AttackConfig, catastrophic_overfitting_epochs, kept_epoch, load_weights
 from .card_body import _card_body
-from .plots import _plot_curves, _plot_evaluation, _plot_training, _summary_rows
+from .cost import train_images_of, training_cost
+from .plots import _plot_curves, _plot_evaluation, _plot_training, _plot_training_time, _summary_rows
 from .recipes import _find_recipe, _recorded_recipe, _repo_relative
+from .reference import compare_to_reference, load_reference
 from .replace import _checked_records, _refuse_replacing, _staging_folder, _swap_in, unpublish, unpublish_target
 from .records import (_DATASETS, _REPO_ID_RE, _TAG_RE, _activation_of, _arch_of, _as_record, _caveats,
                       _checks_not_passed, _eval_results, _headline, _read_json, _stronger_index_entries)
@@ -34,7 +36,9 @@ _logger = logging.getLogger(__name__)
 def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequence[Union[PathLike, Mapping]]] = None,
                     out_root: Optional[PathLike] = None, plots: Optional[Sequence[PathLike]] = None,
                     index_path: Optional[PathLike] = None, org: Optional[str] = None,
-                    recipe: Optional[PathLike] = None, force: bool = False, keep_evaluations: bool = True) -> Path:
+                    recipe: Optional[PathLike] = None, force: bool = False, keep_evaluations: bool = True,
+                    reference: Optional[PathLike] = None, device: Optional[str] = None,
+                    threads: Optional[int] = None) -> Path:
     """Write the Hub repo folder `<out_root>/<arch>.<tag>/` of a train/train_at.py run and index it.
 
     `evaluations`: EvalResult records (JSON files or dicts, bare or as train_at.py's final_eval.json); default:
@@ -42,7 +46,10 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
     training-curve and an evaluation plot are drawn from summary.csv and the records). `index_path`: the
     published index to update (default: the one in use, normally `robust_zoo/published.json`). `org`: Hub
     organisation (default `hf_org()`). `recipe`: the yaml the run was trained with (default: the
-    train/configs/*.yaml the run's args match, if any). Returns the folder.
+    train/configs/*.yaml the run's args match, if any). `reference`: a yaml of a published result this run
+    reproduces (`publish.reference.load_reference`): the card sets it beside ours with a verdict. `device` and
+    `threads`: what trained it, for the Training cost section (default: the run record's `device_name` and
+    `threads`). Returns the folder.
 
     Nothing published is lost or mislabelled: every record must have measured the run's weights (its
     `weights_digest` or `weights_sha256`); an already published `<arch>.<tag>` is replaced only with `force`, and
@@ -61,6 +68,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         raise ValueError(f"{run}/args.yaml: model {args.get('model')!r} is not a robust_zoo model that takes published "
                          f'weights (families: rz_cifar_resnet, rz_mlp).')
     final = _read_json(run / 'final_eval.json', 'run record') if (run / 'final_eval.json').is_file() else {}
+    ref = load_reference(reference) if reference is not None else None
     if evaluations is None:
         if 'evaluation' not in final:
             raise ValueError(f'{run}/final_eval.json holds no evaluation record: pass evaluations=[...] '
@@ -135,6 +143,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
             shutil.copyfile(run / 'summary.csv', folder / 'summary.csv')
         (folder / 'eval_results.json').write_text(json.dumps(records, indent=2) + '\n')
         images = []
+        cost = training_cost(summary, train_images_of(run, final), device or final.get('device_name')
+                             or str(args.get('device') or 'cpu'), threads or final.get('threads'))
         for plot in plots or []:
             plot = Path(plot)
             if not plot.is_file() or plot.suffix.lower() != '.png':
@@ -148,6 +158,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
             images.insert(1 if images and images[0][0] == 'training_curves.png' else 0,
                           ('evaluation.png', 'evaluation: accuracy per protocol with Wilson 95% intervals'))
             images += _plot_curves(records, folder)
+            if cost and _plot_training_time(summary, cost['hours_per_epoch'], folder / 'training_vs_time.png'):
+                images.insert(1, ('training_vs_time.png', 'validation accuracy vs training time (the cost figure)'))
         except RuntimeError as e:  # matplotlib missing: the card says so
             _logger.warning('no plots drawn: %s', e)
         sha = sha256_file(folder / WEIGHTS_NAME)
@@ -170,6 +182,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                                       norm=args.get('attack_norm', 'Linf'))
         overfit = _overfitting(summary, args, final)
         backbone = _backbone_provenance(args, index)
+        comparison = compare_to_reference(ref, records) if ref else None
         rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
                   dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
                   train_attack=args.get('attack'), train_eps=args.get('attack_eps'), epochs=args.get('epochs'),
@@ -180,6 +193,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                       'kept_epoch': (final.get('best') or {}).get('epoch')} if final.get('stopped_early') else {}),
                   **({'catastrophic_overfitting': overfit} if overfit else {}),
                   **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}),
+                  **({'reference': comparison} if comparison else {}),
+                  **({'training_cost': {k: v for k, v in cost.items() if k != 'hours_per_epoch'}} if cost else {}),
                   **({'backbone': backbone} if backbone else {}))
         card_data = ModelCardData(
             model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
@@ -190,7 +205,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         body = _card_body(name=name, hf_hub_id=hf_hub_id, arch=arch, activation=activation, model=model, args=args,
                           final=final, records=records, dataset=dataset, images=images, sha=sha, folder=folder,
                           recipe_path=recipe_path, attack_cfg=attack_cfg, run=run, bank=bank, overfit=overfit,
-                          backbone=backbone)
+                          reference=comparison, cost=cost, backbone=backbone)
         card = ModelCard.from_template(card_data, template_str='---\n{{ card_data }}\n---\n\n' + body)
         (folder / 'README.md').write_text(str(card).rstrip('\n') + '\n')
 

@@ -6,7 +6,9 @@ import timm
 from .._io import sha256_file
 from ..evaluation.autoattack import is_autoattack, is_subset
 from ..models._pretrained import WEIGHTS_NAME
+from .cost import cost_markdown
 from .recipes import _repo_relative
+from .reference import reference_markdown
 from .records import _DATA_LICENSES, _DATASETS, _headline, _md_cell, _pct, _protocols, _wilson
 
 
@@ -60,7 +62,8 @@ def _backbone_row(backbone: Mapping[str, Any]) -> str:
 
 
 def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records, dataset, images, sha, folder,
-               recipe_path, attack_cfg, run, bank=None, overfit=None, backbone=None) -> str:
+               recipe_path, attack_cfg, run, bank=None, overfit=None, reference=None, cost=None,
+               backbone=None) -> str:
     _, display, data_text = _DATASETS.get(dataset, (dataset, dataset, f'{dataset}.'))
     first = _headline(records)
     t = first['threat_model']
@@ -85,6 +88,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         + _stronger_attacks_text(records, first)
         + (f' Every other evaluation ({len(records) - 1} more) is under *Evaluation*.' if len(records) > 1 else ''),
         '',
+        *([*reference_markdown(reference), ''] if reference else []),
         '## How to load',
         '',
         '```python',
@@ -165,6 +169,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
            if recipe_path else '-c args.yaml') + (f' --model-kwargs sparta_bank={bank["source"]}' if bank else '')
         + '`' + ('' if recipe_path else ' (the args.yaml of this repo)') + '.',
         '',
+        *([*cost_markdown(cost, args.get('val_attack', 'pgd-10')), ''] if cost else []),
         '## Data',
         '',
         data_text,

@@ -18,6 +18,7 @@ from ..settings import checkout_root
 from ..threat_models import get_threat_model
 from .plots import _pyplot
 from .records import _protocol_label, _wilson
+from .reference import reproductions_markdown
 
 __all__ = [
     'CLAIMS', 'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'TRANSFER_END',
@@ -31,6 +32,7 @@ PathLike = Union[str, os.PathLike]
 LEADERBOARD_START, LEADERBOARD_END = '<!-- leaderboard:start -->', '<!-- leaderboard:end -->'
 TRANSFER_START, TRANSFER_END = '<!-- transfer:start -->', '<!-- transfer:end -->'
 PUBLISHED_START, PUBLISHED_END = '<!-- published:start -->', '<!-- published:end -->'
+REPRODUCTIONS_START, REPRODUCTIONS_END = '<!-- reproductions:start -->', '<!-- reproductions:end -->'
 RESULTS_PAGE = 'docs/results.md'  # the page holding the generated blocks, relative to the checkout
 
 
@@ -677,6 +679,11 @@ def write_leaderboard(readme_path: PathLike, png_path: Optional[PathLike] = None
     text = _replace_block(text, LEADERBOARD_START, LEADERBOARD_END, body, readme)
     if PUBLISHED_START in text or PUBLISHED_END in text:
         text = _replace_block(text, PUBLISHED_START, PUBLISHED_END, published_markdown(rows), readme)
+    if REPRODUCTIONS_START in text or REPRODUCTIONS_END in text:
+        root = Path(cards_root) if cards_root is not None else cards_dir()
+        cards = [dict(_card_results(r), name=r.parent.name) for r in _card_readmes(root)]
+        text = _replace_block(text, REPRODUCTIONS_START, REPRODUCTIONS_END,
+                              reproductions_markdown(cards) or 'No reproduction is published yet.', readme)
     if TRANSFER_START in text or TRANSFER_END in text:
         experiments = transfer_experiments(rows)
         verdicts = [v for v in (transfer_summary(experiments), *transfer_verdicts(experiments)) if v]

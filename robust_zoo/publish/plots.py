@@ -42,6 +42,25 @@ def _plot_training(rows: Sequence[Mapping[str, str]], out: Path) -> Optional[Pat
     return out
 
 
+def _plot_training_time(rows: Sequence[Mapping[str, str]], hours: Sequence[float], out: Path) -> Optional[Path]:
+    """Validation accuracy against cumulative training time (the card's cost figure)."""
+    if not rows or len(hours) != len(rows) or rows[0].get('eval_robust_acc') in ('', None):
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for key, label in (('eval_clean_acc', 'validation, clean'), ('eval_robust_acc', 'validation, robust')):
+        if rows[0].get(key) not in ('', None):
+            ax.plot(hours, [float(r[key]) for r in rows], 'o-', markersize=3, label=label)
+    ax.set_xlabel('training time (hours)')
+    ax.set_ylabel('accuracy')
+    ax.set_title('validation accuracy vs training time', fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def _plot_evaluation(records: Sequence[Mapping[str, Any]], title: str, out: Path) -> Path:
     plt = _pyplot()
     protocols = [p for r in records for p in _protocols(r)]

@@ -4,6 +4,7 @@ from .checkpoint import (
     CheckpointError, atomic_write, atomic_write_text, check_weights_file, load_model_state, load_train_state,
     load_weights, read_weights_metadata, save_train_state, save_weights,
 )
+from .device import device_name
 from .loop import (
     epoch_batches, freeze, iterate_batches, parameter_digest, ranks_identical, step_seed, subset, train_one_epoch,
     validate,
@@ -18,7 +19,7 @@ from .step import (
 __all__ = [
     'ATTACKS', 'CO_GAP', 'SINGLE_STEP_ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'CheckpointError', 'StepOutput',
     'adversarial_step', 'atomic_write', 'atomic_write_text', 'attack_mode', 'catastrophic_overfitting_epochs',
-    'check_weights_file',
+    'check_weights_file', 'device_name',
     'epoch_batches', 'freeze', 'iterate_batches', 'kept_epoch', 'load_model_state', 'load_train_state',
     'load_weights', 'make_adversarial', 'read_weights_metadata', 'native_autocast', 'parameter_digest',
     'ranks_identical',
