@@ -78,6 +78,8 @@ def test_training_cost_adds_up_the_logged_throughput_and_finds_when_the_run_got_
     assert cost['hours_per_epoch'] == [0.01, 0.015, 0.025, 0.045]
     assert (cost['reached_epoch'], cost['reached_hours']) == (2, 0.025), 'first epoch within 1 point of the last'
     assert training_cost(rows, None, 'cpu') is None
+    early = training_cost(rows, 3600, 'CPU: test', threads=1, kept_epoch=1)
+    assert (early['final_val_robust'], early['reached_epoch']) == (0.70, 1), 'measured against the shipped epoch'
 
 
 def test_the_training_image_count_comes_from_the_record_else_the_log(tmp_path):

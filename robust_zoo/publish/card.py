@@ -143,8 +143,9 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
             shutil.copyfile(run / 'summary.csv', folder / 'summary.csv')
         (folder / 'eval_results.json').write_text(json.dumps(records, indent=2) + '\n')
         images = []
+        kept = (final.get('best') or {}).get('epoch') if args.get('early_stop_robust') else None
         cost = training_cost(summary, train_images_of(run, final), device or final.get('device_name')
-                             or str(args.get('device') or 'cpu'), threads or final.get('threads'))
+                             or str(args.get('device') or 'cpu'), threads or final.get('threads'), kept)
         for plot in plots or []:
             plot = Path(plot)
             if not plot.is_file() or plot.suffix.lower() != '.png':
