@@ -189,7 +189,10 @@ def test_a_fine_tuned_models_card_names_its_backbone(tmp_path, published):
     assert ('| backbone | fine-tuned from [`mlp3_relu_at.fmnist_s0`](../mlp3_relu_at.fmnist_s0) (sha256 '
             f'`{sha}`); backbone frozen: only the new head was trained (linear probe) |'
             ) in (tuned / 'README.md').read_text()
+    text = (tuned / 'README.md').read_text()
+    assert 'activations, fine-tuned from `mlp3_relu_at.fmnist_s0` on digits (no attack' in text
     assert 'backbone' not in ModelCard.load(source / 'README.md').data.to_dict()['robust_zoo']
+    assert 'activations, adversarially trained on Fashion-MNIST (pgd' in (source / 'README.md').read_text()
 
 
 QUICK = ['--train-samples', '64', '--epochs', '1', '--eval-samples', '10']

@@ -76,7 +76,8 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     lines = [
         f'# {name}',
         '',
-        f'{summary_doc}, with **{activation}** activations, adversarially trained on {display} ({train}, seed '
+        f"{summary_doc}, with **{activation}** activations, {'adversarially ' if attack_cfg else ''}"
+        + (f"fine-tuned from `{backbone['source']}` " if backbone else 'trained ') + f'on {display} ({train}, seed '
         f"{args.get('seed', 0)}) with robust_zoo. Inputs are images in [0, 1]: normalization is the first layer of the "
         'model.',
         '',
