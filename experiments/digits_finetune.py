@@ -16,14 +16,16 @@ evaluated, its record to RESULTS/<arm>-s<seed>.json (committed: the table reads 
 train_at.py (e.g. `-- --train-samples 128 --epochs 1` for a quick check, with `--eval-samples 20`).
 """
 import argparse
+import fcntl
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import yaml
 
@@ -149,6 +151,22 @@ def run_one(root: Path, results: Path, arm: str, seed: int, backbones: Dict[str,
     return 'ran'
 
 
+@contextmanager
+def claim(root: Path, run: str) -> Iterator[bool]:
+    """An exclusive flock(2) on ROOT/.locks/<run> while this process works on the run, so that several processes
+    (e.g. one per seed) never train or evaluate the same run; False while another holds it. The kernel frees the lock
+    when its process dies; the file stays, so no process can lock a replaced one."""
+    path = root / '.locks' / run
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def publish(root: Path, arms: Sequence[str], seeds: Sequence[int]) -> List[Path]:
     """Cards `lenet_wide_relu_at.digits_<arm>_s<seed>` for the finished runs of `arms` (their records at both eps)."""
     from robust_zoo.publish import write_card_repo
@@ -186,6 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    f'weights (default: robust_zoo/{ARCH}\'s default tag, which must be adversarially trained)')
     p.add_argument('--standard-backbone', default=STANDARD_BACKBONE)
     p.add_argument('--eval-samples', type=int, default=500, help='test digits per evaluation (default: all 500)')
+    p.add_argument('--poll', type=float, default=60.0, help='run: seconds to wait for runs another process holds')
     p.add_argument('--page', type=Path, default=PAGE, help='table: the page whose block is replaced')
     p.add_argument('--cards', type=Path, default=None, help='table: the cards folder (default: the one in use)')
     p.epilog = 'Flags after -- are passed on to train_at.py (run only).'
@@ -208,9 +227,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     args.root.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for seed in args.seeds:  # seed by seed, so an interrupted session leaves whole seeds of every arm
-        for arm in arms:
-            failed += run_one(args.root, args.results, arm, seed, backbones, extra, args.eval_samples) == 'failed'
+    todo = [(seed, arm) for seed in args.seeds for arm in arms]  # seed by seed: a session's end leaves whole seeds
+    while todo:
+        busy = []
+        for seed, arm in todo:
+            with claim(args.root, f'{arm}-s{seed}') as mine:
+                if not mine:
+                    print(f'busy     {args.root}/{arm}-s{seed}: another process has it; back to it later', flush=True)
+                    busy.append((seed, arm))
+                    continue
+                failed += run_one(args.root, args.results, arm, seed, backbones, extra, args.eval_samples) == 'failed'
+        if busy:
+            time.sleep(args.poll)
+        todo = busy
     return 1 if failed else 0
 
 

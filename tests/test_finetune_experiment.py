@@ -270,3 +270,23 @@ def test_the_pages_python_fine_tune_keeps_the_published_trunk_and_trains_a_fresh
     assert all(torch.equal(state[k], v) for k, v in published.items() if not k.startswith('head.'))
     assert not torch.equal(state['head.fc.weight'], published['head.fc.weight'])
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {'head.fc.weight', 'head.fc.bias'}
+
+
+def test_a_run_held_by_another_process_is_left_to_it(tmp_path):
+    """Several `run` processes (one per seed) share the runs: a run claimed by one is skipped by the others."""
+    import subprocess
+    hold = ('import sys, time; from pathlib import Path; from experiments.digits_finetune import claim\n'
+            'with claim(Path(sys.argv[1]), "lp_robust-s0") as mine:\n'
+            '    print(mine, flush=True); time.sleep(60)')
+    holder = subprocess.Popen([sys.executable, '-c', hold, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'True'
+        with digits_finetune.claim(tmp_path, 'lp_robust-s0') as mine:
+            assert not mine
+        with digits_finetune.claim(tmp_path, 'lp_robust-s1') as mine:
+            assert mine
+    finally:
+        holder.kill()
+        holder.wait()
+    with digits_finetune.claim(tmp_path, 'lp_robust-s0') as mine:  # the kernel freed the dead holder's lock
+        assert mine
