@@ -40,6 +40,10 @@ _TABLE = [
                 'none (8x8 upsampled bilinearly to 1x28x28)', step_size=0.01,
                 source='robust_zoo (scikit-learn digits, fixed 500-image test split; same eps as fashion-mnist-linf '
                        'so Fashion-MNIST Sparta banks transfer at their training budget)'),
+    ThreatModel('digits-linf-0.05', 'digits', 'Linf', 0.05, ('pgd-20', 'autoattack-standard'), 500,
+                'none (8x8 upsampled bilinearly to 1x28x28)', step_size=0.005,
+                source='robust_zoo (digits-linf at half the budget, PGD step eps / 10 as there: a backbone '
+                       'trained at 0.1 on Fashion-MNIST, measured below its training budget)'),
     ThreatModel('mnist-linf', 'mnist', 'Linf', 0.3, ('pgd-20', 'autoattack-standard'), 1000,
                 'none (1x28x28)', step_size=0.01, source='Madry et al. 2018; AutoAttack'),
     ThreatModel('cifar10-linf', 'cifar10', 'Linf', 8 / 255, ('autoattack-standard',), 10000,

@@ -14,6 +14,8 @@ from robust_zoo import THREAT_MODELS, get_threat_model
     ('cifar100-linf', 'cifar100', 'Linf', 8 / 255),
     ('imagenet-linf', 'imagenet-1k', 'Linf', 4 / 255),
     ('imagenet-linf-sat', 'imagenet-1k', 'Linf', 4 / 255),
+    ('digits-linf', 'digits', 'Linf', 0.1),
+    ('digits-linf-0.05', 'digits', 'Linf', 0.05),
 ])
 def test_budgets(tid, dataset, norm, eps):
     t = get_threat_model(tid)
@@ -24,6 +26,14 @@ def test_protocols_of_robustbench_and_sat():
     assert get_threat_model('imagenet-linf').n_examples == 5000
     sat = get_threat_model('imagenet-linf-sat')
     assert sat.attacks == ('pgd-200',) and sat.step_size == pytest.approx(1 / 255)
+
+
+def test_a_smaller_budget_on_the_same_data_is_its_own_named_threat_model():
+    """A record names its threat model by id: a budget other than the standard one must not share its id."""
+    small, standard = get_threat_model('digits-linf-0.05'), get_threat_model('digits-linf')
+    assert (small.dataset, small.n_examples, small.preprocessing) == (standard.dataset, standard.n_examples,
+                                                                      standard.preprocessing)
+    assert small.step_size / small.eps == pytest.approx(standard.step_size / standard.eps)
 
 
 def test_every_model_names_a_known_threat_model_and_its_dataset():

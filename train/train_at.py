@@ -60,7 +60,8 @@ parser = argparse.ArgumentParser(description='robust_zoo adversarial training (t
 g = parser.add_argument_group('Model')
 g.add_argument('--model', default='robust_zoo/resnet20_silu_at', help='timm model name (robust_zoo/ prefix ok)')
 g.add_argument('--pretrained', action='store_true', help='start from the published weights (fine-tuning)')
-g.add_argument('--initial-checkpoint', default='', help='start from these safetensors weights (fine-tuning)')
+g.add_argument('--initial-checkpoint', default='', help='start from these safetensors weights (fine-tuning; in '
+               "place of --pretrained's published ones)")
 g.add_argument('--resume', default='', help='resume a run: its output folder or its last.ckpt (a run that stopped '
                'before its first checkpoint restarts from epoch 0)')
 g.add_argument('--allow-recipe-change', action='store_true', help='--resume with flags that change the recipe: '
@@ -251,7 +252,8 @@ def build_model(args, num_classes: int, in_chans: int):
     if args.drop_path is not None:
         kwargs['drop_path_rate'] = args.drop_path
     try:
-        model = timm.create_model(args.model, pretrained=args.pretrained, num_classes=num_classes,
+        model = timm.create_model(args.model, pretrained=args.pretrained and not args.initial_checkpoint,
+                                  num_classes=num_classes,
                                   in_chans=in_chans, **kwargs)
     except RuntimeError as e:
         if 'Unknown model' in str(e):
@@ -564,6 +566,9 @@ def main(argv=None) -> int:
         else:
             # the attacks see a new batch shape per batch (clean-correct points): no compiling
             set_fused_activations(False)
+            # trained on this run's data now (a fine-tune's cfg names its backbone's): the evaluator's dataset check
+            eval_model.pretrained_cfg = dict(eval_model.pretrained_cfg, dataset=threat.dataset,
+                                             threat_model=threat.id)
             result = evaluate(eval_model.eval(), threat, data=(x, y), attacks=args.eval_attacks.split(','),
                               n_examples=len(y), seed=args.seed, model_name=args.model,
                               weights_sha256=sha256_file(out / 'model.safetensors'))

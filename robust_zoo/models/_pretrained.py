@@ -121,9 +121,10 @@ def _published_cfg(base: Any, name: str, entry: Mapping[str, Any], folder: Path)
 def with_published(cfgs: Dict[str, Any]) -> Dict[str, Any]:
     """For a family file's `generate_default_cfgs`: its untagged cfgs, with every published `<arch>.<tag>`
     of the index in use first. The first becomes timm's default tag: weights for the family's own dataset
-    (its untagged cfg's) before weights for another (e.g. the digits transfer baselines), then the lowest
-    seed, then the tag. An architecture with published weights loses its untagged, weightless cfg, as in
-    timm; the others keep it."""
+    (its untagged cfg's) before weights for another (e.g. the digits transfer baselines), adversarially trained
+    weights before standard-trained ones (a baseline published for comparison is never a robust model's default),
+    then the lowest seed, then the tag. An architecture with published weights loses its untagged, weightless cfg,
+    as in timm; the others keep it."""
     out: Dict[str, Any] = {}
     published = defaultdict(list)
     for name, entry in _index().items():
@@ -133,7 +134,8 @@ def with_published(cfgs: Dict[str, Any]) -> Dict[str, Any]:
         _BASE_CFGS.setdefault(arch, cfg)
         if arch in published:
             order = sorted(published[arch], key=lambda item: (
-                item[1]['dataset'] != getattr(cfg, 'dataset', None), item[1].get('seed', 0), item[1]['tag']))
+                item[1]['dataset'] != getattr(cfg, 'dataset', None), item[1].get('train_attack') == 'none',
+                item[1].get('seed', 0), item[1]['tag']))
             for name, entry in order:
                 out[name] = _published_cfg(cfg, name, entry, cards_dir())
         else:

@@ -184,6 +184,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                                       steps=args.get('attack_steps', 10), step_size=args.get('attack_step'),
                                       norm=args.get('attack_norm', 'Linf'))
         overfit = _overfitting(summary, args, final)
+        backbone = _backbone_provenance(args, index)
         comparison = compare_to_reference(ref, records) if ref else None
         rz = dict(architecture=arch, base_architecture=base, activation=activation, tag=tag, seed=args.get('seed', 0),
                   dataset=dataset, threat_model=threat['id'], norm=threat['norm'], eps=threat['eps'],
@@ -196,7 +197,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                   **({'catastrophic_overfitting': overfit} if overfit else {}),
                   **({'sparta_bank': {k: v for k, v in bank.items() if k != 'pairs'}} if bank else {}),
                   **({'reference': comparison} if comparison else {}),
-                  **({'training_cost': {k: v for k, v in cost.items() if k != 'hours_per_epoch'}} if cost else {}))
+                  **({'training_cost': {k: v for k, v in cost.items() if k != 'hours_per_epoch'}} if cost else {}),
+                  **({'backbone': backbone} if backbone else {}))
         card_data = ModelCardData(
             model_name=name, license='apache-2.0', library_name='timm', pipeline_tag='image-classification',
             datasets=[_DATASETS.get(dataset, (dataset,))[0]],
@@ -206,7 +208,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         body = _card_body(name=name, hf_hub_id=hf_hub_id, arch=arch, activation=activation, model=model, args=args,
                           final=final, records=records, dataset=dataset, images=images, sha=sha, folder=folder,
                           recipe_path=recipe_path, attack_cfg=attack_cfg, run=run, bank=bank, overfit=overfit,
-                          reference=comparison, cost=cost)
+                          reference=comparison, cost=cost, backbone=backbone)
         card = ModelCard.from_template(card_data, template_str='---\n{{ card_data }}\n---\n\n' + body)
         (folder / 'README.md').write_text(str(card).rstrip('\n') + '\n')
 
@@ -214,7 +216,8 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
         clean, robust = head['clean_accuracy'], head['robust_accuracy']
         index[name] = dict(architecture=arch, tag=tag, hf_hub_id=hf_hub_id, sha256=sha,
                            size=(folder / WEIGHTS_NAME).stat().st_size, dataset=dataset, threat_model=threat['id'],
-                           activation=activation, seed=args.get('seed', 0), clean_accuracy=clean,
+                           activation=activation, seed=args.get('seed', 0), train_attack=args.get('attack'),
+                           clean_accuracy=clean,
                            robust_accuracy=robust,
                            n_examples=head['n_examples'], attacks=list(head['attacks']),
                            **({'stronger': stronger} if (stronger := _stronger_index_entries(records, head)) else {}),
@@ -245,6 +248,25 @@ def _overfitting(rows: Sequence[Mapping[str, str]], args: Mapping[str, Any],
     return dict(epochs=epochs, kept_epoch=kept, kept_weights_affected=kept in epochs, gap_threshold=CO_GAP,
                 epoch=int(row['epoch']), train_adv_acc=round(float(row['train_adv_acc']), 4),
                 val_robust_acc=round(float(row['eval_robust_acc']), 4))
+
+
+def _backbone_provenance(args: Mapping[str, Any], index: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """Where a fine-tuned run's starting weights come from (None for a run trained from scratch): the published
+    `<arch>.<tag>` (`--initial-checkpoint`: the published weights with the file's sha256, else the file's path;
+    `--pretrained`: the model's name, an untagged one meaning its default tag), and whether the backbone was frozen."""
+    if args.get('initial_checkpoint'):
+        path = Path(args['initial_checkpoint'])
+        sha = sha256_file(path) if path.is_file() else None
+        name = next((n for n, e in sorted(index.items()) if sha and e.get('sha256') == sha), str(path))
+    elif args.get('pretrained'):
+        name = str(args.get('model', '')).removeprefix('robust_zoo/')
+        if '.' not in name:
+            name = f"{name}.{timm.models.get_pretrained_cfg(name).tag}"
+        sha = (index.get(name) or {}).get('sha256')
+    else:
+        return None
+    return dict(source=name, published=name in index, sha256=sha, frozen=args.get('freeze') == 'backbone',
+                new_head=bool(args.get('reset_head')))
 
 
 def _config_cfg(folder: Path) -> Dict[str, Any]:

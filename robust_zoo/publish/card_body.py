@@ -57,8 +57,18 @@ def _rounded(values) -> tuple:
     return tuple(round(float(v), 4) for v in values.flatten())
 
 
+def _backbone_row(backbone: Mapping[str, Any]) -> str:
+    """The Training table's row naming the weights a fine-tuned model started from and what was trained."""
+    src = backbone['source']
+    where = f'[`{src}`](../{src})' if backbone.get('published') else f'`{src}`'
+    trained = ('backbone frozen: only the new head was trained (linear probe)' if backbone.get('frozen') else
+               'every layer trained' + (', new head' if backbone.get('new_head') else ''))
+    return f'| backbone | fine-tuned from {where} (sha256 `{backbone.get("sha256") or "unknown"}`); {trained} |'
+
+
 def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records, dataset, images, sha, folder,
-               recipe_path, attack_cfg, run, bank=None, overfit=None, reference=None, cost=None) -> str:
+               recipe_path, attack_cfg, run, bank=None, overfit=None, reference=None, cost=None,
+               backbone=None) -> str:
     _, display, data_text = _DATASETS.get(dataset, (dataset, dataset, f'{dataset}.'))
     first = _headline(records)
     t = first['threat_model']
@@ -71,7 +81,8 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
     lines = [
         f'# {name}',
         '',
-        f'{summary_doc}, with **{activation}** activations, adversarially trained on {display} ({train}, seed '
+        f"{summary_doc}, with **{activation}** activations, {'adversarially ' if attack_cfg else ''}"
+        + (f"fine-tuned from `{backbone['source']}` " if backbone else 'trained ') + f'on {display} ({train}, seed '
         f"{args.get('seed', 0)}) with robust_zoo. Inputs are images in [0, 1]: normalization is the first layer of the "
         'model.',
         '',
@@ -120,6 +131,8 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         '| | |',
         '|---|---|',
     ]
+    if backbone:
+        lines.append(_backbone_row(backbone))
     if recipe_path:
         lines.append(f'| recipe | `{_relative(recipe_path)}` (flags on top of it: `args.yaml`) |')
     if attack_cfg:
