@@ -161,3 +161,21 @@ def test_every_record_of_a_card_measured_its_weights(name):
 def test_every_published_bank_is_the_one_its_card_published(name):
     from robust_zoo.sparta_bank import BANK_FILE, published_bank_sha256
     assert sha256_file(cards_dir() / name / BANK_FILE) == published_bank_sha256(cards_dir() / name)
+
+
+def test_a_leaderboard_row_never_mixes_two_recipes():
+    """LeNetSmall ReLU was trained under the 100-epoch reproduction and under the 30-epoch grid, both with PGD:
+    two rows, each named by its recipe, each with its own seeds."""
+    from robust_zoo.publish.leaderboard import leaderboard
+    from robust_zoo.publish.tables import architecture_cell, several_attacks
+    rows = [r for r in leaderboard() if r['base_architecture'] == 'lenet_small' and r['activation'] == 'relu']
+    assert sorted(r['recipe'] for r in rows) == ['train/configs/lenet_small_fmnist_croce2019.yaml',
+                                                 'train/configs/lenet_small_fmnist_pgd10.yaml']
+    assert all(len(r['repos']) == len(r['seeds']) == len(set(r['seeds'])) for r in rows)
+    several = several_attacks(leaderboard())
+    assert sorted(architecture_cell(r, several) for r in rows) == [
+        'lenet_small (`lenet_small_fmnist_croce2019`)', 'lenet_small (`lenet_small_fmnist_pgd10`)']
+    one = dict(base_architecture='x', threat_model='t', train_attack='pgd', recipe='a.yaml')
+    assert architecture_cell(one, several_attacks([one, dict(one, recipe='b.yaml')])) == 'x (`a`)'
+    assert architecture_cell(one, several_attacks([one, dict(one, train_attack='none')])) == 'x (pgd training)'
+    assert architecture_cell(one, several_attacks([one])) == 'x'

@@ -57,12 +57,13 @@ def _stat(values: Sequence[float], n: int, repos: Sequence[str] = (), seeds: Seq
 
 def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     """Aggregate the cards under `cards_root` (default: the model-cards folder in use) per (architecture,
-    activation, threat model), over seeds. The source is each card's README.md metadata (model-index + the
+    activation, threat model, training budget), over seeds. The source is each card's README.md metadata (model-index + the
     `robust_zoo` block), read with `huggingface_hub.ModelCard.load`.
 
     A model whose Sparta units came frozen from another model's bank is its own row (`bank`: where from), and so
-    is one trained with another attack (`train_attack`, e.g. the small net under N-FGSM and under PGD).
-    Each row: base_architecture, activation, bank, threat_model, seeds, repos, `checks` ({repo: sanity checks
+    is one trained with another attack (`train_attack`, e.g. the small net under N-FGSM and under PGD) or under
+    another recipe (`recipe`: LeNetSmall's 100-epoch reproduction and its 30-epoch grid), so that a row never mixes
+    two budgets. Each row: base_architecture, activation, bank, threat_model, train_attack, recipe, seeds, repos, `checks` ({repo: sanity checks
     that warned or failed}), `stopped_early` ({repo: (kept epoch, epochs run)}; both shown beneath the table),
     `overfit` ({repo: its card's catastrophic_overfitting record} for the runs whose shipped weights show it) and
     `robust_without_overfit` (the robust stats without those runs; None when there are none),
@@ -71,19 +72,19 @@ def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     interval at the mean and n: the test-sample uncertainty of one seed)."""
     root = Path(cards_root) if cards_root is not None else cards_dir()
     cards = [_card_results(readme) for readme in _card_readmes(root)]
-    groups: Dict[Tuple[str, str, str, str, str], List[Dict[str, Any]]] = defaultdict(list)
+    groups: Dict[Tuple[str, str, str, str, str, str], List[Dict[str, Any]]] = defaultdict(list)
     for card in cards:
         groups[(card.get('base_architecture') or card['architecture'], card['activation'], _bank_label(card),
-                card['threat_model'], card.get('train_attack') or '')].append(card)
+                card['threat_model'], card.get('train_attack') or '', card.get('recipe') or '')].append(card)
     rows = []
-    for (base, activation, bank, threat, train_attack), members in sorted(groups.items(), key=lambda kv: (
-            kv[0][0], kv[0][3], kv[0][4], kv[0][1], kv[0][2])):
+    for (base, activation, bank, threat, train_attack, recipe), members in sorted(groups.items(), key=lambda kv: (
+            kv[0][0], kv[0][3], kv[0][4], kv[0][5], kv[0][1], kv[0][2])):
         overfit = {c['folder']: c['catastrophic_overfitting'] for c in sorted(members, key=lambda c: c['folder'])
                    if (c.get('catastrophic_overfitting') or {}).get('kept_weights_affected')}
         clean, robust = _aggregate(members, threat)
         rows.append(dict(
             base_architecture=base, activation=activation, bank=bank or None, threat_model=threat,
-            train_attack=train_attack or None,
+            train_attack=train_attack or None, recipe=recipe or None,
             seeds=sorted(c.get('seed') for c in members), repos=sorted(c['folder'] for c in members),
             checks={c['folder']: c['checks_not_passed'] for c in sorted(members, key=lambda c: c['folder'])
                     if c.get('checks_not_passed')},

@@ -19,18 +19,24 @@ __all__ = [
 
 
 def several_attacks(rows: Sequence[Mapping[str, Any]]) -> set:
-    """The (architecture, threat model) pairs whose rows were trained with more than one attack."""
-    seen: Dict[Tuple[str, str], set] = defaultdict(set)
+    """The (architecture, threat model) pairs whose rows were trained with more than one attack, and the
+    (architecture, threat model, attack) triples whose rows were trained under more than one recipe."""
+    attacks: Dict[Tuple[str, str], set] = defaultdict(set)
+    recipes: Dict[Tuple[str, str, Any], set] = defaultdict(set)
     for r in rows:
-        seen[(r['base_architecture'], r['threat_model'])].add(r.get('train_attack'))
-    return {k for k, v in seen.items() if len(v) > 1}
+        attacks[(r['base_architecture'], r['threat_model'])].add(r.get('train_attack'))
+        recipes[(r['base_architecture'], r['threat_model'], r.get('train_attack'))].add(r.get('recipe'))
+    return {k for k, v in attacks.items() if len(v) > 1} | {k for k, v in recipes.items() if len(v) > 1}
 
 
 def architecture_cell(row: Mapping[str, Any], several: set) -> str:
-    """The architecture, with its training attack where the same architecture was also trained with another."""
-    if (row['base_architecture'], row['threat_model']) in several:
-        return f"{row['base_architecture']} ({row.get('train_attack')} training)"
-    return row['base_architecture']
+    """The architecture, with its training attack where the same architecture was also trained with another, and
+    its recipe's name where it was also trained under another recipe with the same attack."""
+    arch, threat, attack = row['base_architecture'], row['threat_model'], row.get('train_attack')
+    parts = [f'{attack} training'] if (arch, threat) in several else []
+    if (arch, threat, attack) in several:
+        parts.append(f"`{Path(row['recipe']).stem}`" if row.get('recipe') else 'no recipe')
+    return f"{arch} ({', '.join(parts)})" if parts else arch
 
 
 def _activation_cell(row: Mapping[str, Any]) -> str:
