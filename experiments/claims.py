@@ -75,12 +75,16 @@ def verdict_of(signs: Sequence[int]) -> str:
 
 def deciding_protocol(rows: Sequence[Row]) -> Optional[str]:
     """The robust protocol that decides a comparison of leaderboard `rows`: among those every row ran, the one with
-    the most seeds in its thinnest row, then a worst case over several attacks, then the most test images (None
-    when the rows share none). So PGD-20 on 3 seeds x 10,000 images decides, not APGD on seed 0 x 1,000."""
+    the most seeds in its thinnest row, then in all rows together, then the strongest attack (AutoAttack's, as
+    `is_autoattack` tells), then a worst case over several attacks, then the most test images (None when the rows
+    share none). So PGD-20 on 3 seeds x 10,000 images decides over APGD on seed 0 x 1,000, and APGD-CE + APGD-T on
+    every seed x 1,000 over PGD-20 on the same seeds x 10,000."""
     common = [p for p in rows[0]['robust'] if all(p in r['robust'] for r in rows)] if rows else []
     if not common:
         return None
     return max(reversed(common), key=lambda p: (min(r['robust'][p]['n_seeds'] for r in rows),
+                                                sum(r['robust'][p]['n_seeds'] for r in rows),
+                                                is_autoattack(attack_of(p)),
                                                 attack_of(p).startswith('worst case of'),
                                                 rows[0]['robust'][p]['n_examples']))
 

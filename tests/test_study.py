@@ -179,6 +179,21 @@ def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
                                                                       row('pssilu', 0.74, apgd=0.7)]))
 
 
+
+def test_apgd_on_every_seed_decides_over_pgd_on_more_images_but_not_over_pgd_on_more_seeds():
+    """The converged grid runs PGD-20 on 10,000 and APGD-CE + APGD-T on 1,000 for every seed: the stronger attack
+    decides. The 4-epoch zoo ran APGD on seed 0 only: PGD-20 over every seed decides there."""
+    def row(act, pgd, apgd):
+        return dict(_row(act, pgd, n=10000), robust={'pgd-20, n=10000': _stat(pgd, 10000),
+                                                      'apgd-ce+apgd-t, n=1000': _stat(apgd, 1000)})
+    every_seed = [row('relu', [0.75, 0.75, 0.76], [0.74, 0.74, 0.75]), row('silu', [0.76] * 3, [0.68] * 3)]
+    assert claims.deciding_protocol(every_seed) == 'apgd-ce+apgd-t, n=1000'
+    assert 'this scale disagrees (apgd-ce+apgd-t, n=1000;' in claims.claim_verdicts(every_seed)[0]
+    seed_0 = [row('relu', [0.75, 0.75, 0.76], [0.74]), row('silu', [0.76] * 3, [0.72])]
+    assert claims.deciding_protocol(seed_0) == 'pgd-20, n=10000'
+    thin = [row('relu', [0.75, 0.75, 0.76], [0.74]), row('silu', [0.76], [0.72])]  # thinnest row ties: all seeds
+    assert claims.deciding_protocol(thin) == 'pgd-20, n=10000'
+
 # --- the Sparta transfer experiments ------------------------------------------------------------------------------
 
 BANK = 'resnet20_sparta_at on fashion-mnist'
