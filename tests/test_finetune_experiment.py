@@ -290,3 +290,24 @@ def test_a_run_held_by_another_process_is_left_to_it(tmp_path):
         holder.wait()
     with digits_finetune.claim(tmp_path, 'lp_robust-s0') as mine:  # the kernel freed the dead holder's lock
         assert mine
+
+
+def test_a_record_under_another_threat_model_is_named_by_its_budget_never_as_a_stronger_attack():
+    """A digits fine-tune is evaluated at eps 0.1 and 0.05 with the same attacks: the card's summary names the
+    second budget, and neither the summary nor the index calls it a stronger attack on the first."""
+    from robust_zoo.publish.card_body import _other_threat_models_text, _stronger_attacks_text
+    from robust_zoo.publish.records import _stronger_index_entries
+
+    def record(tid, eps, robust):
+        return dict(threat_model=dict(id=tid, norm='Linf', eps=eps), n_examples=500, clean_accuracy=0.98,
+                    robust_accuracy=robust, attacks={'pgd-20': robust + 0.02, 'apgd-ce+apgd-t': robust},
+                    confidence_interval=[robust - 0.04, robust + 0.04])
+    first, half = record('digits-linf', 0.1, 0.75), record('digits-linf-0.05', 0.05, 0.94)
+    assert _stronger_attacks_text([first, half], first) == ''
+    assert _stronger_index_entries([first, half], first) == []
+    assert _other_threat_models_text([first, half], first) == (
+        ' Under `digits-linf-0.05` (Linf, eps 0.05), on the first 500 test images: robust accuracy 94.0% (worst case '
+        'per image over pgd-20, apgd-ce+apgd-t; Wilson 95% 90.0% to 98.0%), clean accuracy 98.0%.')
+    stronger = dict(record('digits-linf', 0.1, 0.70), n_examples=100)
+    assert 'Under the stronger apgd-ce+apgd-t, on the first 100 test images' in _stronger_attacks_text(
+        [first, stronger, half], first)

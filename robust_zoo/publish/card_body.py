@@ -30,7 +30,7 @@ def _stronger_attacks_text(records: Sequence[Mapping[str, Any]], first: Mapping[
     out = ''
     for r in records:
         strong = [a for a in r['attacks'] if is_autoattack(a)]
-        if r is first or not strong:
+        if r is first or not strong or r['threat_model']['id'] != first['threat_model']['id']:
             continue
         lo, hi = r['confidence_interval']
         out += (f" Under the stronger {' and '.join(strong)}, on the first {r['n_examples']} test images: robust "
@@ -39,6 +39,21 @@ def _stronger_attacks_text(records: Sequence[Mapping[str, Any]], first: Mapping[
                 and q['threat_model']['id'] == r['threat_model']['id']
                 for a, v in q['attacks'].items() if not is_autoattack(a)]
         out += (', against ' + ', '.join(f'{a} {_pct(v)}' for a, v in same) + ' on the same images.' if same else '.')
+    return out
+
+
+def _other_threat_models_text(records: Sequence[Mapping[str, Any]], first: Mapping[str, Any]) -> str:
+    """A sentence for the card's summary per record under another threat model than the headline's (e.g. the
+    digits fine-tunes at eps 0.05 beside eps 0.1), which names its budget ('' when there is none)."""
+    out = ''
+    for r in records:
+        t = r['threat_model']
+        if t['id'] == first['threat_model']['id']:
+            continue
+        lo, hi = r['confidence_interval']
+        out += (f" Under `{t['id']}` ({t['norm']}, eps {t['eps']:g}), on the first {r['n_examples']} test images: "
+                f"robust accuracy {_pct(r['robust_accuracy'])} (worst case per image over {', '.join(r['attacks'])}; "
+                f"Wilson 95% {_pct(lo)} to {_pct(hi)}), clean accuracy {_pct(r['clean_accuracy'])}.")
     return out
 
 
@@ -91,7 +106,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         f"95% {_pct(lo)} to {_pct(hi)}), clean accuracy {_pct(first['clean_accuracy'])} (Wilson 95% "
         f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[0])} to "
         f"{_pct(_wilson(first['clean_accuracy'], first['n_examples'])[1])})."
-        + _stronger_attacks_text(records, first)
+        + _stronger_attacks_text(records, first) + _other_threat_models_text(records, first)
         + (f' Every other evaluation ({len(records) - 1} more) is under *Evaluation*.' if len(records) > 1 else ''),
         '',
         *([*reference_markdown(reference), ''] if reference else []),

@@ -57,14 +57,15 @@ def _stat(values: Sequence[float], n: int, repos: Sequence[str] = (), seeds: Seq
 
 def leaderboard(cards_root: Optional[PathLike] = None) -> List[Dict[str, Any]]:
     """Aggregate the cards under `cards_root` (default: the model-cards folder in use) per (architecture,
-    activation, threat model, training budget), over seeds. The source is each card's README.md metadata (model-index + the
-    `robust_zoo` block), read with `huggingface_hub.ModelCard.load`.
+    activation, threat model, training budget), over seeds. The source is each card's README.md metadata
+    (model-index + the `robust_zoo` block), read with `huggingface_hub.ModelCard.load`.
 
     A model whose Sparta units came frozen from another model's bank is its own row (`bank`: where from), and so
     is one trained with another attack (`train_attack`, e.g. the small net under N-FGSM and under PGD) or under
     another recipe (`recipe`: LeNetSmall's 100-epoch reproduction and its 30-epoch grid), so that a row never mixes
-    two budgets. Each row: base_architecture, activation, bank, threat_model, train_attack, recipe, seeds, repos, `checks` ({repo: sanity checks
-    that warned or failed}), `stopped_early` ({repo: (kept epoch, epochs run)}; both shown beneath the table),
+    two budgets. Each row: base_architecture, activation, bank, threat_model, train_attack, recipe, seeds, repos,
+    `checks` ({repo: sanity checks that warned or failed}), `stopped_early` ({repo: (kept epoch, epochs run)};
+    both shown beneath the table),
     `overfit` ({repo: its card's catastrophic_overfitting record} for the runs whose shipped weights show it) and
     `robust_without_overfit` (the robust stats without those runs; None when there are none),
     `clean` (the clean accuracy at the largest n) and `robust` ({protocol label: stat}); a stat holds mean, sd

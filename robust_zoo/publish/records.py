@@ -137,9 +137,11 @@ def _headline(records: List[dict]) -> dict:
 
 def _stronger_index_entries(records: Sequence[Mapping[str, Any]], first: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """What the index keeps of each AutoAttack (or APGD) record other than the headline one: attacks, n and robust
-    accuracy, so that `robust-zoo list --results` and the main job can name the attack to trust beside the headline."""
+    accuracy, so that `robust-zoo list --results` and the main job can name the attack to trust beside the headline
+    (records under another threat model than the headline's are not a stronger attack on it)."""
     return [dict(attacks=list(r['attacks']), n_examples=r['n_examples'], robust_accuracy=r['robust_accuracy'])
-            for r in records if r is not first and any(is_autoattack(a) for a in r['attacks'])]
+            for r in records if r is not first and any(is_autoattack(a) for a in r['attacks'])
+            and r['threat_model']['id'] == first['threat_model']['id']]
 
 
 def _caveats(rz: Mapping[str, Any]) -> Dict[str, Any]:
