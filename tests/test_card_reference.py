@@ -1,5 +1,4 @@
 """A card sets a published result beside ours with a verdict, and states its training cost with a time plot."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from robust_zoo.publish.card import write_card_repo
 from robust_zoo.publish.cost import train_images_of, training_cost
 from robust_zoo.publish.reference import compare_to_reference, load_reference, reproductions_markdown
 from robust_zoo.training import device_name, save_weights
+from _train_args import train_args_yaml as _train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = 'lenet_small_relu_at'
@@ -92,13 +92,6 @@ def test_the_device_is_named_in_words():
     assert device_name('cpu').startswith('CPU: ')
 
 
-def _train_args(argv):
-    spec = importlib.util.spec_from_file_location('train_at_for_reference_tests', ROOT / 'train' / 'train_at.py')
-    train_at = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_at)
-    args = train_at.parse_args(argv)
-    flags = {a.dest for a in train_at.parser._actions} - {'help'}
-    return yaml.safe_dump({k: v for k, v in vars(args).items() if k in flags}, sort_keys=False)
 
 
 def test_a_card_with_a_reference_shows_both_rows_the_verdict_and_the_cost(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from experiments import digits_finetune, finetune_table  # noqa: E402
 from experiments.finetune_table import ARMS, THREATS  # noqa: E402
+from _train_args import train_args as _train_args  # noqa: E402
 
 
 def _record(threat, clean, pgd, apgd, n=500, sha='w0', seed=0):
@@ -130,14 +131,6 @@ def test_the_committed_page_is_what_the_records_and_cards_give():
         'docs/finetuning.md is stale: python -m experiments.digits_finetune table'
 
 
-def _train_args(argv):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('train_at_for_finetune_tests', ROOT / 'train' / 'train_at.py')
-    train_at = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_at)
-    args = train_at.parse_args(argv)
-    flags = {a.dest for a in train_at.parser._actions} - {'help'}
-    return {k: v for k, v in vars(args).items() if k in flags}
 
 
 @pytest.fixture

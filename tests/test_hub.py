@@ -4,7 +4,6 @@ Nothing here touches the network: HF_HUB_OFFLINE=1 throughout, a socket guard on
 """
 import copy
 import hashlib
-import importlib.util
 import json
 import logging
 import re
@@ -32,6 +31,7 @@ from robust_zoo.cli import main
 from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
 from robust_zoo.evaluation import evaluate, wilson_interval
 from robust_zoo.training import parameter_digest, save_weights
+from _train_args import train_args_yaml as _train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH, TAG, ORG = 'mlp3_relu_at', 'fmnist_s0', 'acme'
@@ -39,14 +39,6 @@ NAME = f'{ARCH}.{TAG}'
 HUB_ID = f'{ORG}/{NAME}'
 
 
-def _train_args(argv):
-    """args.yaml exactly as train/train_at.py writes it (its parser, its filter)."""
-    spec = importlib.util.spec_from_file_location('train_at_for_hub_tests', ROOT / 'train' / 'train_at.py')
-    train_at = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_at)
-    args = train_at.parse_args(argv)
-    flags = {a.dest for a in train_at.parser._actions} - {'help'}
-    return yaml.safe_dump({k: v for k, v in vars(args).items() if k in flags}, sort_keys=False)
 
 
 @pytest.fixture(scope='module')
