@@ -208,8 +208,14 @@ def test_started_runs_are_resumed_before_new_ones_start(tmp_path):
     out = root / 'lenet_small_sparta_at-s1'
     out.mkdir(parents=True)
     (out / 'last.ckpt').write_bytes(b'')
+    (root / 'lenet_small_sparta_at-s0').mkdir()
+    (root / 'lenet_small_sparta_at-s0' / 'last.ckpt').write_bytes(b'')
     ordered = zoo_grid.trained_first(queue)
-    assert ordered[0][1].name == 'lenet_small_sparta_at-s1'
+    assert [run.name for _, run in ordered[:2]] == ['lenet_small_sparta_at-s0', 'lenet_small_sparta_at-s1']
+    aa = queue[-3]
+    assert (aa[1].name, aa[1].evals) == ('lenet_small_sparta_at-s0', ('apgd_1k', 'aa_1k'))
+    assert ordered.index(aa) == len(queue) - 3, "the run's AutoAttack stage keeps its place at the end"
+    (root / 'lenet_small_sparta_at-s0' / 'final_eval.json').write_text('{}')
     (out / 'final_eval.json').write_text('{}')  # trained: back in its place
     assert zoo_grid.trained_first(queue) == queue
 

@@ -201,10 +201,15 @@ def trained_first(queue: List[tuple]) -> List[tuple]:
         return (run.evals == (EVAL_10K,) and (out / 'final_eval.json').exists()  # not the later APGD/AA stages
                 and not (out / f'{EVAL_10K}.json').exists())
 
-    def started(item):
+    first = {}  # a run's first entry trains it; a later one (its AutoAttack stage) keeps its place
+    for i, (root, run) in enumerate(queue):
+        first.setdefault(root / run.name, i)
+
+    def started(i, item):
         out = item[0] / item[1].name
-        return (out / 'last.ckpt').exists() and not (out / 'final_eval.json').exists()
-    return sorted(queue, key=lambda item: (not waiting(item), not started(item)))
+        return first[out] == i and (out / 'last.ckpt').exists() and not (out / 'final_eval.json').exists()
+    order = sorted(enumerate(queue), key=lambda e: (not waiting(e[1]), not started(*e)))
+    return [item for _, item in order]
 
 
 def best_three(zoo_root: Path) -> List[str]:
