@@ -393,7 +393,7 @@ def test_the_full_checks_run_once_per_run_with_pgd20_on_10k_and_apgd_keeps_the_f
     cmds = {kind: zoo_grid.eval_cmd(tmp_path, 'resnet20_relu_at', kind) for kind in zoo_grid.EVALS}
     checks = {kind: cmd[cmd.index('--checks') + 1] for kind, cmd in cmds.items()}
     assert all(cmd.count('--checks') == 1 for cmd in cmds.values())
-    assert checks == {'pgd20_10k': 'full', 'apgd_1k': 'fast', 'pgd20_500': 'fast', 'aa_500': 'fast'}
+    assert checks == {'pgd20_10k': 'full', 'apgd_1k': 'fast', 'pgd20_500': 'fast', 'aa_500': 'fast', 'aa_1k': 'fast'}
     assert zoo_grid.EVAL_10K == 'pgd20_10k'
 
 
