@@ -428,3 +428,33 @@ def test_a_half_done_evaluation_of_published_weights_is_carried_in_git_to_the_ne
     other.mkdir()
     (other / 'model.safetensors').write_bytes(b'other weights')
     assert zoo_grid.state_path(other, run, 'apgd_1k') == other / 'apgd_1k.state.json'
+
+
+def test_a_lenet_run_is_published_once_its_apgd_record_exists_and_its_autoattack_joins_later(tmp_path, monkeypatch):
+    """The grid's verdicts decide under APGD-CE + APGD-T: a card without it would enter the claims on PGD-20."""
+    import robust_zoo.publish
+    import robust_zoo.publish.leaderboard
+    from experiments import study
+    from robust_zoo.models import _pretrained
+    written = []
+
+    def write_card_repo(out, tag, evaluations, **kwargs):
+        written.append((out.name, tag, [e.stem for e in evaluations]))
+        return tmp_path / 'cards' / tag
+    monkeypatch.setattr(robust_zoo.publish, 'write_card_repo', write_card_repo)
+    monkeypatch.setattr(robust_zoo.publish.leaderboard, 'write_leaderboard', lambda *a, **k: [])
+    monkeypatch.setattr(study, 'write_study', lambda *a, **k: None)
+    monkeypatch.setattr(_pretrained, 'cards_dir', lambda: tmp_path / 'cards')
+    root = tmp_path / 'g'
+    queue = [(root, r) for r in zoo_grid.lenet_grid() if r.name == 'lenet_small_relu_at-s0']
+    out = root / 'lenet_small_relu_at-s0'
+    out.mkdir(parents=True)
+    (out / 'final_eval.json').write_text('{}')
+    zoo_grid.publish(queue, tmp_path / 'results.md')
+    assert written == [], 'trained, APGD not run yet: not published'
+    (out / 'apgd_1k.json').write_text('{}')
+    zoo_grid.publish(queue, tmp_path / 'results.md')
+    assert written == [('lenet_small_relu_at-s0', 'fmnist_pgd10_s0', ['final_eval', 'apgd_1k'])]
+    (out / 'aa_1k.json').write_text('{}')
+    zoo_grid.publish(queue, tmp_path / 'results.md', force=True)
+    assert written[-1] == ('lenet_small_relu_at-s0', 'fmnist_pgd10_s0', ['final_eval', 'apgd_1k', 'aa_1k'])

@@ -544,18 +544,22 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
 def publish(queue: List[tuple], readme: Path, force: bool = False, claims: Optional[Path] = None) -> int:
     """Write the card of every finished run whose card is missing or older than its records (every finished
     run's with `force`, after the card writer changed), naming its recipe; then the results page's tables and the
-    claims page's (`claims`, default: the study's page). A run counts as finished once its final_eval.json and its
-    PGD-20 on 10,000 images (zoo) exist."""
+    claims page's (`claims`, default: the study's page). A run counts as finished once its final_eval.json and the
+    evaluations of its first queue entry exist (the zoo's PGD-20 on 10,000 images, the LeNetSmall grid's APGD-CE +
+    APGD-T on 1,000); a later stage's record (AutoAttack) is added to its card when it exists."""
     import robust_zoo  # noqa: F401
     from experiments.study import PAGE, write_study
     from robust_zoo.models._pretrained import cards_dir
     from robust_zoo.publish import write_card_repo
     from robust_zoo.publish.leaderboard import write_leaderboard
     written = 0
+    required = {}  # a run's first entry names the evaluations it is published with (later stages add to its card)
+    for root, run in queue:
+        required.setdefault((root, run.name), run.evals)
     for root, run in dict(((root, run.name), (root, run)) for root, run in queue).values():
         out = root / run.name
-        if not (out / 'final_eval.json').exists() or (EVAL_10K in run.evals
-                                                      and not (out / f'{EVAL_10K}.json').exists()):
+        if not (out / 'final_eval.json').exists() or any(not (out / f'{k}.json').exists()
+                                                         for k in required[(root, run.name)]):
             continue
         if _stale(out, run):
             continue
