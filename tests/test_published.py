@@ -82,9 +82,16 @@ TRANSFERRED = [n for n in PUBLISHED if 'sparta_bank' in ModelCard.load(cards_dir
 
 @pytest.mark.parametrize('name', BANKS)
 def test_published_bank_loads_by_name_into_a_deeper_net(name):
-    from robust_zoo.sparta_bank import bank_mapping, read_bank, sparta_units
+    from robust_zoo.sparta_bank import SpartaBankError, bank_mapping, read_bank, sparta_units
     units, meta = read_bank(cards_dir() / name / 'sparta_bank.safetensors')
     assert meta['repo'] == name and meta['dataset'] == load_published()[name]['dataset']
+    if not name.startswith('resnet'):  # LeNetSmall's units are layers, not ResNet stages: no depth to match
+        with pytest.raises(SpartaBankError, match="use mapping='mean' instead"):
+            timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank=name)
+        model = timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank=name, sparta_bank_mapping='mean')
+        mean = torch.stack([u['attn.weight'] for u in units.values()]).mean(0)
+        assert all(torch.allclose(t.attn.weight, mean) for t in sparta_units(model).values())
+        return
     model = timm.create_model('robust_zoo/resnet56_sparta_at', sparta_bank=name)
     targets = sparta_units(model)
     source = bank_mapping(list(units), list(targets), 'relative-depth')['stages.2.8.act2']

@@ -250,8 +250,10 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
                   '`sparta_bank.safetensors` holds this model\'s trained Sparta units on their own, to reuse them '
                   '(frozen) in a robust_zoo Sparta CNN: '
                   f'`timm.create_model("robust_zoo/{arch}", sparta_bank="{name}")` (any other Sparta architecture in '
-                  f'place of `{arch}`) or `robust_zoo.sparta_bank.load_bank(model, ...)`; the unit mapping is '
-                  'documented in `robust_zoo/sparta_bank.py`.']
+                  f'place of `{arch}`) or `robust_zoo.sparta_bank.load_bank(model, ...)`. The default '
+                  '`sparta_bank_mapping="relative-depth"` matches units by their depth in nets with as many stages; '
+                  '`sparta_bank_mapping="mean"` gives every unit the mean of the bank\'s, for any other net (e.g. '
+                  'a LeNet bank in a ResNet). The mappings are documented in `robust_zoo/sparta_bank.py`.']
     aa_parts = list(dict.fromkeys(a for r in records for a in r['attacks'] if is_autoattack(a)))
     full_aa = any(a.startswith('autoattack-') for a in aa_parts)
     lines += [
