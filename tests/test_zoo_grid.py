@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location('zoo_grid', ROOT / 'train' / 'zoo_grid.py')
 zoo_grid = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(zoo_grid)
+import grids  # noqa: E402  (train/grids.py: zoo_grid put train/ on sys.path)
 
 
 def test_all_grid_is_both_grids_once_then_apgd_for_seed_0():
@@ -84,7 +85,7 @@ def test_the_grid_trains_every_claim_on_every_seed_from_the_one_claims_list():
     activation trains on seed 0, and each claim's base and the activations it names `seeded` on every seed."""
     from experiments.claims import CLAIMS
     from robust_zoo.layers import ACTIVATIONS
-    assert zoo_grid.ACTIVATIONS is ACTIVATIONS and zoo_grid.CLAIMS is CLAIMS
+    assert grids.ACTIVATIONS is ACTIVATIONS and grids.CLAIMS is CLAIMS
     trained = {(run.model, run.seed) for run in zoo_grid.zoo_grid()}
     assert {f'resnet20_{a}_at' for a in ACTIVATIONS} <= {m for m, s in trained if s == 0}
     for claim in CLAIMS:
@@ -96,7 +97,7 @@ def test_the_grid_trains_every_claim_on_every_seed_from_the_one_claims_list():
 
 def test_autoattack_goes_to_the_three_best_seed_0_activations_then_the_other_claims_once_all_are_ranked(tmp_path):
     zoo = tmp_path / 'zoo'
-    robust = {a: 0.5 + i / 100 for i, a in enumerate(zoo_grid.ACTIVATIONS)}  # the last three are best
+    robust = {a: 0.5 + i / 100 for i, a in enumerate(grids.ACTIVATIONS)}  # the last three are best
     robust['relu'] = 0.9
     for act, acc in robust.items():
         folder = zoo / f'resnet20_{act}_at-s0'
@@ -123,7 +124,7 @@ def test_a_run_trained_under_another_budget_is_stale_neither_resumed_nor_ranked(
     import yaml
     recipe = yaml.safe_load((ROOT / 'train' / 'configs' / 'fmnist_resnet20.yaml').read_text())
     zoo = tmp_path / 'zoo'
-    for act in zoo_grid.ACTIVATIONS:
+    for act in grids.ACTIVATIONS:
         folder = zoo / f'resnet20_{act}_at-s0'
         folder.mkdir(parents=True)
         (folder / 'args.yaml').write_text(yaml.safe_dump({**recipe, 'model': f'robust_zoo/resnet20_{act}_at'}))
@@ -152,8 +153,8 @@ def test_a_restored_transferred_run_republishes_its_card_with_the_bank_its_args_
     from robust_zoo.publish import write_card_repo
     monkeypatch.chdir(tmp_path)
     zoo_root, transfer_root = Path('runs/fmnist-zoo'), Path('runs/transfer')
-    zoo_run = zoo_grid._zoo('sparta', 1)
-    (bank_run,) = [r for r in zoo_grid._digits(1, zoo_root) if r.bank_run is not None]
+    zoo_run = grids._zoo('sparta', 1)
+    (bank_run,) = [r for r in grids._digits(1, zoo_root) if r.bank_run is not None]
     cards = tmp_path / 'cards'
     for run, root in ((zoo_run, zoo_root), (bank_run, transfer_root)):
         zoo_grid.restore_from_card(root / run.name, zoo_grid._card_of(run))
@@ -246,7 +247,7 @@ def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_
     being trained again, and their card written from the restored run says what the published one says."""
     import yaml
     from robust_zoo.publish import write_card_repo
-    run = zoo_grid._zoo('relu', 1)  # seed 1: its card never gains the seed-0 APGD/AutoAttack records
+    run = grids._zoo('relu', 1)  # seed 1: its card never gains the seed-0 APGD/AutoAttack records
     out = tmp_path / 'zoo' / run.name
     card = zoo_grid.restorable(out, run)
     assert card == ROOT / 'model_cards' / 'resnet20_relu_at.fmnist_s1'
@@ -263,10 +264,10 @@ def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_
     for name in ('README.md', 'config.json', 'eval_results.json'):
         assert (folder / name).read_text() == (card / name).read_text(), f'{name} differs'
 
-    started = tmp_path / 'zoo' / zoo_grid._zoo('silu', 0).name
+    started = tmp_path / 'zoo' / grids._zoo('silu', 0).name
     started.mkdir()
     (started / 'last.ckpt').write_bytes(b'')
-    assert zoo_grid.restorable(started, zoo_grid._zoo('silu', 0)) is None, 'a started run resumes, not restored'
+    assert zoo_grid.restorable(started, grids._zoo('silu', 0)) is None, 'a started run resumes, not restored'
     stale = tmp_path / 'stale-card'
     stale.mkdir()
     for name in ('eval_results.json', 'README.md'):
@@ -403,7 +404,7 @@ def test_a_half_done_evaluation_of_published_weights_is_carried_in_git_to_the_ne
     (committed at a session's end), the next machine resumes from it, and a finished one removes it. Weights that
     are not published keep theirs in the run folder: a retrained run would refuse a carried state."""
     monkeypatch.setattr(zoo_grid, 'PENDING', tmp_path / 'pending')
-    run = zoo_grid._zoo('relu', 1)._replace(evals=('pgd20_10k', 'apgd_1k'))  # a card without an APGD record
+    run = grids._zoo('relu', 1)._replace(evals=('pgd20_10k', 'apgd_1k'))  # a card without an APGD record
     out = tmp_path / 'fmnist-zoo' / run.name
     zoo_grid.restore_from_card(out, zoo_grid.restorable(out, run))
     carried = tmp_path / 'pending' / 'fmnist-zoo' / run.name / 'apgd_1k.state.json'
