@@ -17,7 +17,8 @@ DOCS = ROOT / 'docs'
 PAGES = sorted(DOCS.glob('*.md'))
 MARKERS = {'results.md': [(lb.PUBLISHED_START, lb.PUBLISHED_END), (lb.LEADERBOARD_START, lb.LEADERBOARD_END),
                           (lb.REPRODUCTIONS_START, lb.REPRODUCTIONS_END)],
-           'claims.md': [(study.CLAIMS_START, study.CLAIMS_END), (study.TRANSFER_START, study.TRANSFER_END)]}
+           'claims.md': [(study.CLAIMS_START, study.CLAIMS_END), (study.CONVERGENCE_START, study.CONVERGENCE_END),
+                         (study.TRANSFER_START, study.TRANSFER_END)]}
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
 
 

@@ -287,6 +287,7 @@ def test_the_study_rewrites_only_its_blocks(tmp_path):
         shutil.copytree(ROOT / 'model_cards' / name, cards / name)
     page = tmp_path / 'claims.md'
     page.write_text(f'# Claims\nprose\n{study.CLAIMS_START}\nold\n{study.CLAIMS_END}\nmore prose\n'
+                    f'{study.CONVERGENCE_START}\nold\n{study.CONVERGENCE_END}\n'
                     f'{study.TRANSFER_START}\nold\n{study.TRANSFER_END}\nend\n')
     assert study.main(['--cards', str(cards), '--page', str(page)]) == 0
     text = page.read_text()
@@ -298,9 +299,9 @@ def test_the_study_rewrites_only_its_blocks(tmp_path):
 
 def test_the_study_refuses_a_page_without_its_markers_and_writes_nothing(tmp_path, capsys):
     page = tmp_path / 'claims.md'
-    page.write_text(f'# Claims\n{study.CLAIMS_START}\n{study.CLAIMS_END}\n')  # no transfer block
+    page.write_text(f'# Claims\n{study.CLAIMS_START}\n{study.CLAIMS_END}\n')  # no convergence, no transfer block
     assert study.main(['--cards', str(tmp_path), '--page', str(page)]) == 2
-    assert 'needs one <!-- transfer:start --> line' in capsys.readouterr().err
+    assert 'needs one <!-- convergence:start --> line' in capsys.readouterr().err
     assert page.read_text() == f'# Claims\n{study.CLAIMS_START}\n{study.CLAIMS_END}\n'
     assert study.main(['--page', str(tmp_path / 'nowhere.md')]) == 2
     assert 'nowhere.md does not exist' in capsys.readouterr().err

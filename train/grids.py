@@ -16,9 +16,9 @@ for seed 0 of every other activation under a claim (AA_CLAIMS_ORDER), once every
 number (the queue is rebuilt after each pass, so this stage appears then), each with PGD-20 on the same 500
 images first (RUN/pgd20_500.json, seconds), so that the cards and the leaderboard's (!) note can set
 AutoAttack's number beside PGD's on the images AutoAttack saw.
-`lenet` (issue 24): the same activation claims at a converged budget, on the small CNN of Croce et al. (2019):
-every activation x seeds 0, 1, 2 under train/configs/lenet_small_fmnist_pgd10.yaml (PGD-10 on half of each batch,
-30 epochs), each evaluated with PGD-20 on 10,000 test images (its final_eval.json) and APGD-CE + APGD-T on 1,000
+`lenet` (issue 24): the same activation claims at a budget chosen to converge, on the small CNN of Croce et al.
+(2019): every activation x seeds 0, 1, 2 under train/configs/lenet_small_fmnist_pgd10.yaml (PGD-10 on half of each
+batch, 30 epochs), each evaluated with PGD-20 on 10,000 test images (its final_eval.json) and APGD-CE + APGD-T on 1,000
 (RUN/apgd_1k.json), then AutoAttack standard on 1,000 for seed 0 of each activation (RUN/aa_1k.json). Its runs go
 to runs/lenet-grid/ (`python train/zoo_grid.py --grid lenet`; `GRID=lenet bash train/run_grids.sh`).
 """
