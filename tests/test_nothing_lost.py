@@ -17,7 +17,8 @@ import torch
 import yaml
 
 import robust_zoo
-from robust_zoo import publish, sparta
+from robust_zoo import publish
+from robust_zoo import sparta_bank as sparta
 from robust_zoo._io import sha256_file
 from robust_zoo.models import _hub, _pretrained
 from robust_zoo.cli import main
