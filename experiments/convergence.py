@@ -64,7 +64,7 @@ def convergence_markdown(rows: Sequence[Mapping[str, Any]], cards_root: PathLike
         def mean(key: str) -> str:
             return f'{100 * statistics.fmean(s[key] for s in stats):.1f}'
         rises = ', '.join(f"{100 * s['rise']:+.1f}" for s in stats)
-        flat = sum(s['rise'] < FLAT for s in stats)
+        flat = sum(round(100 * s['rise'], 1) < 100 * FLAT for s in stats)  # as the table shows it
         lines.append(f"| `{row['activation']}` | {len(stats)} | {mean('earlier')} | {mean('last')} | {rises} | "
                      f"{mean('after')} | {flat} of {len(stats)} |")
     if not found:
