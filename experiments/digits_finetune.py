@@ -16,16 +16,14 @@ evaluated, its record to RESULTS/<arm>-s<seed>.json (committed: the table reads 
 train_at.py (e.g. `-- --train-samples 128 --epochs 1` for a quick check, with `--eval-samples 20`).
 """
 import argparse
-import fcntl
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, ContextManager, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -153,20 +151,11 @@ def run_one(root: Path, results: Path, arm: str, seed: int, backbones: Dict[str,
     return 'ran'
 
 
-@contextmanager
-def claim(root: Path, run: str) -> Iterator[bool]:
-    """An exclusive flock(2) on ROOT/.locks/<run> while this process works on the run, so that several processes
-    (e.g. one per seed) never train or evaluate the same run; False while another holds it. The kernel frees the lock
-    when its process dies; the file stays, so no process can lock a replaced one."""
-    path = root / '.locks' / run
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'a') as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+def claim(root: Path, run: str) -> ContextManager[bool]:
+    """An exclusive lock on ROOT/.locks/<run> while this process works on the run, so that several processes
+    (e.g. one per seed) never train or evaluate the same run; False while another holds it."""
+    from robust_zoo._io import exclusive_lock
+    return exclusive_lock(root / '.locks' / run)
 
 
 def publish(root: Path, arms: Sequence[str], seeds: Sequence[int]) -> List[Path]:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from robust_zoo._io import PathLike
-from robust_zoo.publish.leaderboard import _stat
-from robust_zoo.publish.records import _protocol_label, _protocols
+from robust_zoo.publish.leaderboard import seed_stat
+from robust_zoo.publish.records import protocol_label, record_protocols
 
 __all__ = ['ARMS', 'CLAIMS', 'THREATS', 'Arm', 'arm_rows', 'compare', 'finetune_markdown', 'load_runs']
 
@@ -97,8 +97,8 @@ def arm_rows(runs: Sequence[Mapping[str, Any]], threat: str) -> Dict[str, Option
         for record in run['records']:
             if record['threat_model']['id'] != threat:
                 continue
-            for p in _protocols(record):
-                values[run['arm']][_protocol_label(p)].append((p['value'], p['n_examples'], name, run['seed']))
+            for p in record_protocols(record):
+                values[run['arm']][protocol_label(p)].append((p['value'], p['n_examples'], name, run['seed']))
         for key in ('train_seconds', 'process_cpu_seconds'):
             seconds[run['arm']][key].append(run[key])
         seeds[run['arm']].append(run['seed'])
@@ -107,7 +107,7 @@ def arm_rows(runs: Sequence[Mapping[str, Any]], threat: str) -> Dict[str, Option
         if not values.get(arm):
             rows[arm] = None
             continue
-        stats = {label: _stat([v for v, *_ in got], got[0][1], [r for _, _, r, _ in got], [s for *_, s in got])
+        stats = {label: seed_stat([v for v, *_ in got], got[0][1], [r for _, _, r, _ in got], [s for *_, s in got])
                  for label, got in values[arm].items()}
         clean = next(s for label, s in stats.items() if label.startswith('clean'))
         rows[arm] = dict(clean=clean, robust={k: s for k, s in stats.items() if not k.startswith('clean')},
@@ -125,33 +125,11 @@ def _worst_case(row: Mapping[str, Any]) -> Optional[str]:
 
 def compare(arms: Mapping[str, Optional[Mapping[str, Any]]], base: str, claim: str, where: str,
             protocol: Optional[str]) -> Tuple[str, str]:
-    """(verdict, sentence): does the other arm of `arms` beat `base` in robust accuracy under `protocol`? The study's
-    `experiments.claims.compare_arms` where this checkout has it; until then the same rule from the package."""
-    try:
-        from experiments.claims import compare_arms
-    except ImportError:
-        return _compare_here(arms, base, claim, where, protocol)
+    """(verdict, sentence): does the other arm of `arms` beat `base` in robust accuracy under `protocol`? The
+    study's rule (`experiments.claims.compare_arms`), so this page and docs/claims.md judge alike."""
+    from experiments.claims import compare_arms
     found = compare_arms(arms, base, claim, where, protocol)
     return found.verdict, found.sentence
-
-
-def _compare_here(arms: Mapping[str, Optional[Mapping[str, Any]]], base: str, claim: str, where: str,
-                  protocol: Optional[str]) -> Tuple[str, str]:
-    from robust_zoo.publish.leaderboard import _sign, _verdict_of
-    head = f'**{claim}** -- {where}'
-    missing = [a for a, row in arms.items() if row is None or protocol not in row['robust']]
-    if missing or protocol is None:
-        return 'cannot tell yet', f"{head}: cannot tell yet (no {', '.join(missing) or 'common protocol'} run)."
-    present = [a for a in arms if a != base]
-    parts, signs = [], []
-    for a in present:
-        s, text = _sign(arms[a]['robust'][protocol], arms[base]['robust'][protocol])
-        signs.append(s)
-        parts.append(f'{a} {text}')
-    verdict = _verdict_of(signs)
-    seeds = ', '.join(f"{a}: {arms[a]['robust'][protocol]['n_seeds']}" for a in [base, *present])
-    return verdict, (f"{head}: this scale {verdict} ({protocol}; robust accuracy vs {base}: {'; '.join(parts)}; "
-                     f'seeds {seeds}; 2 standard errors decide).')
 
 
 def _cell(stat: Optional[Mapping[str, Any]], scale: float = 100.0, digits: int = 1) -> str:

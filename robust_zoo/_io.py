@@ -5,12 +5,14 @@ Every write is atomic: a temporary file in the target's folder, flushed to disk 
 (`os.replace`), so a process killed at any instant leaves the old or the new file, never half of one. Weights
 are safetensors only; nothing here unpickles.
 """
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -18,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = ['PathLike', 'UnreadableFileError', 'atomic_write', 'atomic_write_bytes', 'atomic_write_json',
-           'atomic_write_text', 'check_safetensors', 'load_safetensors', 'parameter_digest', 'save_safetensors',
-           'sha256_file', 'unreadable_message']
+           'atomic_write_text', 'check_safetensors', 'exclusive_lock', 'load_safetensors', 'lock_holder',
+           'parameter_digest', 'save_safetensors', 'sha256_file', 'unreadable_message']
 
 PathLike = Union[str, os.PathLike]
 
@@ -118,3 +120,54 @@ def parameter_digest(model: nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+@contextmanager
+def exclusive_lock(path: PathLike) -> Iterator[bool]:
+    """Hold an exclusive flock(2) on `path` (created, this pid written in it) for the `with` block; yields False at
+    once while another live process holds it. Parallel workers use it to never train or evaluate the same run.
+    A dead holder's lock is free at once (the kernel releases it), so no takeover can race. The file is removed on
+    release; a process that locked a file just removed (its inode no longer at the path) drops it and tries again."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield True
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def lock_holder(path: PathLike) -> Optional[int]:
+    """The pid of the live process holding `exclusive_lock(path)`, -1 if it has not written its pid yet, or None:
+    a lock file left behind by a killed process holds nobody."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(os.pread(fd, 64, 0).split()[0])
+        except (ValueError, IndexError):
+            return -1
+    finally:
+        os.close(fd)
+    return None

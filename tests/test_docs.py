@@ -116,7 +116,7 @@ def test_the_readmes_flagship_is_the_main_jobs_model_with_its_cards_numbers():
     from timm.models import get_pretrained_cfg
 
     from robust_zoo.demo import FLAGSHIP, default_published_model
-    from robust_zoo.publish.records import _protocols
+    from robust_zoo.publish.records import record_protocols
     name = default_published_model()
     assert name.split('.')[0] == FLAGSHIP and f'{FLAGSHIP}.{get_pretrained_cfg(FLAGSHIP).tag}' == name
     readme = (ROOT / 'README.md').read_text()
@@ -124,6 +124,6 @@ def test_the_readmes_flagship_is_the_main_jobs_model_with_its_cards_numbers():
     assert f'robust_zoo/{FLAGSHIP}' in section and name.split('.')[1] in section
     records = json.loads((ROOT / 'model_cards' / name / 'eval_results.json').read_text())
     stated = {f"{100 * p['value']:.1f} [{100 * p['ci'][0]:.1f}, {100 * p['ci'][1]:.1f}]"
-              for r in records for p in _protocols(r)}
+              for r in records for p in record_protocols(r)}
     cells = re.findall(r'\d+\.\d \[\d+\.\d, \d+\.\d\]', section)
     assert cells and set(cells) <= stated, f'README numbers not on the card: {set(cells) - stated}'

@@ -576,8 +576,8 @@ def test_leaderboard_aggregates_seeds_per_activation(run, tmp_path):
     assert (pgd['min'], pgd['max']) == (0.5, 0.7)
     assert pgd['wilson95'] == pytest.approx(wilson_interval(12, 20))
     # the interval is at the mean itself, also when the mean of the seeds is not k / n
-    assert lb._stat([0.5, 0.55], 20)['wilson95'] == pytest.approx(wilson_interval(10.5, 20))
-    assert lb._stat([0.5, 0.55], 20)['wilson95'] != pytest.approx(wilson_interval(10, 20))
+    assert lb.seed_stat([0.5, 0.55], 20)['wilson95'] == pytest.approx(wilson_interval(10.5, 20))
+    assert lb.seed_stat([0.5, 0.55], 20)['wilson95'] != pytest.approx(wilson_interval(10, 20))
     assert relu['clean']['mean'] == pytest.approx(0.85) and relu['clean']['n_examples'] == 20
     assert silu['robust']['pgd-20, n=20']['sd'] is None and silu['repos'] == ['mlp3_silu_at.fmnist_s0']
 
@@ -626,17 +626,17 @@ def test_the_sanity_note_gives_a_stronger_attacks_number_beside_pgd_on_the_same_
     """A flagged model that also ran APGD gets APGD's number beside PGD's on the same test images in the (!) note,
     so the reader sees whether the stronger attack confirms it; a flagged model without one keeps the caveat."""
     relu = _row('relu', 0.74, 0.002, 2, n=10000)
-    relu['robust'] = {'pgd-20, n=10000': lb._stat([0.74, 0.741], 10000, ['relu.s0', 'relu.s1'], [0, 1]),
-                      'pgd-20, n=1000': lb._stat([0.752, 0.749], 1000, ['relu.s0', 'relu.s1'], [0, 1]),
-                      'apgd-ce+apgd-t, n=1000': lb._stat([0.731], 1000, ['relu.s0'], [0])}
+    relu['robust'] = {'pgd-20, n=10000': lb.seed_stat([0.74, 0.741], 10000, ['relu.s0', 'relu.s1'], [0, 1]),
+                      'pgd-20, n=1000': lb.seed_stat([0.752, 0.749], 1000, ['relu.s0', 'relu.s1'], [0, 1]),
+                      'apgd-ce+apgd-t, n=1000': lb.seed_stat([0.731], 1000, ['relu.s0'], [0])}
     relu['checks'] = {'relu.s0': ['black box WARN'], 'relu.s1': ['restarts WARN']}
     table = lb.leaderboard_markdown([relu])
     assert ('`relu.s0` (black box WARN, apgd-ce+apgd-t on 1000 test images: 73.1, against pgd-20 75.2); '
             '`relu.s1` (restarts WARN): its robust accuracy may be overstated until a stronger attack (APGD, '
             "AutoAttack) confirms it; where one ran, its number is given beside the weaker attacks' on the same test "
             'images; see the card.') in table
-    relu['robust'] = {'autoattack-standard, n=500': lb._stat([0.72], 500, ['relu.s0'], [0]),  # cards list by n
-                      'pgd-20, n=500': lb._stat([0.758], 500, ['relu.s0'], [0]), **relu['robust']}
+    relu['robust'] = {'autoattack-standard, n=500': lb.seed_stat([0.72], 500, ['relu.s0'], [0]),  # cards list by n
+                      'pgd-20, n=500': lb.seed_stat([0.758], 500, ['relu.s0'], [0]), **relu['robust']}
     assert ('`relu.s0` (black box WARN, apgd-ce+apgd-t on 1000 test images: 73.1, against pgd-20 75.2, '
             'autoattack-standard on 500 test images: 72.0, against pgd-20 75.8)') in lb.leaderboard_markdown([relu])
     del relu['robust']['apgd-ce+apgd-t, n=1000'], relu['robust']['autoattack-standard, n=500']
@@ -877,10 +877,10 @@ def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
     """A zoo card holds PGD-20 on 1,000 (the run's own) and on all 10,000 images: the table shows the 10,000 one,
     with n in the cell where rows differ, in the header where they agree; the rows keep every protocol."""
     zoo = _row('relu', 0.70)
-    zoo['robust'] = {'pgd-20, n=1000': lb._stat([0.75], 1000), 'pgd-20, n=10000': lb._stat([0.741], 10000),
-                     'apgd-ce+apgd-t, n=1000': lb._stat([0.73], 1000)}
+    zoo['robust'] = {'pgd-20, n=1000': lb.seed_stat([0.75], 1000), 'pgd-20, n=10000': lb.seed_stat([0.741], 10000),
+                     'apgd-ce+apgd-t, n=1000': lb.seed_stat([0.73], 1000)}
     digits = _row('sparta', 0.84)
-    digits['robust'] = {'pgd-20, n=500': lb._stat([0.84], 500)}
+    digits['robust'] = {'pgd-20, n=500': lb.seed_stat([0.84], 500)}
     assert lb.headline_protocols(zoo) == {'pgd-20': zoo['robust']['pgd-20, n=10000'],
                                           'apgd-ce+apgd-t': zoo['robust']['apgd-ce+apgd-t, n=1000']}
     header, _, relu, sparta = lb.leaderboard_markdown([zoo, digits]).splitlines()[:4]
@@ -899,15 +899,15 @@ def test_the_plot_legend_names_the_seeds_of_a_series_that_ran_on_fewer_seeds_tha
     rows = [_row('relu', 0.74, 0.01, 3), _row('silu', 0.73, 0.01, 3)]
     for r in rows:
         r['robust']['pgd-20, n=1000']['seeds'] = [0, 1, 2]
-        r['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.72], 1000, [f"{r['activation']}.s0"], [0])
+        r['robust']['apgd-ce+apgd-t, n=1000'] = lb.seed_stat([0.72], 1000, [f"{r['activation']}.s0"], [0])
     cells = [lb.headline_protocols(r) for r in rows]
     assert tables._series_label('pgd-20', cells, rows) == 'pgd-20, n=1000'
     assert tables._series_label('apgd-ce+apgd-t', cells, rows) == 'apgd-ce+apgd-t, n=1000 (seed 0)'
     single = _row('gelu', 0.72)  # one seed: its APGD cell is no partial one, but the series still is seed 0's
-    single['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.71], 1000, ['gelu.s0'], [0])
+    single['robust']['apgd-ce+apgd-t, n=1000'] = lb.seed_stat([0.71], 1000, ['gelu.s0'], [0])
     assert tables._series_label('apgd-ce+apgd-t', [*cells, lb.headline_protocols(single)], [*rows, single]) == \
         'apgd-ce+apgd-t, n=1000 (seed 0)'
-    rows[1]['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.72] * 3, 1000, seeds=[0, 1, 2])
+    rows[1]['robust']['apgd-ce+apgd-t, n=1000'] = lb.seed_stat([0.72] * 3, 1000, seeds=[0, 1, 2])
     cells = [lb.headline_protocols(r) for r in rows]
     assert tables._series_label('apgd-ce+apgd-t', cells, rows) == 'apgd-ce+apgd-t, n=1000', 'seeds differ between bars'
 
@@ -947,7 +947,7 @@ def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_
 def test_a_cell_from_fewer_seeds_than_its_row_names_them():
     """APGD runs on seed 0 of a 3-seed activation: its cell says (seed 0), so it is not read as a mean over seeds."""
     zoo = _row('relu', 0.74, 0.002, 3)
-    zoo['robust']['apgd-ce+apgd-t, n=1000'] = lb._stat([0.73], 1000, ['resnet20_relu_at.fmnist_s0'], [0])
+    zoo['robust']['apgd-ce+apgd-t, n=1000'] = lb.seed_stat([0.73], 1000, ['resnet20_relu_at.fmnist_s0'], [0])
     table = lb.leaderboard_markdown([zoo])
     relu = table.splitlines()[2]
     assert relu.endswith(f"| {tables.format_stat(zoo['robust']['apgd-ce+apgd-t, n=1000'])} (seed 0) |")
@@ -960,7 +960,7 @@ def test_stronger_attacks_come_after_pgd_in_the_table_whatever_their_number_of_i
     """The cards list a row's protocols by n, so APGD on 1,000 images comes before PGD-20 on 10,000; the table
     still reads clean, PGD, then the attacks that check it."""
     zoo = _row('relu', 0.74, 0.002, 3, n=10000)
-    zoo['robust'] = {'apgd-ce+apgd-t, n=1000': lb._stat([0.73], 1000, ['relu.s0'], [0]),
+    zoo['robust'] = {'apgd-ce+apgd-t, n=1000': lb.seed_stat([0.73], 1000, ['relu.s0'], [0]),
                      'pgd-20, n=10000': zoo['clean']}
     assert lb.leaderboard_markdown([zoo]).splitlines()[0] == \
         ('| architecture | activation | threat model | seeds | clean, n=10000 | pgd-20, n=10000 | '

@@ -10,7 +10,7 @@ import setuptools
 
 from experiments import claims, sparta_transfer, study
 from experiments.claims import compare_arms
-from robust_zoo.publish.leaderboard import _stat
+from robust_zoo.publish.leaderboard import seed_stat
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM = 'the claimed arm beats the base'
@@ -19,7 +19,7 @@ CLAIM = 'the claimed arm beats the base'
 def _row(act, values, n=1000, arch='resnet20', bank=None, **extra):
     """A leaderboard row whose robust (and clean) stat over seeds comes from `values`, one per seed."""
     seeds = list(range(len(values)))
-    stat = _stat(values, n, [f'{arch}_{act}_at.s{s}' for s in seeds], seeds)
+    stat = seed_stat(values, n, [f'{arch}_{act}_at.s{s}' for s in seeds], seeds)
     return dict(dict(base_architecture=arch, activation=act, bank=bank, threat_model='fashion-mnist-linf',
                      train_attack=None, seeds=seeds, repos=stat['repos'], clean=stat,
                      robust={f'pgd-20, n={n}': stat}), **extra)
@@ -89,7 +89,7 @@ def test_compare_arms_cannot_tell_yet_without_every_arm_or_a_shared_protocol():
 
 def test_one_seed_verdicts_say_they_are_provisional():
     def row(act, robust):
-        stat = _stat([robust], 10000)
+        stat = seed_stat([robust], 10000)
         return dict(base_architecture='resnet20', activation=act, bank=None, threat_model='fashion-mnist-linf',
                     seeds=[0], clean=stat, robust={'pgd-20, n=10000': stat})
     (verdict,) = claims.claim_verdicts([row('relu', 0.66), row('sparta', 0.75)])
@@ -125,7 +125,7 @@ def test_claim_verdicts_agree_disagree_or_cannot_tell():
 def test_verdicts_are_also_given_without_runs_that_overfit_catastrophically():
     co = dict(epoch=1, train_adv_acc=0.81, val_robust_acc=0.37, gap_threshold=0.2)
     relu = _row('relu', [0.70, 0.75, 0.20], n=20, arch='mlp3', overfit={'mlp3_relu_at.s2': co},
-                robust_without_overfit={'pgd-20, n=20': _stat([0.70, 0.75], 20)})
+                robust_without_overfit={'pgd-20, n=20': seed_stat([0.70, 0.75], 20)})
     silu = _row('silu', [0.65, 0.70], n=20, arch='mlp3')
     (verdict,) = [v for v in claims.claim_verdicts([relu, silu]) if v.startswith('**SAT (Xie et al.): smooth')]
     assert 'seeds relu: 3, silu: 2' in verdict and 'read with the notes on relu (co) beneath the leaderboard' in verdict
@@ -157,9 +157,9 @@ def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
         r = _fixed_row(act, pgd, 0.002, 3, n=10000)
         r['robust'] = {'pgd-20, n=10000': r['clean']}
         if aa is not None:  # before APGD, as a card lists its records by n, most first
-            r['robust']['autoattack-standard, n=500'] = _stat([aa], 500, [f'{act}.s0'], [0])
+            r['robust']['autoattack-standard, n=500'] = seed_stat([aa], 500, [f'{act}.s0'], [0])
         if apgd is not None:
-            r['robust']['apgd-ce+apgd-t, n=1000'] = _stat([apgd], 1000, [f'{act}.s0'], [0])
+            r['robust']['apgd-ce+apgd-t, n=1000'] = seed_stat([apgd], 1000, [f'{act}.s0'], [0])
         return r
     rows = [row('relu', 0.74, apgd=0.72, aa=0.70), row('pssilu', 0.74, apgd=0.62, aa=0.69), row('silu', 0.73),
             row('sparta', 0.735, apgd=0.71)]
@@ -184,8 +184,8 @@ def test_apgd_on_every_seed_decides_over_pgd_on_more_images_but_not_over_pgd_on_
     """The converged grid runs PGD-20 on 10,000 and APGD-CE + APGD-T on 1,000 for every seed: the stronger attack
     decides. The 4-epoch zoo ran APGD on seed 0 only: PGD-20 over every seed decides there."""
     def row(act, pgd, apgd):
-        return dict(_row(act, pgd, n=10000), robust={'pgd-20, n=10000': _stat(pgd, 10000),
-                                                      'apgd-ce+apgd-t, n=1000': _stat(apgd, 1000)})
+        return dict(_row(act, pgd, n=10000), robust={'pgd-20, n=10000': seed_stat(pgd, 10000),
+                                                      'apgd-ce+apgd-t, n=1000': seed_stat(apgd, 1000)})
     every_seed = [row('relu', [0.75, 0.75, 0.76], [0.74, 0.74, 0.75]), row('silu', [0.76] * 3, [0.68] * 3)]
     assert claims.deciding_protocol(every_seed) == 'apgd-ce+apgd-t, n=1000'
     assert 'this scale disagrees (apgd-ce+apgd-t, n=1000;' in claims.claim_verdicts(every_seed)[0]
@@ -219,13 +219,13 @@ def test_transfer_table_and_verdicts_compare_the_frozen_bank_with_relu_and_spart
 
 def test_transfer_verdicts_are_also_given_without_runs_that_overfit():
     def row(act, values, bank=None, overfit=None):
-        stat = _stat(values, 1000)
+        stat = seed_stat(values, 1000)
         healthy = [v for i, v in enumerate(values) if i not in (overfit or {})]
         return dict(base_architecture='resnet32', activation=act, bank=bank, threat_model='fashion-mnist-linf',
                     seeds=list(range(len(values))), clean=stat, robust={'pgd-20, n=1000': stat},
                     overfit={f'resnet32_{act}_at.s{i}': dict(epoch=1, train_adv_acc=0.81, val_robust_acc=0.37,
                                                              gap_threshold=0.2) for i in (overfit or {})},
-                    robust_without_overfit={'pgd-20, n=1000': _stat(healthy, 1000)} if overfit else None)
+                    robust_without_overfit={'pgd-20, n=1000': seed_stat(healthy, 1000)} if overfit else None)
     rows = [row('relu', [0.72, 0.19, 0.71], overfit={1}), row('sparta', [0.71, 0.70, 0.71]),
             row('sparta', [0.70, 0.71, 0.70], bank=BANK)]
     (experiment,) = sparta_transfer.transfer_experiments(rows)
@@ -245,7 +245,7 @@ def test_transfer_verdicts_are_also_given_without_runs_that_overfit():
         '(resnet32 on `fashion-mnist-linf`: cannot tell; every seed, 2 standard errors decide; each experiment\'s '
         'sentence below gives the numbers, and the comparison without runs that overfit catastrophically where there '
         'are any).')
-    rows[0]['robust']['pgd-20, n=1000'] = _stat([0.60, 0.61, 0.60], 1000)  # ReLU clearly worse: the bank wins
+    rows[0]['robust']['pgd-20, n=1000'] = seed_stat([0.60, 0.61, 0.60], 1000)  # ReLU clearly worse: the bank wins
     assert 'beats ReLU in 1 of the 1' in sparta_transfer.transfer_summary(sparta_transfer.transfer_experiments(rows))
     assert sparta_transfer.transfer_summary([]) == ''
     rows[0]['precision'] = {'resnet32_relu_at.s0': 'fp32', 'resnet32_relu_at.s1': 'fp32',
@@ -259,7 +259,7 @@ def test_transfer_verdicts_are_also_given_without_runs_that_overfit():
 
 def test_transfer_across_datasets_and_missing_arms():
     def row(act, threat, robust, bank=None):
-        stat = _stat([robust], 500)
+        stat = seed_stat([robust], 500)
         return dict(base_architecture='resnet20', activation=act, bank=bank, threat_model=threat, seeds=[0],
                     clean=stat, robust={'pgd-20, n=500': stat})
     rows = [row('sparta', 'digits-linf', 0.7, bank=BANK), row('sparta', 'fashion-mnist-linf', 0.6)]

@@ -34,15 +34,13 @@ machine resumes it from its last finished batch; a finished evaluation removes i
 and how long ago it was written: a worker that stopped logging shows up as an old line.
 """
 import argparse
-import fcntl
 import fnmatch
 import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import ContextManager, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.append(str(HERE.parent))  # the checkout's experiments/ (the study; not installed with robust_zoo)
@@ -228,55 +226,17 @@ def _lock_path(out: Path) -> Path:
 
 
 def holder(out: Path) -> Optional[int]:
-    """The pid of the live grid worker working on this run, or None: the lock file is held with flock(2), which
-    the kernel drops when its process dies, so a lock left behind by a killed worker holds nobody."""
-    try:
-        fd = os.open(_lock_path(out), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            return int(os.pread(fd, 64, 0).split()[0])
-        except (ValueError, IndexError):
-            return -1  # held, its pid not written yet
-    finally:
-        os.close(fd)
-    return None
+    """The pid of the live grid worker working on this run, or None (a killed worker's lock holds nobody)."""
+    from robust_zoo._io import lock_holder
+    return lock_holder(_lock_path(out))
 
 
-@contextmanager
-def claim(out: Path) -> Iterator[bool]:
-    """Hold an exclusive flock(2) on ROOT/.locks/<run>.pid while this worker works on a run, so that parallel
-    workers (run_grids.sh starts GRID_WORKERS, default 2) never train, evaluate or set aside the same run. Yields
-    False while another live worker holds it. A dead worker's lock is free at once (the kernel releases it), so no
-    takeover can race. The file is removed on release; a worker that locked a file just removed (its inode no
-    longer at the path) drops it and tries again on the new one."""
-    path = _lock_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            yield False
-            return
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield True
-    finally:
-        path.unlink(missing_ok=True)
-        os.close(fd)
+def claim(out: Path) -> ContextManager[bool]:
+    """An exclusive lock on ROOT/.locks/<run>.pid while this worker works on a run, so that parallel workers
+    (run_grids.sh starts GRID_WORKERS, default 2) never train, evaluate or set aside the same run; False while
+    another live worker holds it."""
+    from robust_zoo._io import exclusive_lock
+    return exclusive_lock(_lock_path(out))
 
 
 def _killed_before_checkpoint(out: Path) -> bool:

@@ -9,7 +9,7 @@ from ..models._pretrained import WEIGHTS_NAME
 from .cost import cost_markdown
 from .recipes import _relative
 from .reference import reference_markdown
-from .records import _DATA_LICENSES, _DATASETS, _headline, _md_cell, _pct, _protocols, _wilson
+from .records import _DATA_LICENSES, _DATASETS, _headline, _md_cell, _pct, _wilson, record_protocols
 
 
 def _kept(args: Mapping[str, Any], final: Mapping[str, Any]) -> str:
@@ -212,7 +212,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         '|---|---|---|---|---|---|---|---|',
     ]
     for i, record in enumerate(records, 1):
-        for p in _protocols(record):
+        for p in record_protocols(record):
             attack = 'none (clean)' if p['kind'] == 'clean' else (
                 f"worst case of {', '.join(p['attacks'])}" if p['attack'] == 'worst-case' else p['attack'])
             lines.append(f"| {i} | `{p['threat_model']}` | {p['norm']} | {p['eps']:g} | {attack} | {p['n_examples']} | "

@@ -13,14 +13,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .._io import PathLike, atomic_write_text
 from ..models._pretrained import cards_dir
-from .records import _protocol_label, _wilson
+from .records import _wilson, protocol_label
 from .reference import reproductions_markdown
 from .tables import headline_protocols, leaderboard_markdown, plot_leaderboard
 
 __all__ = [
     'LEADERBOARD_END', 'LEADERBOARD_START', 'PUBLISHED_END', 'PUBLISHED_START', 'REPRODUCTIONS_END',
     'REPRODUCTIONS_START', 'headline_protocols', 'leaderboard', 'leaderboard_markdown', 'published_markdown',
-    'replace_block', 'write_leaderboard',
+    'replace_block', 'seed_stat', 'write_leaderboard',
 ]
 
 LEADERBOARD_START, LEADERBOARD_END = '<!-- leaderboard:start -->', '<!-- leaderboard:end -->'
@@ -46,7 +46,8 @@ def _card_results(readme: Path) -> Dict[str, Any]:
     return dict(rz, results=results, folder=readme.parent.name)
 
 
-def _stat(values: Sequence[float], n: int, repos: Sequence[str] = (), seeds: Sequence[int] = ()) -> Dict[str, Any]:
+def seed_stat(values: Sequence[float], n: int, repos: Sequence[str] = (),
+              seeds: Sequence[int] = ()) -> Dict[str, Any]:
     """Mean, sample sd and Wilson interval of one protocol's values over seeds; `repos` and `seeds` align with
     `values` (which card, which seed)."""
     mean = statistics.fmean(values)
@@ -127,10 +128,10 @@ def _aggregate(members: Sequence[Mapping[str, Any]], threat: str) -> Tuple[Optio
             else:
                 key = (r['attack'], r['n_examples'])
                 robust[key].append((r['value'], card['folder'], card.get('seed')))
-                labels[key] = _protocol_label(dict(r, kind='robust'))
+                labels[key] = protocol_label(dict(r, kind='robust'))
     n_clean = max(clean) if clean else None
     def stat(pairs, n):
-        return _stat([v for v, _, _ in pairs], n, [repo for _, repo, _ in pairs], [seed for _, _, seed in pairs])
+        return seed_stat([v for v, _, _ in pairs], n, [repo for _, repo, _ in pairs], [seed for _, _, seed in pairs])
     return (stat(clean[n_clean], n_clean) if n_clean else None,
             {labels[k]: stat(v, k[1]) for k, v in sorted(robust.items(), key=lambda kv: (
                 kv[0][0] == 'worst-case', kv[0][1], kv[0][0]))})

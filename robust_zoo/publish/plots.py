@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..evaluation.plots import save_eval_plots
-from .records import _protocol_label, _protocols
+from .records import protocol_label, record_protocols
 
 
 def _summary_rows(summary: Path) -> List[Dict[str, str]]:
@@ -63,14 +63,14 @@ def _plot_training_time(rows: Sequence[Mapping[str, str]], hours: Sequence[float
 
 def _plot_evaluation(records: Sequence[Mapping[str, Any]], title: str, out: Path) -> Path:
     plt = _pyplot()
-    protocols = [p for r in records for p in _protocols(r)]
+    protocols = [p for r in records for p in record_protocols(r)]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(protocols) + 1), 3))
     xs = range(len(protocols))
     values = [p['value'] for p in protocols]
     err = [[v - p['ci'][0] for v, p in zip(values, protocols)], [p['ci'][1] - v for v, p in zip(values, protocols)]]
     colors = ['tab:gray' if p['kind'] == 'clean' else 'tab:blue' for p in protocols]
     ax.bar(xs, values, yerr=err, capsize=3, color=colors)
-    ax.set_xticks(list(xs), ['\n'.join(textwrap.wrap(_protocol_label(p), 14)) for p in protocols], fontsize=7)
+    ax.set_xticks(list(xs), ['\n'.join(textwrap.wrap(protocol_label(p), 14)) for p in protocols], fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel('accuracy (Wilson 95%)')
     ax.set_title(title, fontsize=9)

@@ -71,7 +71,7 @@ def _wilson(acc: float, n: int) -> Tuple[float, float]:
     return wilson_interval(acc * n, n)  # type: ignore[arg-type]  (the formula only needs p = acc)
 
 
-def _protocols(record: Mapping[str, Any]) -> List[Dict[str, Any]]:
+def record_protocols(record: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """One entry per (threat model, attack protocol) of a record: clean, each attack, and the per-example worst
     case when there are several attacks. Intervals: the record's own for the worst case, Wilson otherwise."""
     t, n = record['threat_model'], int(record['n_examples'])
@@ -92,7 +92,9 @@ def _protocols(record: Mapping[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
-def _protocol_label(p: Mapping[str, Any]) -> str:
+def protocol_label(p: Mapping[str, Any]) -> str:
+    """The key a protocol of `record_protocols` has in a leaderboard row: 'clean, n=1000', 'pgd-20, n=10000',
+    'worst case of apgd-ce, apgd-t, n=1000'."""
     if p['kind'] == 'clean':
         return f"clean, n={p['n_examples']}"
     attack = f"worst case of {', '.join(p['attacks'])}" if p['attack'] == 'worst-case' else p['attack']
@@ -107,7 +109,7 @@ def _eval_results(records: Sequence[Mapping[str, Any]], dataset: str) -> List[An
     hub_id, display, _ = _DATASETS.get(dataset, (dataset, dataset, ''))
     out = []
     for record in records:
-        for p in _protocols(record):
+        for p in record_protocols(record):
             args = dict(threat_model=p['threat_model'], norm=p['norm'], eps=p['eps'], attack=p['attack'],
                         n_examples=p['n_examples'], eval_seed=p['seed'],
                         wilson95=[float(p['ci'][0]), float(p['ci'][1])])
@@ -116,7 +118,7 @@ def _eval_results(records: Sequence[Mapping[str, Any]], dataset: str) -> List[An
             out.append(EvalResult(
                 task_type='image-classification', dataset_type=hub_id, dataset_name=display, dataset_split='test',
                 metric_type='accuracy' if p['kind'] == 'clean' else 'robust_accuracy', metric_value=p['value'],
-                metric_name=('clean accuracy' if p['kind'] == 'clean' else f"robust accuracy ({_protocol_label(p)})"),
+                metric_name=('clean accuracy' if p['kind'] == 'clean' else f"robust accuracy ({protocol_label(p)})"),
                 metric_config=_metric_config(p), metric_args=args))
     return out
 

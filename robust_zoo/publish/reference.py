@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from .._io import PathLike
-from .records import _pct, _protocols
+from .records import _pct, record_protocols
 
 __all__ = ['compare_to_reference', 'load_reference', 'reference_markdown', 'reproductions_markdown']
 
@@ -49,7 +49,7 @@ def _ours(records: Sequence[Mapping[str, Any]], threat_model: str, kind: str, n:
     """Our protocol to set beside the paper's: clean on the most test images; robust on the paper's number of
     test images (the same first n), under the strongest attack we ran there (its worst case over all attacks of
     the record when there are several)."""
-    found = [p for r in records for p in _protocols(r) if p['threat_model'] == threat_model and p['kind'] == kind]
+    found = [p for r in records for p in record_protocols(r) if p['threat_model'] == threat_model and p['kind'] == kind]
     if kind == 'clean':
         return max(found, key=lambda p: p['n_examples'], default=None)
     same = [p for p in found if p['n_examples'] == n]
