@@ -4,7 +4,7 @@
     python -m experiments.study --cards DIR --page PAGE
 
 Only the text between `<!-- claims:start -->` and `<!-- claims:end -->` (the claims' verdicts), between
-`<!-- convergence:start -->` and `<!-- convergence:end -->` (whether the converged grid's runs stopped rising) and
+`<!-- convergence:start -->` and `<!-- convergence:end -->` (whether the long-budget grid's runs stopped rising) and
 between `<!-- transfer:start -->` and `<!-- transfer:end -->` (the Sparta transfer table and its verdicts) is
 replaced; a test keeps the committed page equal to what the cards give. `robust-zoo leaderboard` writes the results
 page.
@@ -22,24 +22,24 @@ from .claims import claim_verdicts
 from .convergence import convergence_markdown
 from .sparta_transfer import transfer_experiments, transfer_markdown, transfer_summary, transfer_verdicts
 
-__all__ = ['CLAIMS_END', 'CLAIMS_START', 'CONVERGED_RECIPE', 'CONVERGENCE_END', 'CONVERGENCE_START', 'PAGE',
+__all__ = ['CLAIMS_END', 'CLAIMS_START', 'LONG_RECIPE', 'CONVERGENCE_END', 'CONVERGENCE_START', 'PAGE',
            'TRANSFER_END', 'TRANSFER_START', 'study_blocks', 'write_study']
 
 CLAIMS_START, CLAIMS_END = '<!-- claims:start -->', '<!-- claims:end -->'
 TRANSFER_START, TRANSFER_END = '<!-- transfer:start -->', '<!-- transfer:end -->'
 CONVERGENCE_START, CONVERGENCE_END = '<!-- convergence:start -->', '<!-- convergence:end -->'
-CONVERGED_RECIPE = 'train/configs/lenet_small_fmnist_pgd10.yaml'  # the converged activation grid's budget
+LONG_RECIPE = 'train/configs/lenet_small_fmnist_pgd10.yaml'  # the activation grid's long budget
 PAGE = Path(__file__).resolve().parents[1] / 'docs' / 'claims.md'  # the study's page in this checkout
 
 
 def study_blocks(rows: Sequence[Dict[str, Any]], cards_root: PathLike) -> Dict[str, str]:
     """{start marker: the block's text} of the leaderboard `rows` (from the cards under `cards_root`): the claims'
-    verdicts, the converged grid's plateau table and the transfer table."""
+    verdicts, the long-budget grid's plateau table and the transfer table."""
     verdicts = claim_verdicts(rows)
     experiments = transfer_experiments(rows)
     transfer = [v for v in (transfer_summary(experiments), *transfer_verdicts(experiments)) if v]
     return {CLAIMS_START: '\n\n'.join(verdicts) if verdicts else '_No claim can be compared yet._',
-            CONVERGENCE_START: convergence_markdown(rows, cards_root, CONVERGED_RECIPE),
+            CONVERGENCE_START: convergence_markdown(rows, cards_root, LONG_RECIPE),
             TRANSFER_START: '\n\n'.join([transfer_markdown(experiments), *transfer])}
 
 

@@ -181,7 +181,7 @@ def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
 
 
 def test_apgd_on_every_seed_decides_over_pgd_on_more_images_but_not_over_pgd_on_more_seeds():
-    """The converged grid runs PGD-20 on 10,000 and APGD-CE + APGD-T on 1,000 for every seed: the stronger attack
+    """The long-budget grid runs PGD-20 on 10,000 and APGD-CE + APGD-T on 1,000 for every seed: the stronger attack
     decides. The 4-epoch zoo ran APGD on seed 0 only: PGD-20 over every seed decides there."""
     def row(act, pgd, apgd):
         return dict(_row(act, pgd, n=10000), robust={'pgd-20, n=10000': seed_stat(pgd, 10000),

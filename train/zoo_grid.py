@@ -385,7 +385,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--grid', default='all', choices=('all', 'zoo', 'transfer', 'lenet'),
                    help='all: the 4-epoch ResNet-20 zoo and its transfer runs; lenet: the activation claims at the '
-                        'converged LeNetSmall budget (train/configs/%s)' % LENET_RECIPE)
+                        'long LeNetSmall budget (train/configs/%s)' % LENET_RECIPE)
     p.add_argument('--root', default=None, help='zoo, transfer or lenet grid: its run folder (default: '
                                                 'runs/fmnist-zoo, runs/transfer or runs/lenet-grid)')
     p.add_argument('--zoo-root', default='runs/fmnist-zoo', help='the zoo runs, where the transfer runs find the banks')
