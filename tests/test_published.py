@@ -170,6 +170,14 @@ def test_every_published_bank_is_the_one_its_card_published(name):
     assert sha256_file(cards_dir() / name / BANK_FILE) == published_bank_sha256(cards_dir() / name)
 
 
+@pytest.mark.parametrize('name', BANKS)
+def test_a_card_with_a_bank_tells_how_to_load_it_with_todays_names(name):
+    """The card's bank paragraph is the one the card writer writes now (module, mappings), not an older text."""
+    from robust_zoo.publish.card_body import bank_paragraph
+    lines = (cards_dir() / name / 'README.md').read_text().splitlines()
+    assert bank_paragraph(load_published()[name]['architecture'], name) in lines
+
+
 def test_a_leaderboard_row_never_mixes_two_recipes():
     """LeNetSmall ReLU was trained under the 100-epoch reproduction and under the 30-epoch grid, both with PGD:
     two rows, each named by its recipe, each with its own seeds."""

@@ -81,6 +81,17 @@ def _backbone_row(backbone: Mapping[str, Any]) -> str:
     return f'| backbone | fine-tuned from {where} (sha256 `{backbone.get("sha256") or "unknown"}`); {trained} |'
 
 
+def bank_paragraph(arch: str, name: str) -> str:
+    """The card's paragraph on its `sparta_bank.safetensors`: how to load it by name, and which mapping to use."""
+    return ('`sparta_bank.safetensors` holds this model\'s trained Sparta units on their own, to reuse them '
+            '(frozen) in a robust_zoo Sparta CNN: '
+            f'`timm.create_model("robust_zoo/{arch}", sparta_bank="{name}")` (any other Sparta architecture in '
+            f'place of `{arch}`) or `robust_zoo.sparta_bank.load_bank(model, ...)`. The default '
+            '`sparta_bank_mapping="relative-depth"` matches units by their depth in nets with as many stages; '
+            '`sparta_bank_mapping="mean"` gives every unit the mean of the bank\'s, for any other net (e.g. '
+            'a LeNet bank in a ResNet). The mappings are documented in `robust_zoo/sparta_bank.py`.')
+
+
 def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records, dataset, images, sha, folder,
                recipe_path, attack_cfg, run, bank=None, overfit=None, reference=None, cost=None,
                backbone=None) -> str:
@@ -246,14 +257,7 @@ def _card_body(*, name, hf_hub_id, arch, activation, model, args, final, records
         lines += [f'| `{t}` | `{s}` |' for t, s in bank['pairs'].items()]
         lines += ['', '</details>']
     if (folder / 'sparta_bank.safetensors').is_file():
-        lines += ['', '## Sparta bank', '',
-                  '`sparta_bank.safetensors` holds this model\'s trained Sparta units on their own, to reuse them '
-                  '(frozen) in a robust_zoo Sparta CNN: '
-                  f'`timm.create_model("robust_zoo/{arch}", sparta_bank="{name}")` (any other Sparta architecture in '
-                  f'place of `{arch}`) or `robust_zoo.sparta_bank.load_bank(model, ...)`. The default '
-                  '`sparta_bank_mapping="relative-depth"` matches units by their depth in nets with as many stages; '
-                  '`sparta_bank_mapping="mean"` gives every unit the mean of the bank\'s, for any other net (e.g. '
-                  'a LeNet bank in a ResNet). The mappings are documented in `robust_zoo/sparta_bank.py`.']
+        lines += ['', '## Sparta bank', '', bank_paragraph(arch, name)]
     aa_parts = list(dict.fromkeys(a for r in records for a in r['attacks'] if is_autoattack(a)))
     full_aa = any(a.startswith('autoattack-') for a in aa_parts)
     lines += [
