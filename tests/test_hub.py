@@ -31,6 +31,7 @@ from robust_zoo.cli import main
 from robust_zoo.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_dataset
 from robust_zoo.evaluation import evaluate, wilson_interval
 from robust_zoo.training import parameter_digest, save_weights
+from _rows import fixed_row
 from _train_args import train_args_yaml as _train_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -625,7 +626,7 @@ def test_leaderboard_flags_models_whose_sanity_checks_did_not_pass(run, tmp_path
 def test_the_sanity_note_gives_a_stronger_attacks_number_beside_pgd_on_the_same_images():
     """A flagged model that also ran APGD gets APGD's number beside PGD's on the same test images in the (!) note,
     so the reader sees whether the stronger attack confirms it; a flagged model without one keeps the caveat."""
-    relu = _row('relu', 0.74, 0.002, 2, n=10000)
+    relu = fixed_row('relu', 0.74, 0.002, 2, n=10000)
     relu['robust'] = {'pgd-20, n=10000': lb.seed_stat([0.74, 0.741], 10000, ['relu.s0', 'relu.s1'], [0, 1]),
                       'pgd-20, n=1000': lb.seed_stat([0.752, 0.749], 1000, ['relu.s0', 'relu.s1'], [0, 1]),
                       'apgd-ce+apgd-t, n=1000': lb.seed_stat([0.731], 1000, ['relu.s0'], [0])}
@@ -866,20 +867,13 @@ def test_main_job_evaluates_a_published_model_and_prints_its_table(card, publish
         demo.run_published('resnet20_silu_at.nope')
 
 
-def _row(act, mean, sd=None, seeds=1, n=1000):
-    stat = dict(mean=mean, sd=sd, n_seeds=seeds, n_examples=n, values=[mean] * seeds, min=mean, max=mean,
-                wilson95=(mean - 0.02, mean + 0.02))
-    return dict(base_architecture='resnet20', activation=act, threat_model='fashion-mnist-linf',
-                seeds=list(range(seeds)), repos=[], clean=stat, robust={'pgd-20, n=1000': stat})
-
-
 def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
     """A zoo card holds PGD-20 on 1,000 (the run's own) and on all 10,000 images: the table shows the 10,000 one,
     with n in the cell where rows differ, in the header where they agree; the rows keep every protocol."""
-    zoo = _row('relu', 0.70)
+    zoo = fixed_row('relu', 0.70)
     zoo['robust'] = {'pgd-20, n=1000': lb.seed_stat([0.75], 1000), 'pgd-20, n=10000': lb.seed_stat([0.741], 10000),
                      'apgd-ce+apgd-t, n=1000': lb.seed_stat([0.73], 1000)}
-    digits = _row('sparta', 0.84)
+    digits = fixed_row('sparta', 0.84)
     digits['robust'] = {'pgd-20, n=500': lb.seed_stat([0.84], 500)}
     assert lb.headline_protocols(zoo) == {'pgd-20': zoo['robust']['pgd-20, n=10000'],
                                           'apgd-ce+apgd-t': zoo['robust']['apgd-ce+apgd-t, n=1000']}
@@ -896,14 +890,14 @@ def test_the_leaderboard_shows_each_attack_once_at_its_largest_n():
 def test_the_plot_legend_names_the_seeds_of_a_series_that_ran_on_fewer_seeds_than_its_rows():
     """Bars are means over seeds; APGD on seed 0 only must not read as one: its legend entry says (seed 0), as the
     table's cell does, and a series on every seed of its rows says nothing more."""
-    rows = [_row('relu', 0.74, 0.01, 3), _row('silu', 0.73, 0.01, 3)]
+    rows = [fixed_row('relu', 0.74, 0.01, 3), fixed_row('silu', 0.73, 0.01, 3)]
     for r in rows:
         r['robust']['pgd-20, n=1000']['seeds'] = [0, 1, 2]
         r['robust']['apgd-ce+apgd-t, n=1000'] = lb.seed_stat([0.72], 1000, [f"{r['activation']}.s0"], [0])
     cells = [lb.headline_protocols(r) for r in rows]
     assert tables._series_label('pgd-20', cells, rows) == 'pgd-20, n=1000'
     assert tables._series_label('apgd-ce+apgd-t', cells, rows) == 'apgd-ce+apgd-t, n=1000 (seed 0)'
-    single = _row('gelu', 0.72)  # one seed: its APGD cell is no partial one, but the series still is seed 0's
+    single = fixed_row('gelu', 0.72)  # one seed: its APGD cell is no partial one, but the series still is seed 0's
     single['robust']['apgd-ce+apgd-t, n=1000'] = lb.seed_stat([0.71], 1000, ['gelu.s0'], [0])
     assert tables._series_label('apgd-ce+apgd-t', [*cells, lb.headline_protocols(single)], [*rows, single]) == \
         'apgd-ce+apgd-t, n=1000 (seed 0)'
@@ -946,20 +940,20 @@ def test_a_card_states_a_stronger_attack_beside_pgd_on_the_same_images(run, tmp_
 
 def test_a_cell_from_fewer_seeds_than_its_row_names_them():
     """APGD runs on seed 0 of a 3-seed activation: its cell says (seed 0), so it is not read as a mean over seeds."""
-    zoo = _row('relu', 0.74, 0.002, 3)
+    zoo = fixed_row('relu', 0.74, 0.002, 3)
     zoo['robust']['apgd-ce+apgd-t, n=1000'] = lb.seed_stat([0.73], 1000, ['resnet20_relu_at.fmnist_s0'], [0])
     table = lb.leaderboard_markdown([zoo])
     relu = table.splitlines()[2]
     assert relu.endswith(f"| {tables.format_stat(zoo['robust']['apgd-ce+apgd-t, n=1000'])} (seed 0) |")
     assert '(seed' not in relu.split(' | ')[-2]  # the 3-seed PGD cell names no seeds
     assert 'fewer seeds than its row names its seeds' in table
-    assert 'fewer seeds' not in lb.leaderboard_markdown([_row('relu', 0.74, 0.002, 3)])
+    assert 'fewer seeds' not in lb.leaderboard_markdown([fixed_row('relu', 0.74, 0.002, 3)])
 
 
 def test_stronger_attacks_come_after_pgd_in_the_table_whatever_their_number_of_images():
     """The cards list a row's protocols by n, so APGD on 1,000 images comes before PGD-20 on 10,000; the table
     still reads clean, PGD, then the attacks that check it."""
-    zoo = _row('relu', 0.74, 0.002, 3, n=10000)
+    zoo = fixed_row('relu', 0.74, 0.002, 3, n=10000)
     zoo['robust'] = {'apgd-ce+apgd-t, n=1000': lb.seed_stat([0.73], 1000, ['relu.s0'], [0]),
                      'pgd-20, n=10000': zoo['clean']}
     assert lb.leaderboard_markdown([zoo]).splitlines()[0] == \

@@ -11,6 +11,7 @@ import setuptools
 from experiments import claims, sparta_transfer, study
 from experiments.claims import compare_arms
 from robust_zoo.publish.leaderboard import seed_stat
+from _rows import fixed_row
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIM = 'the claimed arm beats the base'
@@ -23,14 +24,6 @@ def _row(act, values, n=1000, arch='resnet20', bank=None, **extra):
     return dict(dict(base_architecture=arch, activation=act, bank=bank, threat_model='fashion-mnist-linf',
                      train_attack=None, seeds=seeds, repos=stat['repos'], clean=stat,
                      robust={f'pgd-20, n={n}': stat}), **extra)
-
-
-def _fixed_row(act, mean, sd=None, seeds=1, n=1000):
-    """A row with a given mean and seed spread (values all at the mean)."""
-    stat = dict(mean=mean, sd=sd, n_seeds=seeds, n_examples=n, values=[mean] * seeds, min=mean, max=mean,
-                wilson95=(mean - 0.02, mean + 0.02))
-    return dict(base_architecture='resnet20', activation=act, threat_model='fashion-mnist-linf',
-                seeds=list(range(seeds)), repos=[], clean=stat, robust={'pgd-20, n=1000': stat})
 
 
 # --- the rule: compare_arms -------------------------------------------------------------------------------------
@@ -109,9 +102,9 @@ def test_find_row_picks_one_leaderboard_row_by_its_fields():
 # --- the claims ---------------------------------------------------------------------------------------------------
 
 def test_claim_verdicts_agree_disagree_or_cannot_tell():
-    rows = [_fixed_row('relu', 0.70, 0.01, 3), _fixed_row('silu', 0.75, 0.01, 3), _fixed_row('gelu', 0.76),
-            _fixed_row('pssilu', 0.705, 0.02, 3), _fixed_row('sparta', 0.60, 0.01, 3),
-            _fixed_row('relu_smoothgrad', 0.72, 0.05, 3)]
+    rows = [fixed_row('relu', 0.70, 0.01, 3), fixed_row('silu', 0.75, 0.01, 3), fixed_row('gelu', 0.76),
+            fixed_row('pssilu', 0.705, 0.02, 3), fixed_row('sparta', 0.60, 0.01, 3),
+            fixed_row('relu_smoothgrad', 0.72, 0.05, 3)]
     verdicts = {v.split('**')[1]: v for v in claims.claim_verdicts(rows)}
     assert 'this scale agrees' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
     assert 'silu +5.0' in verdicts['SAT (Xie et al.): smooth activations beat ReLU']
@@ -119,7 +112,7 @@ def test_claim_verdicts_agree_disagree_or_cannot_tell():
     assert 'this scale disagrees' in verdicts['Sparta beats ReLU (Guo et al.)']
     assert 'cannot tell' in verdicts["SAT sec. 3: ReLU's smooth backward alone helps"]  # +2 points, seed sd 5
     assert 'capped ReLU adds robustness (Sooksatra et al.)' not in verdicts  # no capped_relu card: no sentence
-    assert claims.claim_verdicts([_fixed_row('silu', 0.8)]) == []  # no ReLU baseline, nothing to say
+    assert claims.claim_verdicts([fixed_row('silu', 0.8)]) == []  # no ReLU baseline, nothing to say
 
 
 def test_verdicts_are_also_given_without_runs_that_overfit_catastrophically():
@@ -154,7 +147,7 @@ def test_verdicts_repeat_the_comparison_under_a_stronger_attack():
     """The verdict stays with PGD-20 (most seeds and images); where ReLU and a claimed activation also ran APGD
     or AutoAttack, a sentence says what that stronger attack finds, with its seeds and n."""
     def row(act, pgd, apgd=None, aa=None):
-        r = _fixed_row(act, pgd, 0.002, 3, n=10000)
+        r = fixed_row(act, pgd, 0.002, 3, n=10000)
         r['robust'] = {'pgd-20, n=10000': r['clean']}
         if aa is not None:  # before APGD, as a card lists its records by n, most first
             r['robust']['autoattack-standard, n=500'] = seed_stat([aa], 500, [f'{act}.s0'], [0])
