@@ -6,7 +6,6 @@ those. Both windows see the same validation images, so their sampling error is l
 what training still changed. A rise below `FLAT` (1 point) counts as stopped rising; the table states every number
 so that a reader can apply another threshold.
 """
-import csv
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -14,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from robust_zoo._io import PathLike
+from robust_zoo.publish.plots import summary_rows
 
 __all__ = ['FLAT', 'WINDOW', 'convergence_markdown', 'plateau']
 
@@ -40,8 +40,7 @@ def _run_plateau(card: Path) -> Optional[Dict[str, float]]:
     milestones = args.get('decay_milestones') or []
     if args.get('sched') != 'multistep' or not milestones:
         return None
-    with open(card / 'summary.csv', newline='') as f:
-        robust = [float(r['eval_robust_acc']) for r in csv.DictReader(f)]
+    robust = [float(r['eval_robust_acc']) for r in summary_rows(card / 'summary.csv')]
     return plateau(robust, int(milestones[0]))
 
 

@@ -91,14 +91,14 @@ def run_record(out: Path, arm: str, seed: int) -> Dict[str, Any]:
     from robust_zoo._io import sha256_file
     from robust_zoo.models._pretrained import load_published
     from robust_zoo.publish.cost import train_images_of
-    from robust_zoo.publish.plots import _summary_rows
+    from robust_zoo.publish.plots import summary_rows
     args = yaml.safe_load((out / 'args.yaml').read_text())
     timing = json.loads((out / 'timing.json').read_text())
     final = json.loads((out / 'final_eval.json').read_text())
     # the cards' training time: each epoch's images over its logged throughput (no validation, no start-up), in
     # seconds here (the card's hours are rounded to 0.36 s: a quick check's epoch takes less)
     images = train_images_of(out, final)
-    train_seconds = sum(images / max(float(r['train_img_per_sec']), 1e-9) for r in _summary_rows(out / 'summary.csv'))
+    train_seconds = sum(images / max(float(r['train_img_per_sec']), 1e-9) for r in summary_rows(out / 'summary.csv'))
     if args.get('initial_checkpoint'):  # a file: the published weights with its sha256, else the file
         backbone_sha = sha256_file(args['initial_checkpoint'])
         backbone = next((name for name, e in sorted(load_published().items()) if e.get('sha256') == backbone_sha),

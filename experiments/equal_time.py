@@ -14,7 +14,6 @@ from the run itself), and its evidence (summary.csv, final_eval.json, apgd_1k.js
 experiments/results/equal_time/<arm>/, which is in git: `report` reads only that.
 """
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -52,8 +51,8 @@ def _run_all(cmds: Dict[str, List[str]], logs: Path) -> None:
 
 
 def _throughput(folder: Path) -> float:
-    with (folder / 'summary.csv').open(newline='') as f:
-        return float(list(csv.DictReader(f))[-1]['train_img_per_sec'])
+    from robust_zoo.publish.plots import summary_rows
+    return float(summary_rows(folder / 'summary.csv')[-1]['train_img_per_sec'])
 
 
 def run(out: Path) -> None:
@@ -91,8 +90,8 @@ def run(out: Path) -> None:
 
 def _arm_row(arm: str) -> Dict[str, object]:
     folder = RESULTS / arm
-    with (folder / 'summary.csv').open(newline='') as f:
-        rows = list(csv.DictReader(f))
+    from robust_zoo.publish.plots import summary_rows
+    rows = summary_rows(folder / 'summary.csv')
     final = json.loads((folder / 'final_eval.json').read_text())
     apgd = json.loads((folder / 'apgd_1k.json').read_text())
     images = int(final['train_images'])

@@ -21,7 +21,7 @@ from ..sparta_bank import BANK_FILE, bank_mapping, read_bank, resolve_bank, save
 from ..training import CO_GAP, AttackConfig, catastrophic_overfitting_epochs, kept_epoch, load_weights
 from .card_body import _card_body
 from .cost import train_images_of, training_cost
-from .plots import _plot_curves, _plot_evaluation, _plot_training, _plot_training_time, _summary_rows
+from .plots import _plot_curves, _plot_evaluation, _plot_training, _plot_training_time, summary_rows
 from .recipes import _relative
 from .reference import compare_to_reference, load_reference
 from .replace import _checked_records, _refuse_replacing, _staging_folder, _swap_in, unpublish, unpublish_target
@@ -142,7 +142,7 @@ def write_card_repo(run_dir: PathLike, *, tag: str, evaluations: Optional[Sequen
                            model_config=dict(pretrained_cfg=pretrained_cfg, **({'label_names': label_names}
                                                                                if label_names else {})))
         shutil.copyfile(run / 'args.yaml', folder / 'args.yaml')
-        summary = _summary_rows(run / 'summary.csv')
+        summary = summary_rows(run / 'summary.csv')
         if (run / 'summary.csv').is_file():
             shutil.copyfile(run / 'summary.csv', folder / 'summary.csv')
         (folder / 'eval_results.json').write_text(json.dumps(records, indent=2) + '\n')

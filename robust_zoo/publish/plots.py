@@ -8,7 +8,7 @@ from ..evaluation.plots import save_eval_plots
 from .records import protocol_label, record_protocols
 
 
-def _summary_rows(summary: Path) -> List[Dict[str, str]]:
+def summary_rows(summary: Path) -> List[Dict[str, str]]:
     """A run's per-epoch `summary.csv` rows (none when the run has no such file)."""
     if not summary.is_file():
         return []
