@@ -5,7 +5,6 @@ Every write is atomic: a temporary file in the target's folder, flushed to disk 
 (`os.replace`), so a process killed at any instant leaves the old or the new file, never half of one. Weights
 are safetensors only; nothing here unpickles.
 """
-import fcntl
 import hashlib
 import json
 import os
@@ -127,7 +126,9 @@ def exclusive_lock(path: PathLike) -> Iterator[bool]:
     """Hold an exclusive flock(2) on `path` (created, this pid written in it) for the `with` block; yields False at
     once while another live process holds it. Parallel workers use it to never train or evaluate the same run.
     A dead holder's lock is free at once (the kernel releases it), so no takeover can race. The file is removed on
-    release; a process that locked a file just removed (its inode no longer at the path) drops it and tries again."""
+    release; a process that locked a file just removed (its inode no longer at the path) drops it and tries again.
+    POSIX only (fcntl, imported here so that the library itself still imports on Windows)."""
+    import fcntl
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
@@ -157,6 +158,7 @@ def exclusive_lock(path: PathLike) -> Iterator[bool]:
 def lock_holder(path: PathLike) -> Optional[int]:
     """The pid of the live process holding `exclusive_lock(path)`, -1 if it has not written its pid yet, or None:
     a lock file left behind by a killed process holds nobody."""
+    import fcntl
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
