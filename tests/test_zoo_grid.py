@@ -242,6 +242,22 @@ def test_lenet_grid_dry_run_lists_its_runs_in_its_own_folder(tmp_path):
     assert out == [f'todo     {tmp_path / "g"}/lenet_small_relu_at-s{s}' for s in (0, 1, 2, 0)]
 
 
+def test_data_dir_reaches_both_training_and_every_evaluation(tmp_path, monkeypatch):
+    """A machine without the Debian Fashion-MNIST package (a GPU machine) runs the grid on files it was given."""
+    run = next(r for r in zoo_grid.lenet_grid() if r.name == 'lenet_small_relu_at-s0' and 'aa_1k' in r.evals)
+    calls = []
+    monkeypatch.setattr(zoo_grid.subprocess, 'call', lambda cmd, **kw: calls.append(cmd) or 0)
+    monkeypatch.setattr(zoo_grid, 'restorable', lambda out, run: None)
+    for root in (tmp_path, tmp_path / 'other'):
+        (root / run.name).mkdir(parents=True)  # train_at.py would make it
+    assert zoo_grid.run_one(tmp_path, run, [], dry_run=False, data_dir='/data/fmnist') == 'ran'
+    assert [Path(c[1]).name if c[1].endswith('.py') else c[3] for c in calls] == ['train_at.py', 'eval', 'eval']
+    assert all(c[c.index('--data-dir') + 1] == '/data/fmnist' for c in calls)
+    calls.clear()
+    zoo_grid.run_one(tmp_path / 'other', run, [], dry_run=False)
+    assert calls and not any('--data-dir' in c for c in calls), 'by default the Debian files, no flag'
+
+
 def test_a_published_run_missing_here_is_restored_from_its_card_and_republishes_the_same_card(tmp_path, monkeypatch):
     """runs/ is not in git: on a new machine the published seed-0 runs come back from their cards instead of
     being trained again, and their card written from the restored run says what the published one says."""

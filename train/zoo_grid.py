@@ -101,12 +101,15 @@ def bank_of(run: Path) -> Path:
     return path
 
 
-def eval_cmd(out: Path, model: str, kind: str, state: Optional[Path] = None) -> List[str]:
+def eval_cmd(out: Path, model: str, kind: str, state: Optional[Path] = None,
+             data_dir: Optional[str] = None) -> List[str]:
     """One of EVALS on a finished run's weights, with its sanity checks, resumable from `state` (default:
-    OUT/<kind>.state.json): a card record."""
+    OUT/<kind>.state.json): a card record. `data_dir`: the Fashion-MNIST files where the Debian package is not
+    installed (a GPU machine)."""
     return [sys.executable, '-m', 'robust_zoo.cli', 'eval', f'robust_zoo/{model}',
             '--checkpoint', str(out / 'model.safetensors'), '--threat-model', 'fashion-mnist-linf', *EVALS[kind],
-            '--state', str(state or out / f'{kind}.state.json'), '--output', str(out / f'{kind}.json')]
+            '--state', str(state or out / f'{kind}.state.json'), '--output', str(out / f'{kind}.json'),
+            *(['--data-dir', data_dir] if data_dir else [])]
 
 
 def carried_state(out: Path, kind: str) -> Path:
@@ -259,7 +262,7 @@ def _progress(out: Path) -> str:
     return f'; {log.name} {ago} ago: {lines[-1]}' if lines else ''
 
 
-def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> str:
+def run_one(root: Path, run: Run, extra: List[str], dry_run: bool, data_dir: Optional[str] = None) -> str:
     """Train and evaluate one run as far as it can go now; returns what happened: 'done' (nothing left),
     'busy' (another worker has it), 'waiting' (its bank is not trained yet), 'stale', 'failed', 'ran', or the
     state a dry run prints."""
@@ -271,15 +274,15 @@ def run_one(root: Path, run: Run, extra: List[str], dry_run: bool) -> str:
         if pid is not None:
             print(f'running  {out}: grid worker pid {pid}{_progress(out)}')
             return 'busy'
-        return _run_one(out, run, extra, dry_run)
+        return _run_one(out, run, extra, dry_run, data_dir)
     with claim(out) as mine:
         if not mine:
             print(f'busy     {out}: another grid worker has it (pid {holder(out)}); next run', flush=True)
             return 'busy'
-        return _run_one(out, run, extra, dry_run)
+        return _run_one(out, run, extra, dry_run, data_dir)
 
 
-def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
+def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool, data_dir: Optional[str] = None) -> str:
     card = restorable(out, run)
     if card is not None:
         if dry_run:
@@ -312,6 +315,8 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
                   f'{set_aside(out)}, starting over', flush=True)
         cmd = [sys.executable, str(HERE / 'train_at.py'), '-c', str(HERE / 'configs' / run.recipe),
                '--model', f'robust_zoo/{run.model}', '--seed', str(run.seed), *extra]
+        if data_dir:
+            cmd += ['--data-dir', data_dir]
         if run.bank_run is not None:
             cmd += ['--model-kwargs', f'sparta_bank={bank_of(run.bank_run)}']
         cmd += ['--resume', str(out)] if (out / 'last.ckpt').exists() else ['--output', str(out)]
@@ -322,7 +327,7 @@ def _run_one(out: Path, run: Run, extra: List[str], dry_run: bool) -> str:
             return 'failed'
     for kind in todo:
         state = state_path(out, run, kind)
-        cmd = eval_cmd(out, run.model, kind, state)
+        cmd = eval_cmd(out, run.model, kind, state, data_dir)
         print(f'evaluate {out}: {" ".join(cmd[1:])}', flush=True)
         with open(out / f'{kind}.log', 'a') as log:
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -403,6 +408,8 @@ def main() -> int:
                         "'digits-*-s2' --only 'mlp3_*': short runs that fit in the time left")
     p.add_argument('--poll', type=float, default=60.0, help='seconds between passes while another worker holds a '
                                                             'run this worker could not take')
+    p.add_argument('--data-dir', default=None, help='the dataset files for training and evaluation (default: the '
+                   'Debian Fashion-MNIST package; a machine without it, such as a GPU machine, needs this)')
     p.add_argument('extra', nargs=argparse.REMAINDER, help='flags passed on to train_at.py')
     args = p.parse_args()
     zoo_root, transfer_root = Path(args.zoo_root), Path(args.transfer_root)
@@ -425,7 +432,7 @@ def main() -> int:
         for root, run in trained_first(queue):
             if root / run.name in failed:
                 continue
-            state = run_one(root, run, args.extra, args.dry_run)
+            state = run_one(root, run, args.extra, args.dry_run, args.data_dir)
             busy |= state == 'busy'
             if state == 'failed':
                 failed.add(root / run.name)
