@@ -1,4 +1,5 @@
-"""args.yaml as train/train_at.py writes it (its parser, its filter), for tests that build a run folder by hand."""
+"""args.yaml as train/train_at.py writes it (train/train_args.py: its parser, its filter), for tests that build a run
+folder by hand."""
 import importlib.util
 from pathlib import Path
 from typing import Any, Dict, Sequence
@@ -10,11 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def train_args(argv: Sequence[str]) -> Dict[str, Any]:
     """The flags train_at.py would record for the command line `argv`."""
-    spec = importlib.util.spec_from_file_location('train_at_for_tests', ROOT / 'train' / 'train_at.py')
-    train_at = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_at)
-    args = train_at.parse_args(list(argv))
-    flags = {a.dest for a in train_at.parser._actions} - {'help'}
+    spec = importlib.util.spec_from_file_location('train_args_for_tests', ROOT / 'train' / 'train_args.py')
+    train_args_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_args_module)
+    args = train_args_module.parse_args(list(argv))
+    flags = {a.dest for a in train_args_module.parser._actions} - {'help'}
     return {k: v for k, v in vars(args).items() if k in flags}
 
 
