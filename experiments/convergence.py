@@ -44,6 +44,16 @@ def _run_plateau(card: Path) -> Optional[Dict[str, float]]:
     return plateau(robust, int(milestones[0]))
 
 
+def _cpu_hours(card: Path) -> Optional[float]:
+    """The run's training time in CPU-hours as its card states it (training_cost: hours x threads); None for a GPU
+    run or a card without a measured cost."""
+    from huggingface_hub import ModelCard
+    cost = (ModelCard.load(card / 'README.md').data.to_dict().get('robust_zoo') or {}).get('training_cost') or {}
+    if not cost.get('threads') or 'GPU' in str(cost.get('device')) or 'cuda' in str(cost.get('device')):
+        return None
+    return float(cost['train_hours']) * int(cost['threads'])
+
+
 def convergence_markdown(rows: Sequence[Mapping[str, Any]], cards_root: PathLike, recipe: str) -> str:
     """One line per activation of the leaderboard `rows` trained under `recipe` (a card's recipe path): the rise of
     each seed, and whether every seed stopped rising."""
@@ -52,6 +62,7 @@ def convergence_markdown(rows: Sequence[Mapping[str, Any]], cards_root: PathLike
              f'last {WINDOW} before it | rise per seed (points) | after the drop | stopped rising (< '
              f'{100 * FLAT:g} point) |', '|---|---|---|---|---|---|---|']
     found: List[str] = []
+    hours: List[Optional[float]] = []
     for row in rows:
         if row.get('recipe') != recipe or row.get('bank'):
             continue
@@ -59,6 +70,7 @@ def convergence_markdown(rows: Sequence[Mapping[str, Any]], cards_root: PathLike
         if not stats:
             continue
         found.append(row['activation'])
+        hours += [_cpu_hours(root / repo) for repo in row['repos']]
 
         def mean(key: str) -> str:
             return f'{100 * statistics.fmean(s[key] for s in stats):.1f}'
@@ -68,5 +80,9 @@ def convergence_markdown(rows: Sequence[Mapping[str, Any]], cards_root: PathLike
                      f"{mean('after')} | {flat} of {len(stats)} |")
     if not found:
         return f'_No run under `{recipe}` published yet._'
+    known = [h for h in hours if h is not None]
+    cost = (f' Training cost of these {len(known)} runs: {sum(known):.1f} CPU-hours (the sum of their cards\' training '
+            f'time{"" if len(known) == len(hours) else f"; {len(hours) - len(known)} more without a CPU cost"}).'
+            if known else '')
     return '\n'.join(lines + ['', f'Validation robust accuracy in % (PGD-20 on the 1,000 held-out training images, '
-                                  f'mean over seeds), from each card\'s summary.csv; `{recipe}`.'])
+                                  f'mean over seeds), from each card\'s summary.csv; `{recipe}`.{cost}'])

@@ -36,6 +36,7 @@ def test_the_table_says_per_seed_whether_a_run_stopped_rising(tmp_path):
     row = dict(activation='relu', recipe='r.yaml', repos=['relu'], bank=None)
     text = convergence.convergence_markdown([row], cards, 'r.yaml')
     assert '| `relu` | 1 | 70.0 | 70.0 | +0.0 | 70.0 | 1 of 1 |' in text
+    assert 'Training cost of these 1 runs: 0.4 CPU-hours' in text, 'the card\'s 0.43 h x 1 thread'
     assert convergence.convergence_markdown([row], cards, 'other.yaml').startswith('_No run under')
 
 
