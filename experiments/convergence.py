@@ -14,6 +14,7 @@ import yaml
 
 from robust_zoo._io import PathLike
 from robust_zoo.publish.plots import summary_rows
+from robust_zoo.training import first_decayed_epoch
 
 __all__ = ['FLAT', 'WINDOW', 'convergence_markdown', 'plateau']
 
@@ -35,13 +36,16 @@ def plateau(robust: Sequence[float], drop_epoch: int) -> Optional[Dict[str, floa
 
 
 def _run_plateau(card: Path) -> Optional[Dict[str, float]]:
-    """The plateau of one card's run: its summary.csv and the lr drop its args.yaml names (multistep schedules)."""
+    """The plateau of one card's run: its summary.csv and the first epoch at the lower lr of its multistep
+    schedule, as timm's scheduler gives it for the args.yaml (milestone 27 lowers the lr from epoch 26)."""
     args = yaml.safe_load((card / 'args.yaml').read_text())
-    milestones = args.get('decay_milestones') or []
-    if args.get('sched') != 'multistep' or not milestones:
+    if args.get('sched') != 'multistep' or not args.get('decay_milestones'):
+        return None
+    drop = first_decayed_epoch(args)
+    if drop < 0:
         return None
     robust = [float(r['eval_robust_acc']) for r in summary_rows(card / 'summary.csv')]
-    return plateau(robust, int(milestones[0]))
+    return plateau(robust, drop)
 
 
 def _cpu_hours(card: Path) -> Optional[float]:

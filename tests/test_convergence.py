@@ -40,6 +40,25 @@ def test_the_table_says_per_seed_whether_a_run_stopped_rising(tmp_path):
     assert convergence.convergence_markdown([row], cards, 'other.yaml').startswith('_No run under')
 
 
+def test_the_windows_end_where_timm_lowers_the_lr(tmp_path):
+    """The grid's milestone 27 lowers the lr from epoch 26 (timm counts milestones from 1): a jump at epoch 26 is
+    'after the drop', not a rise before it."""
+    cards = tmp_path / 'cards'
+    shutil.copytree(ROOT / 'model_cards' / 'lenet_small_relu_at.fmnist_pgd10_s0', cards / 'relu')
+    summary = cards / 'relu' / 'summary.csv'
+    header, *body = summary.read_text().splitlines()
+    col = header.split(',').index('eval_robust_acc')
+    lines = []
+    for line in body:
+        values = line.split(',')
+        values[col] = '0.7' if int(values[0]) < 26 else '0.75'
+        lines.append(','.join(values))
+    summary.write_text('\n'.join([header, *lines]) + '\n')
+    row = dict(activation='relu', recipe='r.yaml', repos=['relu'], bank=None)
+    table = convergence.convergence_markdown([row], cards, 'r.yaml')
+    assert '| `relu` | 1 | 70.0 | 70.0 | +0.0 | 75.0 | 1 of 1 |' in table
+
+
 def test_the_claims_page_measures_the_published_grid():
     rows = leaderboard()
     table = convergence.convergence_markdown(rows, study.cards_dir(), study.LONG_RECIPE)

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import robust_zoo  # noqa: F401
-from robust_zoo.training import load_train_state, load_weights
+from robust_zoo.training import epoch_lrs, first_decayed_epoch, load_train_state, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'train' / 'train_at.py'
@@ -49,6 +49,19 @@ def test_quick_run_leaves_every_output(tmp_path):
     assert record['evaluation']['threat_model']['id'] == 'fashion-mnist-linf'
     assert 'img/s' in (out / 'log.txt').read_text()
     assert not list(out.glob('.*.tmp')), 'every atomic write renamed its temp file into place'
+
+
+def test_summary_logs_the_lr_each_epoch_trained_with(tmp_path):
+    """timm counts multistep milestones from 1: milestone 2 lowers the lr from epoch 1 (counted from 0); the
+    summary's lr column is the lr the epoch trained with, and the schedule helper says the same."""
+    out = tmp_path / 'OUT'
+    run('--model', 'robust_zoo/mlp3_relu_at', *QUICK, '--epochs', '3', '--train-samples', '128', '-b', '64',
+        '--opt', 'sgd', '--lr', '0.01', '--sched', 'multistep', '--decay-milestones', '2', '--warmup-epochs', '0',
+        '--output', out)
+    logged = [float(r['lr']) for r in csv.DictReader((out / 'summary.csv').open())]
+    assert logged == pytest.approx([0.01, 0.001, 0.001])
+    args = yaml.safe_load((out / 'args.yaml').read_text())
+    assert epoch_lrs(args) == pytest.approx(logged) and first_decayed_epoch(args) == 1
 
 
 def _digest(path):

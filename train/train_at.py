@@ -28,7 +28,6 @@ import torch
 from torch.utils.data import Dataset
 from timm.optim import create_optimizer_v2
 from timm.data import resolve_data_config
-from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, distribute_bn, init_distributed_device, update_summary
 
 import robust_zoo  # noqa: F401  (registers the robust_zoo/ models and activations)
@@ -40,8 +39,9 @@ from robust_zoo.layers import set_fused_activations
 from robust_zoo.threat_models import ThreatModel, get_threat_model
 from robust_zoo.training import (
     CO_GAP, AttackConfig, CheckpointError, atomic_write, atomic_write_text, catastrophic_overfitting_epochs,
-    device_name, epoch_batches, freeze, load_model_state, load_train_state, load_weights, ranks_identical,
-    resolve_autocast, save_train_state, save_weights, set_smooth_backward, subset, train_one_epoch, validate,
+    create_run_scheduler, device_name, epoch_batches, freeze, load_model_state, load_train_state, load_weights,
+    ranks_identical, resolve_autocast, save_train_state, save_weights, set_smooth_backward, subset, train_one_epoch,
+    validate,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_args.py beside this file (also when loaded by path)
@@ -259,11 +259,7 @@ def main(argv=None) -> int:
     optimizer = create_optimizer_v2(base, args.opt, lr=args.lr, momentum=args.momentum,
                                     weight_decay=args.weight_decay)
     batches_per_epoch = n_train // (args.batch_size * args.world_size)
-    scheduler, num_epochs = create_scheduler_v2(
-        optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-        warmup_lr=args.warmup_lr, min_lr=args.min_lr, decay_milestones=args.decay_milestones,
-        decay_rate=args.decay_rate, step_on_epochs=not args.sched_on_updates,
-        updates_per_epoch=batches_per_epoch)
+    scheduler, num_epochs = create_run_scheduler(optimizer, vars(args), updates_per_epoch=batches_per_epoch)
     ema = ModelEmaV3(base, decay=args.model_ema_decay) if args.model_ema else None
     amp_dtype = getattr(torch, args.amp_dtype)
     autocast = torch.autocast(device.type, dtype=amp_dtype) if args.amp else None
@@ -364,6 +360,7 @@ def main(argv=None) -> int:
         start_step = 0
         if args.distributed:  # each rank's last forward moved its own BN running stats: average them
             distribute_bn(base, args.world_size, reduce=True)
+        epoch_lr = optimizer.param_groups[0]['lr']  # the lr this epoch trained with, as timm's train.py logs it
         scheduler.step(epoch + 1)
         epochs_run = epoch + 1
         val = validate(eval_model, val_ds, val_attack, device=device, rank=args.rank, world_size=args.world_size,
@@ -391,7 +388,7 @@ def main(argv=None) -> int:
                 for old in sorted(out.glob('checkpoint-*.ckpt'), key=lambda p: int(p.stem.split('-')[1]))[
                         :-args.checkpoint_hist]:
                     old.unlink()
-            update_summary(epoch, train_metrics, val, out / 'summary.csv', lr=optimizer.param_groups[0]['lr'])
+            update_summary(epoch, train_metrics, val, out / 'summary.csv', lr=epoch_lr)
         if args.early_stop_robust and best['robust_acc'] > 0 and robust < args.early_stop_drop * best['robust_acc']:
             log(f'early stop: validation robust accuracy {robust:.3f} fell below {args.early_stop_drop} x best '
                 f'{best["robust_acc"]:.3f} (epoch {best["epoch"]}): catastrophic overfitting; keeping the best.')

@@ -11,6 +11,7 @@ from .loop import (
 )
 from .overfitting import CO_GAP, SINGLE_STEP_ATTACKS, catastrophic_overfitting_epochs, kept_epoch
 from .precision import native_autocast, resolve_autocast
+from .schedule import create_run_scheduler, epoch_lrs, first_decayed_epoch
 from .step import (
     ATTACKS, SMOOTH_BACKWARD, AttackConfig, StepOutput, adversarial_step, attack_mode, make_adversarial,
     set_smooth_backward,
@@ -19,7 +20,7 @@ from .step import (
 __all__ = [
     'ATTACKS', 'CO_GAP', 'SINGLE_STEP_ATTACKS', 'SMOOTH_BACKWARD', 'AttackConfig', 'CheckpointError', 'StepOutput',
     'adversarial_step', 'atomic_write', 'atomic_write_text', 'attack_mode', 'catastrophic_overfitting_epochs',
-    'check_weights_file', 'device_name',
+    'check_weights_file', 'create_run_scheduler', 'device_name', 'epoch_lrs', 'first_decayed_epoch',
     'epoch_batches', 'freeze', 'iterate_batches', 'kept_epoch', 'load_model_state', 'load_train_state',
     'load_weights', 'make_adversarial', 'read_weights_metadata', 'native_autocast', 'parameter_digest',
     'ranks_identical',
